@@ -1,0 +1,112 @@
+"""Tokenise once, pad explicitly, and group by length.
+
+TransformerLens wraps a model's tokenizer so that calling it always prepends BOS, and
+infers attention masks from pad tokens (which for SmolLM2 are the ``<|im_end|>`` token
+that also appears in real chat prompts). actsteer therefore tokenises without special
+tokens, adds BOS itself when the model's config asks for it, and always passes an explicit
+attention mask.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+PaddingSide = Literal["left", "right"]
+
+
+def encode(model: Any, text: str, *, bos: bool | None = None) -> list[int]:
+    """Token ids of ``text``, with BOS exactly when the model expects it (or ``bos`` says)."""
+    tokenizer = model.tokenizer
+    ids = list(tokenizer(text, add_special_tokens=False).input_ids)
+    if bos is None:
+        bos = bool(getattr(model.cfg, "default_prepend_bos", True))
+    if bos and tokenizer.bos_token_id is not None:
+        ids.insert(0, int(tokenizer.bos_token_id))
+    return ids
+
+
+def encode_many(model: Any, texts: Sequence[str], *, bos: bool | None = None) -> list[list[int]]:
+    """:func:`encode` for many texts (one tokenizer call)."""
+    if bos is None:
+        bos = bool(getattr(model.cfg, "default_prepend_bos", True))
+    tokenizer = model.tokenizer
+    encoded = tokenizer(list(texts), add_special_tokens=False).input_ids
+    prefix = [int(tokenizer.bos_token_id)] if bos and tokenizer.bos_token_id is not None else []
+    return [prefix + list(ids) for ids in encoded]
+
+
+def pad_id(model: Any) -> int:
+    tokenizer = model.tokenizer
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
+        if candidate is not None:
+            return int(candidate)
+    return 0
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Padded token ids with their mask. Row ``i`` holds ``lengths[i]`` real tokens,
+    starting at column ``starts[i]`` (0 for right padding)."""
+
+    tokens: Int[Tensor, "batch pos"]
+    attention_mask: Int[Tensor, "batch pos"]
+    lengths: Int[Tensor, " batch"]
+    padding_side: PaddingSide
+
+    @property
+    def starts(self) -> Int[Tensor, " batch"]:
+        if self.padding_side == "right":
+            return torch.zeros_like(self.lengths)
+        return self.tokens.shape[1] - self.lengths
+
+    @property
+    def last(self) -> Int[Tensor, " batch"]:
+        """Column of each row's last real token."""
+        return self.starts + self.lengths - 1
+
+
+def pad(
+    model: Any,
+    sequences: Sequence[Sequence[int]],
+    *,
+    padding_side: PaddingSide = "left",
+    device: torch.device | str | None = None,
+) -> Batch:
+    """Stack token lists into a padded :class:`Batch` on ``device`` (default: the model's)."""
+    if padding_side not in ("left", "right"):
+        raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+    if not sequences:
+        raise ValueError("cannot pad an empty list of sequences")
+    if any(len(seq) == 0 for seq in sequences):
+        raise ValueError("cannot pad an empty sequence; every prompt needs at least one token")
+    width = max(len(seq) for seq in sequences)
+    filler = pad_id(model)
+    tokens = torch.full((len(sequences), width), filler, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        span = slice(width - len(seq), width) if padding_side == "left" else slice(0, len(seq))
+        tokens[row, span] = torch.as_tensor(seq, dtype=torch.long)
+        mask[row, span] = 1
+    target = device if device is not None else model.cfg.device
+    lengths = torch.as_tensor([len(s) for s in sequences], dtype=torch.long)
+    return Batch(tokens.to(target), mask.to(target), lengths.to(target), padding_side)
+
+
+def length_batches(
+    lengths: Sequence[int], batch_size: int, *, bucket: bool = True
+) -> Iterator[list[int]]:
+    """Index groups of at most ``batch_size``; with ``bucket``, similar lengths go together
+    (less padding). Callers scatter results back by index, so order never leaks out."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i]) if bucket else list(
+        range(len(lengths))
+    )
+    for start in range(0, len(order), batch_size):
+        yield order[start : start + batch_size]

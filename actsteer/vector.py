@@ -1,0 +1,282 @@
+"""Steering vectors as values: one direction per layer plus the provenance to trust it.
+
+Example::
+
+    v = actsteer.caa_vector(model, pairs)           # every layer, resid_post
+    v15 = (2.0 * v).select([15])                    # new values; v is unchanged
+    v.save("myopia.safetensors")
+    same = actsteer.SteeringVector.load("myopia.safetensors", model=model)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from actsteer._version import __version__
+from actsteer.sites import SITES
+
+
+class VectorFileError(ValueError):
+    """A vector file that is not a valid actsteer safetensors file."""
+
+
+class VectorMismatchError(ValueError):
+    """A vector that does not fit the model (width, depth) or another vector."""
+
+
+@dataclass(frozen=True)
+class VectorMeta:
+    """Where a vector came from. Travels with the vector through operations and files."""
+
+    model: str = "unknown"
+    backend: str = "unknown"
+    weight_processing: str = "unknown"
+    """TransformerLens processing of the source model (``fold_ln+centre`` or ``none``)."""
+    read_position: str = "last"
+    method: str = "mean_diff"
+    dataset: str = ""
+    n_items: int = 0
+    model_n_layers: int = 0
+    created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    actsteer_version: str = __version__
+    history: tuple[str, ...] = ()
+    """Operations applied since extraction, oldest first (e.g. ``"scaled(2.0)"``)."""
+
+    def then(self, operation: str) -> VectorMeta:
+        return replace(self, history=(*self.history, operation))
+
+
+@dataclass(frozen=True, eq=False)
+class SteeringVector:
+    """Directions ``[len(layers), d_model]`` for ``layers`` at one hook ``site``.
+
+    One extraction reads every layer, so a single value serves any layer choice later.
+    Equality is :meth:`equals` (tensors compared exactly), not ``==``.
+    """
+
+    directions: Float[Tensor, "layer d_model"]
+    layers: tuple[int, ...]
+    site: str = "resid_post"
+    meta: VectorMeta = field(default_factory=VectorMeta)
+
+    def __post_init__(self) -> None:
+        if self.site not in SITES:
+            raise ValueError(f"unknown site {self.site!r}; valid sites: {', '.join(SITES)}")
+        if self.directions.dim() != 2:
+            raise VectorMismatchError(
+                f"directions must be [layer, d_model], got shape {tuple(self.directions.shape)}"
+            )
+        if self.directions.shape[0] != len(self.layers):
+            raise VectorMismatchError(
+                f"{self.directions.shape[0]} directions for {len(self.layers)} layers "
+                f"{list(self.layers)}"
+            )
+        if len(set(self.layers)) != len(self.layers):
+            raise VectorMismatchError(f"duplicate layers in {list(self.layers)}")
+        object.__setattr__(self, "layers", tuple(int(layer) for layer in self.layers))
+
+    # -- access ---------------------------------------------------------------------
+    @property
+    def d_model(self) -> int:
+        return int(self.directions.shape[1])
+
+    def norms(self) -> dict[int, float]:
+        """L2 norm of the direction at each layer."""
+        values = self.directions.float().norm(dim=-1).tolist()
+        return dict(zip(self.layers, values, strict=True))
+
+    def at(self, layer: int) -> Float[Tensor, " d_model"]:
+        """The direction at ``layer``."""
+        try:
+            return self.directions[self.layers.index(layer)]
+        except ValueError:
+            raise KeyError(
+                f"layer {layer} not in this vector; it has layers {list(self.layers)}"
+            ) from None
+
+    def select(self, layers: int | Sequence[int]) -> SteeringVector:
+        """A vector with only ``layers``."""
+        wanted = [layers] if isinstance(layers, int) else list(layers)
+        rows = torch.stack([self.at(layer) for layer in wanted])
+        return replace(self, directions=rows, layers=tuple(wanted),
+                       meta=self.meta.then(f"select({wanted})"))
+
+    # -- arithmetic -----------------------------------------------------------------
+    def scaled(self, factor: float) -> SteeringVector:
+        return replace(self, directions=self.directions * factor,
+                       meta=self.meta.then(f"scaled({factor:g})"))
+
+    def __mul__(self, factor: float) -> SteeringVector:
+        return self.scaled(factor)
+
+    __rmul__ = __mul__
+
+    def __neg__(self) -> SteeringVector:
+        return self.scaled(-1.0)
+
+    def _aligned(self, other: SteeringVector) -> Tensor:
+        if not isinstance(other, SteeringVector):
+            return NotImplemented
+        if other.site != self.site:
+            raise VectorMismatchError(f"cannot combine sites {self.site!r} and {other.site!r}")
+        if other.d_model != self.d_model:
+            raise VectorMismatchError(f"d_model differs: {self.d_model} vs {other.d_model}")
+        missing = [layer for layer in self.layers if layer not in other.layers]
+        if missing:
+            raise VectorMismatchError(
+                f"the other vector lacks layers {missing}; select common layers first"
+            )
+        return torch.stack([other.at(layer) for layer in self.layers]).to(self.directions)
+
+    def __add__(self, other: SteeringVector) -> SteeringVector:
+        rows = self._aligned(other)
+        return replace(self, directions=self.directions + rows,
+                       meta=self.meta.then(f"plus({other.meta.dataset or other.meta.method})"))
+
+    def __sub__(self, other: SteeringVector) -> SteeringVector:
+        rows = self._aligned(other)
+        return replace(self, directions=self.directions - rows,
+                       meta=self.meta.then(f"minus({other.meta.dataset or other.meta.method})"))
+
+    def normalized(self) -> SteeringVector:
+        """Unit norm at every layer (zero rows stay zero)."""
+        norms = self.directions.norm(dim=-1, keepdim=True)
+        safe = torch.where(norms > 0, norms, torch.ones_like(norms))
+        return replace(self, directions=self.directions / safe, meta=self.meta.then("normalized"))
+
+    def to(self, device: torch.device | str | None = None,
+           dtype: torch.dtype | None = None) -> SteeringVector:
+        return replace(self, directions=self.directions.to(device=device, dtype=dtype))
+
+    def permuted(self, seed: int = 0) -> SteeringVector:
+        """Control: each layer's entries shuffled (same norm, direction destroyed)."""
+        generator = torch.Generator().manual_seed(seed)
+        rows = [row[torch.randperm(self.d_model, generator=generator).to(row.device)]
+                for row in self.directions]
+        return replace(self, directions=torch.stack(rows),
+                       meta=self.meta.then(f"permuted(seed={seed})"))
+
+    def random_like(self, seed: int = 0) -> SteeringVector:
+        """Control: a random Gaussian direction per layer with the same norm."""
+        generator = torch.Generator().manual_seed(seed)
+        noise = torch.randn(self.directions.shape, generator=generator).to(self.directions)
+        noise = noise / noise.norm(dim=-1, keepdim=True) * self.directions.norm(
+            dim=-1, keepdim=True)
+        return replace(self, directions=noise, meta=self.meta.then(f"random_like(seed={seed})"))
+
+    def equals(self, other: SteeringVector) -> bool:
+        """Same layers, site, metadata and exactly equal tensors."""
+        return (
+            self.layers == other.layers
+            and self.site == other.site
+            and self.meta == other.meta
+            and self.directions.dtype == other.directions.dtype
+            and torch.equal(self.directions.cpu(), other.directions.cpu())
+        )
+
+    # -- files ----------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write ``.safetensors`` (tensors) with JSON metadata inside, atomically."""
+        from safetensors.torch import save_file
+
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        header = {"actsteer": json.dumps({"site": self.site, "layers": list(self.layers),
+                                          "meta": asdict(self.meta)})}
+        fd, scratch = tempfile.mkstemp(prefix=f".{target.name}-", dir=target.parent)
+        os.close(fd)
+        try:
+            save_file({"directions": self.directions.detach().cpu().contiguous()}, scratch,
+                      metadata=header)
+            os.replace(scratch, target)
+        finally:
+            if os.path.exists(scratch):
+                os.unlink(scratch)
+        return target
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *, model: Any | None = None) -> SteeringVector:
+        """Read a file written by :meth:`save` (safetensors only: never unpickles).
+
+        With ``model``, check that width and layers fit it and warn if the weight
+        processing differs from the model the vector came from.
+        """
+        from safetensors import SafetensorError, safe_open
+
+        source = Path(path)
+        if not source.is_file():
+            raise FileNotFoundError(f"no vector file at {source}")
+        try:
+            with safe_open(str(source), framework="pt") as handle:
+                header = handle.metadata() or {}
+                if set(handle.keys()) != {"directions"}:
+                    raise VectorFileError(
+                        f"{source} holds tensors {sorted(handle.keys())}, expected 'directions'")
+                directions = handle.get_tensor("directions")
+        except (SafetensorError, OSError, UnicodeDecodeError) as error:
+            raise VectorFileError(
+                f"{source} is not a safetensors file ({error}); actsteer never loads pickles, "
+                "re-save the vector with SteeringVector.save"
+            ) from None
+        if "actsteer" not in header:
+            raise VectorFileError(f"{source} has no actsteer metadata; save it with actsteer")
+        info = json.loads(header["actsteer"])
+        meta_fields = dict(info["meta"])
+        meta_fields["history"] = tuple(meta_fields.get("history", ()))
+        try:
+            vector = cls(directions, tuple(info["layers"]), info["site"], VectorMeta(**meta_fields))
+        except VectorMismatchError as error:
+            raise VectorFileError(f"{source}: {error}") from None
+        if model is not None:
+            vector.check_fits(model)
+        return vector
+
+    def check_fits(self, model: Any) -> None:
+        """Raise :class:`VectorMismatchError` if this vector cannot be applied to ``model``."""
+        d_model, n_layers = int(model.cfg.d_model), int(model.cfg.n_layers)
+        if self.d_model != d_model:
+            raise VectorMismatchError(
+                f"vector has d_model {self.d_model} but the model has {d_model}: it was "
+                f"extracted from {self.meta.model!r}; extract a vector from this model")
+        beyond = [layer for layer in self.layers if layer >= n_layers]
+        if beyond:
+            raise VectorMismatchError(
+                f"vector layers {beyond} do not exist in a {n_layers}-layer model; "
+                "select() layers the model has")
+        from actsteer.models import model_info
+
+        processing = model_info(model).weight_processing
+        if "unknown" not in (processing, self.meta.weight_processing) and (
+            processing != self.meta.weight_processing
+        ):
+            warnings.warn(
+                f"vector extracted with weight processing {self.meta.weight_processing!r} "
+                f"applied to a model with {processing!r}; residual coordinates may differ",
+                stacklevel=3,
+            )
+
+
+def match_norms(vectors: Sequence[SteeringVector], layer: int,
+                target: float | None = None) -> list[SteeringVector]:
+    """CAA-style common norm: rescale each vector at ``layer`` to ``target`` (default: the
+    mean of their norms at that layer). Returns single-layer vectors."""
+    if not vectors:
+        raise ValueError("match_norms needs at least one vector")
+    chosen = [v.select(layer) for v in vectors]
+    norms = [float(v.directions.norm()) for v in chosen]
+    if any(n == 0 for n in norms):
+        raise ValueError(f"cannot rescale a zero vector at layer {layer}")
+    goal = sum(norms) / len(norms) if target is None else target
+    return [v.scaled(goal / n) for v, n in zip(chosen, norms, strict=True)]

@@ -1,0 +1,117 @@
+"""SteeringVector values: arithmetic, files, checks against a model; PCA and probe methods."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+
+from actsteer import SteeringVector, VectorFileError, VectorMeta, VectorMismatchError, match_norms
+from actsteer.extraction import ContrastivePair, caa_vector, directions_from_pairs
+
+
+def _vector(seed=0, layers=(0, 1, 2, 3), d=64) -> SteeringVector:
+    g = torch.Generator().manual_seed(seed)
+    return SteeringVector(torch.randn(len(layers), d, generator=g), layers,
+                          meta=VectorMeta(model="tiny", dataset=f"d{seed}", n_items=3))
+
+
+def test_operations_return_new_values():
+    v, w = _vector(0), _vector(1)
+    original = v.directions.clone()
+    assert torch.equal((2 * v).directions, 2 * original)
+    assert torch.equal((v - w).directions, original - w.directions)
+    assert torch.equal((-v).directions, -original)
+    assert torch.equal(v.directions, original)  # untouched
+    assert (2 * v).meta.history == ("scaled(2)",)
+    assert torch.allclose(v.normalized().directions.norm(dim=-1), torch.ones(4))
+    picked = v.select([3, 1])
+    assert picked.layers == (3, 1) and torch.equal(picked.at(1), original[1])
+    assert v.norms()[2] == pytest.approx(float(original[2].norm()))
+
+
+def test_controls_keep_norms():
+    v = _vector(0)
+    for control in (v.permuted(3), v.random_like(3)):
+        torch.testing.assert_close(control.directions.norm(dim=-1), v.directions.norm(dim=-1))
+        assert not torch.allclose(control.directions, v.directions)
+    assert torch.equal(torch.sort(v.permuted(1).directions, -1).values,
+                       torch.sort(v.directions, -1).values)
+
+
+def test_mismatches_are_explained():
+    with pytest.raises(VectorMismatchError, match="lacks layers"):
+        _ = _vector(0) + _vector(1, layers=(0, 1))
+    with pytest.raises(VectorMismatchError, match="d_model differs"):
+        _ = _vector(0) + _vector(1, d=32)
+    with pytest.raises(KeyError, match="layer 9"):
+        _vector(0).at(9)
+    with pytest.raises(VectorMismatchError, match="3 directions for 2 layers"):
+        SteeringVector(torch.zeros(3, 4), (0, 1))
+
+
+def test_match_norms_gives_common_norm():
+    vs = [_vector(0), 3 * _vector(1)]
+    matched = match_norms(vs, 2)
+    norms = [float(v.directions.norm()) for v in matched]
+    assert norms[0] == pytest.approx(norms[1])
+    assert norms[0] == pytest.approx((float(vs[0].at(2).norm()) + float(vs[1].at(2).norm())) / 2)
+
+
+def test_save_load_roundtrip(tmp_path, tiny_model):
+    v = (2 * _vector(0)).select([1, 3])
+    path = v.save(tmp_path / "v.safetensors")
+    again = SteeringVector.load(path, model=tiny_model)
+    assert again.equals(v)
+    assert not again.equals(2 * v)
+
+
+def test_load_refuses_pickles_and_bad_shapes(tmp_path, tiny_model):
+    evil = tmp_path / "evil.safetensors"
+    evil.write_bytes(pickle.dumps({"directions": torch.zeros(2, 64)}))
+    with pytest.raises(VectorFileError, match="never loads pickles"):
+        SteeringVector.load(evil)
+    from safetensors.torch import save_file
+
+    bad = tmp_path / "bad.safetensors"
+    save_file({"directions": torch.zeros(3, 64)}, str(bad),
+              metadata={"actsteer": '{"site": "resid_post", "layers": [0, 1], "meta": {}}'})
+    with pytest.raises(VectorFileError, match="3 directions for 2 layers"):
+        SteeringVector.load(bad)
+    wide = _vector(0, d=32).save(tmp_path / "wide.safetensors")
+    with pytest.raises(VectorMismatchError, match="d_model 32"):
+        SteeringVector.load(wide, model=tiny_model)
+    deep = _vector(0, layers=(5,)).save(tmp_path / "deep.safetensors")
+    with pytest.raises(VectorMismatchError, match=r"layers \[5\]"):
+        SteeringVector.load(deep, model=tiny_model)
+
+
+def test_weight_processing_mismatch_warns(tmp_path, tiny_model):
+    v = SteeringVector(torch.zeros(1, 64), (0,), meta=VectorMeta(weight_processing="none"))
+    with pytest.warns(UserWarning, match="weight processing"):
+        v.check_fits(tiny_model)
+
+
+def test_methods_on_synthetic_pairs():
+    torch.manual_seed(0)
+    direction = torch.zeros(8)
+    direction[2] = 1.0
+    negative = torch.randn(200, 1, 8)
+    positive = negative + 3.0 * direction + 0.1 * torch.randn(200, 1, 8)
+    mean = directions_from_pairs(positive, negative, "mean_diff")[0]
+    assert mean[2] == pytest.approx(3.0, abs=0.05)
+    for method in ("pca", "probe"):
+        found = directions_from_pairs(positive, negative, method)[0]
+        cosine = torch.nn.functional.cosine_similarity(found, direction, dim=0)
+        assert cosine > 0.9, method  # sign fixed towards the mean difference
+    with pytest.raises(ValueError, match="'lda'"):
+        directions_from_pairs(positive, negative, "lda")  # type: ignore[arg-type]
+
+
+def test_caa_records_provenance(tiny_model):
+    pairs = [ContrastivePair(f"p{i} (", "A", "B") for i in range(3)]
+    v = caa_vector(tiny_model, pairs, layers=[0, 2], read="answer", dataset="toy")
+    assert v.layers == (0, 2) and v.d_model == 64
+    assert (v.meta.method, v.meta.read_position, v.meta.n_items) == ("mean_diff", "answer", 3)
+    assert v.meta.model_n_layers == 4 and v.meta.backend == "hooked"
