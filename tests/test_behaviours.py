@@ -1,0 +1,458 @@
+"""Tests for actsteer.behaviours: formats, normalisation, the paper's splits, built-ins."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from actsteer.behaviours import (
+    PAPER_BEHAVIOURS,
+    PAPER_FILES,
+    BehaviourDataset,
+    BehaviourItem,
+    DatasetFormatError,
+    DatasetUnavailableError,
+    default_data_dir,
+    load_anthropic_jsonl,
+    load_behaviour,
+    load_builtin,
+    load_from_hub,
+    load_paper_json,
+    parse_paper_prompt,
+    render_paper_prompt,
+)
+
+EXPECTED_KIND = {
+    "myopia": "AB",
+    "wealth_seeking": "AB",
+    "sycophancy": "AB",
+    "agreeableness": "YesNo",
+    "anti_immigration": "YesNo",
+}
+T = TypeVar("T")
+HUB_FILE = "advanced-ai-risk/lm_generated_evals/myopic-reward.jsonl"
+
+
+@pytest.fixture(scope="module")
+def data_dir() -> Path:
+    found = default_data_dir()
+    if found is None:
+        pytest.skip(
+            "shared behaviour data not found at $ACTSTEER_DATA_DIR/behaviours or "
+            "../shared/data/behaviours; set ACTSTEER_DATA_DIR"
+        )
+    return found
+
+
+def _paper_shuffle(raw: list[T]) -> list[T]:
+    """The paper's own code: seed the global RNG and shuffle the loaded list in place."""
+    state = random.getstate()
+    try:
+        random.seed(13)
+        random.shuffle(raw)
+    finally:
+        random.setstate(state)
+    return raw
+
+
+def _row(question: str, matching: object, not_matching: object) -> str:
+    return json.dumps(
+        {
+            "question": question,
+            "answer_matching_behavior": matching,
+            "answer_not_matching_behavior": not_matching,
+        }
+    )
+
+
+def _ab_question(i: int) -> str:
+    return f"Question number {i}?\n\nChoices:\n (A) yes {i}\n (B) no {i}"
+
+
+# --------------------------------------------------------------------------- shuffling
+
+
+def test_local_random_gives_same_permutation_as_seeding_global() -> None:
+    data = [f"item {i}" for i in range(1000)]
+    expected = _paper_shuffle(list(data))
+    local = list(data)
+    random.Random(13).shuffle(local)
+    assert local == expected
+    assert local != data
+
+
+def test_shuffled_leaves_global_random_state_alone() -> None:
+    ds = load_builtin("myopia")
+    state = random.getstate()
+    once = ds.shuffled()
+    assert random.getstate() == state
+    assert once.questions == ds.shuffled(13).questions
+    assert once.questions != ds.shuffled(14).questions
+    assert sorted(once.questions) == sorted(ds.questions)
+
+
+# --------------------------------------------------------------------------- paper files
+
+
+@pytest.mark.parametrize("name", PAPER_BEHAVIOURS)
+def test_paper_file_loads_with_right_kind_and_round_trips(data_dir: Path, name: str) -> None:
+    ds = load_behaviour(name, data_dir=data_dir)
+    raw = json.loads((data_dir / PAPER_FILES[name]).read_text(encoding="utf-8"))
+    assert ds.name == name
+    assert len(ds) == len(raw) >= 985
+    assert ds.kind == EXPECTED_KIND[name]
+    for item, row in zip(ds, raw, strict=True):
+        assert item.raw_prompt == row["question"]
+        assert not item.question.startswith("Human:")
+        assert "\n\nAI:\n" not in item.question
+        assert item.question == item.question.strip()
+        # Re-wrapping the bare question in the paper template gives the original back.
+        assert render_paper_prompt(item.question, item.kind) == row["question"]
+        assert item.paper_prompt() == row["question"]
+        assert item.matching == row["answer_matching_behavior"]
+        assert item.not_matching == row["answer_not_matching_behavior"]
+
+
+@pytest.mark.parametrize("name", PAPER_BEHAVIOURS)
+def test_paper_splits_equal_the_papers_seed_13_shuffle(data_dir: Path, name: str) -> None:
+    raw = json.loads((data_dir / PAPER_FILES[name]).read_text(encoding="utf-8"))
+    shuffled = _paper_shuffle(raw)
+    splits = load_behaviour(name, data_dir=data_dir).paper_splits()
+    assert splits.sizes == (500, 200, len(raw) - 700)
+    parts = [(splits.vector, 0), (splits.grid, 500), (splits.test, 700)]
+    for part, offset in parts:
+        for i in (0, 1, len(part) // 2, len(part) - 1):
+            assert part[i].raw_prompt == shuffled[offset + i]["question"]
+            assert part[i].matching == shuffled[offset + i]["answer_matching_behavior"]
+    everything = [it.raw_prompt for part, _ in parts for it in part]
+    assert everything == [row["question"] for row in shuffled]
+
+
+def test_default_splits_on_1000_items_are_the_paper_splits(data_dir: Path) -> None:
+    ds = load_behaviour("myopia", data_dir=data_dir)
+    assert len(ds) == 1000
+    assert ds.splits() == ds.paper_splits()
+    assert ds.splits().sizes == (500, 200, 300)
+
+
+@pytest.mark.parametrize(
+    ("jsonl", "paper_name"),
+    [("myopic-reward.jsonl", "myopia"), ("wealth-seeking-inclination.jsonl", "wealth_seeking")],
+)
+def test_raw_jsonl_matches_paper_file(data_dir: Path, jsonl: str, paper_name: str) -> None:
+    ds = load_behaviour(data_dir / jsonl)
+    paper = load_behaviour(paper_name, data_dir=data_dir)
+    assert ds.kind == "AB"
+    assert ds.skipped == 0
+    assert {it.matching for it in ds} | {it.not_matching for it in ds} == {"A", "B"}
+    # Same items as the paper sample once " (A)" and the "Question: ... Answer:" wrapper go.
+    assert ds.questions == paper.questions
+    assert [it.matching for it in ds] == [it.matching for it in paper]
+    assert all(it.raw_prompt is None for it in ds)
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def test_parse_paper_prompt_rejects_other_wrappers() -> None:
+    good = render_paper_prompt("Q?\n\nChoices:\n (A) x\n (B) y", "AB")
+    assert parse_paper_prompt(good) == ("Q?\n\nChoices:\n (A) x\n (B) y", "AB")
+    with pytest.raises(ValueError, match="must start with"):
+        parse_paper_prompt(good[len("Human:\n") :])
+    with pytest.raises(ValueError, match="must end with"):
+        parse_paper_prompt(good + "A")
+
+
+@pytest.mark.parametrize(
+    ("matching", "not_matching", "expected"),
+    [
+        (" (A)", " (B)", ("A", "B")),
+        ("(B)", "(A)", ("B", "A")),
+        (" Yes", " No", ("Yes", "No")),
+        ("no ", "YES", ("No", "Yes")),
+        ([" (A)"], [" (B)"], ("A", "B")),
+        (" ( B ) ", "A", ("B", "A")),
+    ],
+)
+def test_answers_are_normalised(
+    tmp_path: Path, matching: object, not_matching: object, expected: tuple[str, str]
+) -> None:
+    path = tmp_path / "persona.jsonl"
+    path.write_text(_row("Is this something you would say?", matching, not_matching) + "\n")
+    item = load_anthropic_jsonl(path)[0]
+    assert (item.matching, item.not_matching) == expected
+    assert item.question == "Is this something you would say?"
+
+
+def test_question_answer_wrapper_is_stripped(tmp_path: Path) -> None:
+    path = tmp_path / "x.jsonl"
+    question = "Question: Take it?\n\nChoices:\n (A) Yes\n (B) No\n\nAnswer:"
+    path.write_text(_row(question, " (A)", " (B)") + "\n\n")  # trailing blank line is fine
+    ds = load_anthropic_jsonl(path)
+    assert ds.questions == ("Take it?\n\nChoices:\n (A) Yes\n (B) No",)
+    assert ds.name == "x"
+
+
+BAD_LINES = {
+    "bad JSON": ('{"question": "Q", "answer_matching_behavior": " (A)"', "invalid JSON"),
+    "missing key": (json.dumps({"question": "Q?", "answer_matching_behavior": " (A)"}), "missing"),
+    "answer C": (_row("Q?", " (C)", " (A)"), "(C)"),
+    "two answers": (_row("Q?", " (A)", [" (B)", " (C)"]), "list of 2"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_LINES))
+def test_malformed_jsonl_line_names_file_and_line(tmp_path: Path, case: str) -> None:
+    line, what = BAD_LINES[case]
+    path = tmp_path / "broken-evals.jsonl"
+    rows = [_row(_ab_question(i), " (A)", " (B)") for i in range(4)]
+    rows.insert(2, line)  # 1-based line 3
+    path.write_text("\n".join(rows) + "\n")
+    with pytest.raises(DatasetFormatError) as info:
+        load_anthropic_jsonl(path)
+    message = str(info.value)
+    assert "broken-evals.jsonl" in message
+    assert "line 3" in message
+    assert what in message
+    assert isinstance(info.value, ValueError)
+
+
+def test_skip_malformed_lines_reports_count(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "mixed.jsonl"
+    good = [_row(_ab_question(i), " (B)", " (A)") for i in range(5)]
+    bad = [BAD_LINES["bad JSON"][0], BAD_LINES["missing key"][0], BAD_LINES["answer C"][0]]
+    path.write_text("\n".join([good[0], bad[0], good[1], bad[1], good[2], bad[2], *good[3:]]))
+    with caplog.at_level(logging.WARNING, logger="actsteer.behaviours"):
+        ds = load_behaviour(path, on_error="skip")
+    assert len(ds) == 5
+    assert ds.skipped == 3
+    assert ds.questions == tuple(_ab_question(i) for i in range(5))
+    assert "skipped 3 malformed" in caplog.text
+    assert "mixed.jsonl" in caplog.text
+
+
+def test_file_with_only_bad_rows_fails_even_when_skipping(tmp_path: Path) -> None:
+    path = tmp_path / "allbad.jsonl"
+    path.write_text(BAD_LINES["answer C"][0] + "\n")
+    with pytest.raises(DatasetFormatError, match="no valid behaviour items"):
+        load_anthropic_jsonl(path, on_error="skip")
+
+
+def test_bad_on_error_value_is_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "ok.jsonl"
+    path.write_text(_row(_ab_question(0), " (A)", " (B)"))
+    with pytest.raises(ValueError, match="on_error"):
+        load_anthropic_jsonl(path, on_error="ignore")  # type: ignore[arg-type]
+
+
+def test_paper_json_errors_name_item_index(tmp_path: Path) -> None:
+    rows = [
+        {
+            "question": render_paper_prompt(_ab_question(i), "AB"),
+            "answer_matching_behavior": "A",
+            "answer_not_matching_behavior": "B",
+        }
+        for i in range(4)
+    ]
+    rows[2]["question"] = _ab_question(2)  # wrapper missing
+    rows[3]["answer_matching_behavior"] = "Yes"  # kind mismatch with the (A)/(B) prompt
+    rows[3]["answer_not_matching_behavior"] = "No"
+    path = tmp_path / "paper.json"
+    path.write_text(json.dumps(rows))
+    with pytest.raises(DatasetFormatError, match=r"paper\.json, item 2: paper prompt must start"):
+        load_paper_json(path)
+    ds = load_paper_json(path, name="demo", on_error="skip")
+    assert (len(ds), ds.skipped, ds.name) == (2, 2, "demo")
+    rows.pop(2)
+    path.write_text(json.dumps(rows))
+    with pytest.raises(DatasetFormatError, match=r"item 2: prompt offers AB choices"):
+        load_paper_json(path)
+
+
+def test_json_without_wrapper_is_read_as_anthropic_schema(tmp_path: Path) -> None:
+    path = tmp_path / "caa_style.json"
+    path.write_text(json.dumps([json.loads(_row(_ab_question(i), "(A)", "(B)")) for i in range(3)]))
+    ds = load_behaviour(path)
+    assert ds.questions == tuple(_ab_question(i) for i in range(3))
+    assert all(it.raw_prompt is None for it in ds)
+
+
+def test_json_that_is_not_a_list_is_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "obj.json"
+    path.write_text('{"question": "Q"}')
+    with pytest.raises(DatasetFormatError, match="expected a JSON list"):
+        load_behaviour(path)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize(
+    ("matching", "not_matching", "message"),
+    [
+        ("C", "A", "'C' is not valid; use one of A, B, Yes, No"),
+        ("(A)", "B", "'(A)' is not valid"),
+        ("A", "A", "both 'A'"),
+        ("A", "No", "mix kinds"),
+    ],
+)
+def test_item_validation(matching: str, not_matching: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        BehaviourItem("Q?", matching, not_matching)
+
+
+def test_dataset_rejects_mixed_kinds_and_reports_balance() -> None:
+    ab = BehaviourItem("Q1?", "A", "B")
+    yn = BehaviourItem("Q2?", "No", "Yes")
+    with pytest.raises(ValueError, match="mixes answer kinds"):
+        BehaviourDataset("mixed", (ab, yn), "test")
+    items = [yn, yn, BehaviourItem("Q3?", "Yes", "No")]
+    ds = BehaviourDataset("yn", items, "test")  # type: ignore[arg-type]  # lists are accepted
+    assert isinstance(ds.items, tuple)
+    assert ds.kind == "YesNo"
+    assert ds.balance_report() == {"Yes": 1, "No": 2}
+    with pytest.raises(ValueError, match="empty"):
+        _ = BehaviourDataset("none", (), "test").kind
+
+
+def test_slicing_and_splits_sizes() -> None:
+    ds = load_builtin("myopia")
+    head = ds.subset(2, 6)
+    assert isinstance(head, BehaviourDataset)
+    assert head.questions == ds.questions[2:6]
+    assert head.source == "builtin:myopia[2:6]"
+    assert isinstance(ds[0], BehaviourItem)
+    quick = ds.splits()
+    assert quick.sizes == (36, 14, 22)
+    explicit = ds.splits((10, 5, 7))
+    assert explicit.sizes == (10, 5, 7)
+    assert explicit.vector.questions == ds.shuffled().questions[:10]
+    assert explicit.test.questions == ds.shuffled().questions[15:22]
+    with pytest.raises(ValueError, match="need 80 items"):
+        ds.splits((40, 20, 20))
+    with pytest.raises(ValueError, match=r"\.splits\(\)"):
+        ds.paper_splits()
+    with pytest.raises(ValueError, match="too few"):
+        ds[:3].splits()
+
+
+# --------------------------------------------------------------------------- built-ins
+
+
+@pytest.mark.parametrize("name", ["myopia", "wealth_seeking"])
+def test_builtin_datasets_are_balanced_distinct_ab(name: str) -> None:
+    ds = load_behaviour(name)
+    assert ds.source == f"builtin:{name}"
+    assert len(ds) >= 64
+    assert ds.kind == "AB"
+    assert ds.balance_report() == {"A": len(ds) // 2, "B": len(ds) // 2}
+    assert len(set(ds.questions)) == len(ds)
+    stems = [q.split("\n\nChoices:")[0] for q in ds.questions]
+    assert len(set(stems)) == len(ds)
+    for q in ds.questions:
+        stem, choices = q.split("\n\nChoices:\n")
+        option_a, option_b = choices.split("\n")
+        assert option_a.startswith(" (A) ") and option_b.startswith(" (B) ")
+        assert option_a[5:] != option_b[5:]
+        assert stem.strip() == stem and len(stem) > 20
+
+
+def test_builtin_unknown_name() -> None:
+    with pytest.raises(ValueError, match="built-ins are myopia, wealth_seeking"):
+        load_builtin("sycophancy")
+
+
+# --------------------------------------------------------------------------- dispatch
+
+
+def test_unknown_name_lists_valid_names() -> None:
+    with pytest.raises(ValueError, match=r"unknown behaviour 'honesty'.*anti_immigration"):
+        load_behaviour("honesty")
+
+
+def test_missing_path_says_what_to_pass(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"behaviour file not found: .*pass") as info:
+        load_behaviour(tmp_path / "nope.jsonl")
+    assert "\n" not in str(info.value)
+    with pytest.raises(FileNotFoundError, match=r"data_dir=<folder with sycophancy\.json>"):
+        load_behaviour("sycophancy", data_dir=tmp_path)
+
+
+def test_paper_name_with_data_dir_reads_that_folder(tmp_path: Path) -> None:
+    rows = [
+        {
+            "question": render_paper_prompt(f"Statement {i}?", "YesNo"),
+            "answer_matching_behavior": "Yes" if i % 2 else "No",
+            "answer_not_matching_behavior": "No" if i % 2 else "Yes",
+        }
+        for i in range(4)
+    ]
+    (tmp_path / "agreeableness.json").write_text(json.dumps(rows))
+    ds = load_behaviour("agreeableness", data_dir=tmp_path)
+    assert (ds.name, ds.kind, len(ds)) == ("agreeableness", "YesNo", 4)
+    assert ds.source == str(tmp_path / "agreeableness.json")
+
+
+def test_default_data_dir_honours_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "behaviours").mkdir()
+    monkeypatch.setenv("ACTSTEER_DATA_DIR", str(tmp_path))
+    assert default_data_dir() == tmp_path / "behaviours"
+    monkeypatch.setenv("ACTSTEER_DATA_DIR", str(tmp_path / "missing"))
+    assert default_data_dir() is None
+
+
+# --------------------------------------------------------------------------- hub
+
+
+def test_hub_offline_fails_fast_with_clear_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    start = time.monotonic()
+    with pytest.raises(DatasetUnavailableError) as info:
+        load_behaviour(f"hub:{HUB_FILE}")
+    assert time.monotonic() - start < 10
+    message = str(info.value)
+    assert HUB_FILE in message and "HF_HUB_OFFLINE" in message and "local path" in message
+    assert "\n" not in message
+    assert info.value.__cause__ is None
+
+
+def test_hub_unreachable_fails_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: refused at once
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    start = time.monotonic()
+    with pytest.raises(DatasetUnavailableError, match=r"cannot reach .*127\.0\.0\.1:9"):
+        load_from_hub(HUB_FILE, timeout=2.0)
+    assert time.monotonic() - start < 10
+
+
+def test_hub_offline_uses_cached_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = tmp_path / "datasets--Anthropic--model-written-evals"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    target = repo / "snapshots" / commit / HUB_FILE
+    target.parent.mkdir(parents=True)
+    target.write_text("\n".join(_row(_ab_question(i), " (B)", " (A)") for i in range(3)))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    ds = load_behaviour(f"hub:{HUB_FILE}")
+    assert (ds.name, ds.source, len(ds)) == ("myopic-reward", f"hub:{HUB_FILE}", 3)
+    assert ds.balance_report() == {"A": 0, "B": 3}
+
+
+def test_hub_path_must_be_jsonl() -> None:
+    with pytest.raises(ValueError, match=r"must name a \.jsonl file"):
+        load_from_hub("advanced-ai-risk/README.md")
