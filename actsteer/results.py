@@ -1,0 +1,99 @@
+"""Results files: written atomically, resumable cell by cell, config recorded inside.
+
+Example::
+
+    store = ResultStore(out_dir / "multi_behaviour.json", config=asdict(cfg))
+    if not store.has("grid/myopia/L12/x2"):
+        store.put("grid/myopia/L12/x2", {"matching": 31, ...})   # file rewritten atomically
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+
+class ResultConfigMismatchError(ValueError):
+    """An existing results file was made with a different config."""
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
+        return _jsonable(value.item())
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_json_atomic(path: str | os.PathLike[str], payload: Any) -> Path:
+    """Write JSON to a temporary file beside ``path`` and rename it into place, so a
+    reader (or a crash) never sees half a file."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, scratch = tempfile.mkstemp(prefix=f".{target.name}-", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(_jsonable(payload), handle, indent=1, sort_keys=False)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(scratch, target)
+    finally:
+        if os.path.exists(scratch):
+            os.unlink(scratch)
+    return target
+
+
+class ResultStore:
+    """A JSON file of named cells plus the config that produced them.
+
+    Re-opening the file with the same config keeps the finished cells, so an interrupted
+    sweep resumes where it stopped; a different config raises unless ``overwrite=True``.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], config: Mapping[str, Any],
+                 *, overwrite: bool = False) -> None:
+        self.path = Path(path)
+        self.config = _jsonable(dict(config))
+        self.cells: dict[str, Any] = {}
+        self.extra: dict[str, Any] = {}
+        if self.path.exists() and not overwrite:
+            saved = json.loads(self.path.read_text())
+            if saved.get("config") != self.config:
+                changed = sorted(k for k in set(self.config) | set(saved.get("config", {}))
+                                 if self.config.get(k) != saved.get("config", {}).get(k))
+                raise ResultConfigMismatchError(
+                    f"{self.path} was made with a different config (fields {changed}); "
+                    "pass another output path, or overwrite=True to start again")
+            self.cells = dict(saved.get("cells", {}))
+            self.extra = dict(saved.get("extra", {}))
+
+    def has(self, key: str) -> bool:
+        return key in self.cells
+
+    def get(self, key: str) -> Any:
+        return self.cells[key]
+
+    def put(self, key: str, value: Any) -> None:
+        """Record one finished cell and rewrite the file atomically."""
+        self.cells[key] = _jsonable(value)
+        self.flush()
+
+    def set_extra(self, key: str, value: Any) -> None:
+        """Record derived, non-cell data (summaries, timings) and rewrite the file."""
+        self.extra[key] = _jsonable(value)
+        self.flush()
+
+    def flush(self) -> None:
+        write_json_atomic(self.path, {"config": self.config, "cells": self.cells,
+                                      "extra": self.extra})
