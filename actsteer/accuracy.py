@@ -1,0 +1,82 @@
+"""Next-token top-k accuracy of a (steered) model on documents.
+
+Token ``t+1`` is predicted from the logits at position ``t``, so a document of ``n``
+tokens contributes ``n - 1`` predictions; padding never counts. Results keep per-document
+counts so that intervals can be bootstrapped over documents, token-weighted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from actsteer.batching import PaddingSide, length_batches, pad
+from actsteer.plan import SteeringPlan
+from actsteer.stats import Estimate, bootstrap
+from actsteer.steering import steer
+
+
+@dataclass(frozen=True)
+class DocumentAccuracy:
+    """Per-document counts: correct top-1 and top-k predictions, and predictions made."""
+
+    top1: Int[Tensor, " doc"]
+    topk: Int[Tensor, " doc"]
+    tokens: Int[Tensor, " doc"]
+    k: int
+
+    @property
+    def top1_rate(self) -> float:
+        return float(self.top1.sum()) / max(1, int(self.tokens.sum()))
+
+    @property
+    def topk_rate(self) -> float:
+        return float(self.topk.sum()) / max(1, int(self.tokens.sum()))
+
+    def estimate(self, which: str = "top1", *, n_resamples: int = 1000,
+                 seed: int = 0) -> Estimate:
+        """Token-weighted accuracy with a bootstrap interval over documents."""
+        counts = self.top1 if which == "top1" else self.topk
+        rates = counts.double() / self.tokens.clamp_min(1).double()
+        return bootstrap(rates, weights=self.tokens.double(), n_resamples=n_resamples,
+                         seed=seed)
+
+
+def next_token_accuracy(
+    model: Any,
+    sequences: Sequence[Sequence[int]],
+    plan: SteeringPlan | None = None,
+    *,
+    k: int = 10,
+    batch_size: int = 8,
+    padding_side: PaddingSide = "right",
+    progress: bool = False,
+) -> DocumentAccuracy:
+    """Top-1 and top-``k`` next-token accuracy of ``model`` under ``plan`` per document."""
+    if any(len(seq) < 2 for seq in sequences):
+        raise ValueError("every document needs at least 2 tokens to score a prediction")
+    n = len(sequences)
+    top1 = torch.zeros(n, dtype=torch.long)
+    topk = torch.zeros(n, dtype=torch.long)
+    counts = torch.tensor([len(s) - 1 for s in sequences], dtype=torch.long)
+    groups = list(length_batches([len(s) for s in sequences], batch_size))
+    for group in tqdm(groups, desc="next-token accuracy", disable=not progress, leave=False):
+        batch = pad(model, [sequences[i] for i in group], padding_side=padding_side)
+        with torch.no_grad(), steer(model, plan or SteeringPlan()) as handle:
+            handle.new_prompt(batch.starts)
+            logits = model(batch.tokens, attention_mask=batch.attention_mask)
+        targets = batch.tokens[:, 1:]
+        valid = (batch.attention_mask[:, 1:] * batch.attention_mask[:, :-1]).bool()
+        best = logits[:, :-1].topk(k, dim=-1).indices
+        hit_k = (best == targets[..., None]).any(-1) & valid
+        hit_1 = (best[..., 0] == targets) & valid
+        rows = torch.as_tensor(group)
+        top1[rows] = hit_1.sum(-1).cpu()
+        topk[rows] = hit_k.sum(-1).cpu()
+    return DocumentAccuracy(top1, topk, counts, k)
