@@ -25,7 +25,7 @@ typecheck: setup
 	$(VENV)/bin/mypy
 
 test: lint typecheck
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --nbmake tests notebooks
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --nbmake --nbmake-timeout=1200 tests notebooks
 
 test-fast: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow" tests
