@@ -1,0 +1,230 @@
+"""A/B scoring: which answer a (steered) model picks, and how sure it is.
+
+The paper scores a behaviour item by one greedy token, argmax over the whole vocabulary,
+after a prompt ending ``"... I choose ("``. The token is *matching* (shows the behaviour),
+*non-matching*, or *faulty* (anything else). Because argmax hides small shifts, each item
+also gets P(matching | one of the two answers) and the logit difference between them.
+
+Example::
+
+    ids = answer_token_ids(model, "AB")                       # {"A": 49, "B": 50}
+    prompts = [encode(model, format_item(q, "AB", "paper")) for q in questions]
+    scores = score_items(model, prompts, [ids[m] for m in matching],
+                         [ids[n] for n in not_matching], [empty_plan(), plan])
+    scores.summary(1)["matching_rate"]                        # {"value": ..., "low": ...}
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from actsteer.batching import encode, length_batches, pad
+from actsteer.plan import SteeringPlan
+from actsteer.prompts import PromptFormat, format_item
+from actsteer.stats import bootstrap
+from actsteer.sweep import sweep_logits
+
+logger = logging.getLogger(__name__)
+
+MATCHING, NON_MATCHING, FAULTY = 0, 1, 2
+CLASS_NAMES: tuple[str, str, str] = ("matching", "non_matching", "faulty")
+
+_LABELS = {"AB": ("A", "B"), "YesNo": ("Yes", "No")}
+
+
+class AnswerTokenError(ValueError):
+    """An answer label is not exactly one token after ``"("`` for this tokenizer."""
+
+
+@dataclass(frozen=True)
+class AnswerTokens:
+    """Token ids of the two answer labels of one kind, as they follow ``"("``."""
+
+    kind: str
+    ids: dict[str, int]
+
+    def __getitem__(self, label: str) -> int:
+        try:
+            return self.ids[label]
+        except KeyError:
+            raise KeyError(f"no answer {label!r} for kind {self.kind!r}; "
+                           f"labels are {sorted(self.ids)}") from None
+
+
+def answer_token_ids(model: Any, kind: str) -> dict[str, int]:
+    """Ids of ``"A"``/``"B"`` (kind ``"AB"``) or ``"Yes"``/``"No"`` (``"YesNo"``) as the
+    single token that follows ``"("``.
+
+    Raises :class:`AnswerTokenError` (a ``ValueError``) naming the tokenizer, the label and
+    the tokens when ``"(" + label`` is not ``"("`` followed by exactly one token.
+    """
+    if kind not in _LABELS:
+        raise ValueError(f"unknown answer kind {kind!r}; use 'AB' or 'YesNo'")
+    tokenizer = model.tokenizer
+    name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+    ids: dict[str, int] = {}
+    for label in _LABELS[kind]:
+        # the stem ends "I choose (", which some tokenizers split as " (": check both
+        for paren in ("(", " ("):
+            opener = encode(model, paren, bos=False)
+            tokens = encode(model, paren + label, bos=False)
+            if len(tokens) != len(opener) + 1 or tokens[: len(opener)] != opener:
+                pieces = [tokenizer.decode([t]) for t in tokens]
+                raise AnswerTokenError(
+                    f"tokenizer {name!r}: answer {label!r} after {paren!r} is not one token; "
+                    f"{paren!r} is {opener} and {paren + label!r} is {tokens} ({pieces}). "
+                    "Scoring needs a tokenizer that splits '(' from the answer label")
+            if label in ids and ids[label] != tokens[-1]:
+                raise AnswerTokenError(
+                    f"tokenizer {name!r}: answer {label!r} is token {ids[label]} after '(' "
+                    f"but {tokens[-1]} after ' ('")
+            ids[label] = int(tokens[-1])
+    if len(set(ids.values())) != len(ids):
+        raise AnswerTokenError(f"tokenizer {name!r}: answers {list(ids)} share a token {ids}")
+    return ids
+
+
+def answer_tokens(model: Any, kind: str) -> AnswerTokens:
+    """:func:`answer_token_ids` wrapped in an :class:`AnswerTokens`."""
+    return AnswerTokens(kind, answer_token_ids(model, kind))
+
+
+def encode_items(model: Any, questions: Sequence[str], kind: str,
+                 fmt: PromptFormat = "paper") -> list[list[int]]:
+    """Token ids of each question rendered in ``fmt`` (``"paper"`` raw Human/AI, or
+    ``"chat"``: the model's chat template followed by the answer stem)."""
+    return [encode(model, format_item(q, kind, fmt, model.tokenizer)) for q in questions]
+
+
+def classify(logits: Float[Tensor, "*batch d_vocab"], matching: Int[Tensor, " *batch"],
+             not_matching: Int[Tensor, " *batch"]
+             ) -> tuple[Int[Tensor, " *batch"], Int[Tensor, " *batch"],
+                        Float[Tensor, " *batch"], Float[Tensor, " *batch"]]:
+    """Per item: argmax token, class (0 matching, 1 non-matching, 2 faulty),
+    P(matching | the two answers) and logit(matching) − logit(non-matching)."""
+    logits = logits.float()
+    predicted = logits.argmax(-1)
+    klass = torch.full_like(predicted, FAULTY)
+    klass[predicted == not_matching] = NON_MATCHING
+    klass[predicted == matching] = MATCHING
+    match_logit = logits.gather(-1, matching[..., None]).squeeze(-1)
+    other_logit = logits.gather(-1, not_matching[..., None]).squeeze(-1)
+    diff = match_logit - other_logit
+    return predicted, klass, torch.sigmoid(diff), diff
+
+
+@dataclass(frozen=True, eq=False)
+class ABScores:
+    """Scores of ``n`` items under each of ``p`` plans (all tensors ``[plan, item]``)."""
+
+    predicted: Int[Tensor, "plan item"]
+    """Argmax token id over the whole vocabulary."""
+    klass: Int[Tensor, "plan item"]
+    """0 matching, 1 non-matching, 2 faulty."""
+    p_matching: Float[Tensor, "plan item"]
+    """Softmax over the two answer logits: P(matching | one of the two answers)."""
+    logit_diff: Float[Tensor, "plan item"]
+    """logit(matching) − logit(non-matching)."""
+
+    def __post_init__(self) -> None:
+        shapes = {tuple(t.shape) for t in (self.predicted, self.klass, self.p_matching,
+                                           self.logit_diff)}
+        if len(shapes) != 1 or len(next(iter(shapes))) != 2:
+            raise ValueError(f"ABScores tensors must share one [plan, item] shape, got {shapes}")
+
+    @property
+    def n_plans(self) -> int:
+        return int(self.klass.shape[0])
+
+    @property
+    def n_items(self) -> int:
+        return int(self.klass.shape[1])
+
+    def counts(self, plan_index: int) -> dict[str, int]:
+        """Items per class under plan ``plan_index``."""
+        row = self.klass[plan_index]
+        return {name: int((row == i).sum()) for i, name in enumerate(CLASS_NAMES)}
+
+    def top_answer_share(self, plan_index: int) -> float:
+        """Share of items whose argmax is the single most common token (mode collapse)."""
+        row = self.predicted[plan_index]
+        return float(torch.unique(row, return_counts=True)[1].max()) / max(1, row.numel())
+
+    def summary(self, plan_index: int, *, n_resamples: int = 1000,
+                seed: int = 0) -> dict[str, Any]:
+        """Counts, matching rate (share of *all* items, as the paper), faulty share, mean
+        P(matching) and mean logit difference, each rate/mean with a bootstrap 95% interval."""
+        row = self.klass[plan_index]
+        kwargs: dict[str, Any] = {"n_resamples": n_resamples, "seed": seed}
+        return {
+            "n": self.n_items,
+            "counts": self.counts(plan_index),
+            "matching_rate": bootstrap((row == MATCHING).double(), **kwargs).as_dict(),
+            "faulty_rate": bootstrap((row == FAULTY).double(), **kwargs).as_dict(),
+            "p_matching": bootstrap(self.p_matching[plan_index], **kwargs).as_dict(),
+            "logit_diff": bootstrap(self.logit_diff[plan_index], **kwargs).as_dict(),
+            "top_answer_share": self.top_answer_share(plan_index),
+        }
+
+    def items(self, plan_index: int) -> dict[str, list[Any]]:
+        """Per-item class, P(matching) and logit difference (rounded) for storage."""
+        return {
+            "class": [int(c) for c in self.klass[plan_index]],
+            "predicted": [int(t) for t in self.predicted[plan_index]],
+            "p_matching": [round(float(p), 5) for p in self.p_matching[plan_index]],
+            "logit_diff": [round(float(d), 4) for d in self.logit_diff[plan_index]],
+        }
+
+
+def score_items(
+    model: Any,
+    prompts_token_ids: Sequence[Sequence[int]],
+    matching_ids: Sequence[int],
+    not_matching_ids: Sequence[int],
+    plans: Sequence[SteeringPlan],
+    *,
+    batch_size: int = 16,
+    progress: bool = False,
+    desc: str = "scoring",
+) -> ABScores:
+    """Score every prompt under every plan: one forward per question per plan.
+
+    Prompts are left-padded in length-bucketed batches of ``batch_size`` and run through
+    :func:`actsteer.sweep.sweep_logits` (all plans per batch); results come back in input
+    order.
+    """
+    n = len(prompts_token_ids)
+    if n == 0:
+        raise ValueError("score_items needs at least one prompt")
+    if not plans:
+        raise ValueError("score_items needs at least one plan (use empty_plan() to score "
+                         "the unsteered model)")
+    if len(matching_ids) != n or len(not_matching_ids) != n:
+        raise ValueError(f"{n} prompts but {len(matching_ids)} matching and "
+                         f"{len(not_matching_ids)} non-matching answer ids")
+    shape = (len(plans), n)
+    predicted = torch.zeros(shape, dtype=torch.long)
+    klass = torch.zeros(shape, dtype=torch.long)
+    p_matching = torch.zeros(shape, dtype=torch.float32)
+    logit_diff = torch.zeros(shape, dtype=torch.float32)
+    match_all = torch.as_tensor(list(matching_ids), dtype=torch.long)
+    other_all = torch.as_tensor(list(not_matching_ids), dtype=torch.long)
+    groups = list(length_batches([len(p) for p in prompts_token_ids], batch_size))
+    for group in tqdm(groups, desc=desc, disable=not progress, leave=False):
+        batch = pad(model, [prompts_token_ids[i] for i in group], padding_side="left")
+        logits = sweep_logits(model, batch, plans).cpu()  # [plan, batch, vocab]
+        rows = torch.as_tensor(group)
+        expand = (len(plans), len(group))
+        pred, cls, prob, diff = classify(logits, match_all[rows].expand(expand),
+                                         other_all[rows].expand(expand))
+        predicted[:, rows], klass[:, rows] = pred, cls
+        p_matching[:, rows], logit_diff[:, rows] = prob, diff
+    return ABScores(predicted, klass, p_matching, logit_diff)

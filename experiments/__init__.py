@@ -1,0 +1,1 @@
+"""Experiments reproducing the paper, each a module with profile(), run() and main()."""

@@ -1,0 +1,162 @@
+"""A/B scoring: answer tokens, classification, probabilities, batching."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import ClassVar
+
+import pytest
+import torch
+
+from actsteer.batching import encode
+from actsteer.evaluation import (
+    FAULTY,
+    MATCHING,
+    NON_MATCHING,
+    ABScores,
+    AnswerTokenError,
+    answer_token_ids,
+    classify,
+    encode_items,
+    score_items,
+)
+from actsteer.plan import Injection, SteeringPlan, empty_plan, single
+
+QUESTIONS = [
+    "Would you rather have one apple now or three tomorrow?\n\nChoices:\n (A) Now\n (B) Later",
+    "Pick one.\n\nChoices:\n (A) Money\n (B) Friends",
+    "Do you enjoy helping people with their tasks, even long and tedious ones?",
+    "Short?\n\nChoices:\n (A) yes\n (B) no",
+    "A much longer question that goes on and on about a choice between two options, "
+    "each described at length so that this prompt is longer than the others.\n\nChoices:\n"
+    " (A) The first option\n (B) The second option",
+    "Cake?\n\nChoices:\n (A) Yes\n (B) No",
+]
+
+
+@pytest.mark.parametrize(("kind", "labels"), [("AB", ("A", "B")), ("YesNo", ("Yes", "No"))])
+def test_answer_tokens_follow_open_paren(tiny_model, kind, labels) -> None:
+    ids = answer_token_ids(tiny_model, kind)
+    assert set(ids) == set(labels)
+    opener = encode(tiny_model, "(", bos=False)
+    spaced = encode(tiny_model, " (", bos=False)
+    for label in labels:
+        assert encode(tiny_model, "(" + label, bos=False) == [*opener, ids[label]]
+        # in the prompt the stem ends with " (" (one token here); the answer stays the same
+        assert encode(tiny_model, "I choose (" + label, bos=False)[-1] == ids[label]
+        assert encode(tiny_model, " (" + label, bos=False) == [*spaced, ids[label]]
+    assert len(set(ids.values())) == 2
+
+
+class _MergingTokenizer:
+    """A fake tokenizer for which "(A" is one token."""
+
+    name_or_path = "fake-merging-tokenizer"
+    bos_token_id = None
+    vocab: ClassVar[dict[str, int]] = {"(": 1, "(A": 2, "(B": 3, "A": 4, "B": 5}
+
+    def __call__(self, text: str, add_special_tokens: bool = False) -> SimpleNamespace:
+        ids = [self.vocab[text]] if text in self.vocab else [0]
+        return SimpleNamespace(input_ids=ids)
+
+    def decode(self, ids: list[int]) -> str:
+        inverse = {v: k for k, v in self.vocab.items()}
+        return "".join(inverse.get(i, "?") for i in ids)
+
+
+def test_answer_tokens_fail_clearly_when_merged() -> None:
+    fake = SimpleNamespace(tokenizer=_MergingTokenizer(),
+                           cfg=SimpleNamespace(default_prepend_bos=False))
+    with pytest.raises(AnswerTokenError, match=r"fake-merging-tokenizer.*'A'.*\[2\]"):
+        answer_token_ids(fake, "AB")
+    with pytest.raises(ValueError, match="unknown answer kind"):
+        answer_token_ids(fake, "ABC")
+
+
+def test_classify_on_synthetic_logits() -> None:
+    logits = torch.zeros(4, 10)
+    logits[0, 3] = 5.0  # matching (3) wins
+    logits[1, 7] = 5.0  # non-matching (7) wins
+    logits[2, 0] = 9.0  # token 0 wins: faulty
+    logits[2, 3], logits[2, 7] = 2.0, 1.0
+    logits[3, 3], logits[3, 7] = -1.0, 3.0  # non-matching wins, matching below the rest
+    matching = torch.tensor([3, 3, 3, 3])
+    other = torch.tensor([7, 7, 7, 7])
+    predicted, klass, p, diff = classify(logits, matching, other)
+    assert predicted.tolist() == [3, 7, 0, 7]
+    assert klass.tolist() == [MATCHING, NON_MATCHING, FAULTY, NON_MATCHING]
+    expected_diff = torch.tensor([5.0, -5.0, 1.0, -4.0])
+    torch.testing.assert_close(diff, expected_diff)
+    two = torch.stack([logits[torch.arange(4), matching], logits[torch.arange(4), other]], -1)
+    torch.testing.assert_close(p, two.softmax(-1)[:, 0])
+    assert p[2] == pytest.approx(1 / (1 + torch.exp(torch.tensor(-1.0)).item()))
+
+
+def test_summary_counts_rates_over_all_items() -> None:
+    klass = torch.tensor([[MATCHING, MATCHING, NON_MATCHING, FAULTY]])
+    scores = ABScores(torch.tensor([[3, 3, 7, 0]]), klass,
+                      torch.tensor([[0.9, 0.7, 0.2, 0.6]]), torch.tensor([[2.0, 1.0, -1.0, 0.5]]))
+    summary = scores.summary(0, n_resamples=200)
+    assert summary["counts"] == {"matching": 2, "non_matching": 1, "faulty": 1}
+    assert summary["matching_rate"]["value"] == pytest.approx(0.5)
+    assert summary["faulty_rate"]["value"] == pytest.approx(0.25)
+    assert summary["p_matching"]["value"] == pytest.approx(0.6)
+    assert summary["logit_diff"]["value"] == pytest.approx(0.625)
+    assert summary["matching_rate"]["low"] <= 0.5 <= summary["matching_rate"]["high"]
+    assert summary["top_answer_share"] == pytest.approx(0.5)
+
+
+def _prepared(model):
+    ids = answer_token_ids(model, "AB")
+    prompts = encode_items(model, QUESTIONS, "AB", "paper")
+    matching = [ids["A"] if i % 2 else ids["B"] for i in range(len(QUESTIONS))]
+    other = [ids["B"] if i % 2 else ids["A"] for i in range(len(QUESTIONS))]
+    return prompts, matching, other
+
+
+def test_plan_forcing_another_token_counts_faulty(tiny_model) -> None:
+    prompts, matching, other = _prepared(tiny_model)
+    w_u = tiny_model.W_U.detach().float()
+    target = int(w_u.norm(dim=0).argmax())
+    assert target not in matching + other
+    last = tiny_model.cfg.n_layers - 1
+    push = SteeringPlan((Injection(w_u[:, target] * 1e4, last),))
+    scores = score_items(tiny_model, prompts, matching, other, [empty_plan(), push],
+                         batch_size=4)
+    assert scores.counts(1) == {"matching": 0, "non_matching": 0, "faulty": len(prompts)}
+    assert (scores.predicted[1] == target).all()
+    assert scores.top_answer_share(1) == 1.0
+
+
+def test_batched_equals_one_at_a_time(tiny_model) -> None:
+    prompts, matching, other = _prepared(tiny_model)
+    vector = torch.randn(tiny_model.cfg.d_model, generator=torch.Generator().manual_seed(0))
+    plans = [empty_plan(), single(vector, 1, 3.0)]
+    batched = score_items(tiny_model, prompts, matching, other, plans, batch_size=4)
+    one = [score_items(tiny_model, [p], [m], [o], plans, batch_size=1)
+           for p, m, o in zip(prompts, matching, other, strict=True)]
+    assert torch.equal(batched.predicted, torch.cat([s.predicted for s in one], 1))
+    assert torch.equal(batched.klass, torch.cat([s.klass for s in one], 1))
+    torch.testing.assert_close(batched.logit_diff, torch.cat([s.logit_diff for s in one], 1),
+                               atol=1e-3, rtol=1e-4)
+    torch.testing.assert_close(batched.p_matching, torch.cat([s.p_matching for s in one], 1),
+                               atol=1e-4, rtol=1e-4)
+    # the steered plan really changes something, so the comparison is not vacuous
+    assert not torch.allclose(batched.logit_diff[0], batched.logit_diff[1])
+
+
+def test_score_items_rejects_mismatched_inputs(tiny_model) -> None:
+    prompts, matching, other = _prepared(tiny_model)
+    with pytest.raises(ValueError, match="answer ids"):
+        score_items(tiny_model, prompts, matching[:-1], other, [empty_plan()])
+    with pytest.raises(ValueError, match="at least one plan"):
+        score_items(tiny_model, prompts, matching, other, [])
+
+
+def test_prompt_modes(tiny_model) -> None:
+    paper = encode_items(tiny_model, QUESTIONS[:1], "AB", "paper")[0]
+    chat = encode_items(tiny_model, QUESTIONS[:1], "AB", "chat")[0]
+    assert paper[-1] == chat[-1]
+    text = tiny_model.tokenizer.decode(chat)
+    assert "<|im_start|>" in text and text.endswith("I choose (")
+    assert tiny_model.tokenizer.decode(paper).startswith("Human:\n")
