@@ -97,3 +97,28 @@ class ResultStore:
     def flush(self) -> None:
         write_json_atomic(self.path, {"config": self.config, "cells": self.cells,
                                       "extra": self.extra})
+
+
+def read_results(path: str | os.PathLike[str], *, needs: tuple[str, ...] = ()
+                 ) -> dict[str, Any]:
+    """A finished results file as one flat dict: ``config``, ``cells``, each extra, ``path``.
+
+    Raises :class:`FileNotFoundError` / :class:`ValueError` naming the file when it is
+    missing, not JSON, not a results file, or lacks one of the extras in ``needs`` (the run
+    stopped before writing them: re-run the same command to finish it).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no results file at {path}")
+    try:
+        saved = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not JSON ({error})") from None
+    if not isinstance(saved, dict) or not {"config", "cells"} <= saved.keys():
+        raise ValueError(f"{path} is not an actsteer results file (no 'config'/'cells')")
+    extra = dict(saved.get("extra", {}))
+    missing = [key for key in needs if key not in extra]
+    if missing:
+        raise ValueError(f"{path} is an unfinished run (no {', '.join(missing)}); re-run "
+                         "the command that made it to finish, then plot again")
+    return {**extra, "config": saved["config"], "cells": saved["cells"], "path": str(path)}

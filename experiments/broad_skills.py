@@ -70,7 +70,7 @@ from actsteer.corpora import (
 from actsteer.extraction import corpus_mean
 from actsteer.models import EMBEDDED_MODEL, load_model, model_info
 from actsteer.plan import SteeringPlan, single
-from actsteer.results import ResultStore
+from actsteer.results import ResultStore, read_results
 from actsteer.skills import (
     STOP_BELOW,
     adaptive_sweep,
@@ -654,6 +654,7 @@ def run(config: BroadSkillsConfig, *, model: Any = None, progress: bool = True,
     timings["sweep_s"] = time.perf_counter() - step
 
     heads = headline(store, evals, config, layers)
+    store.set_extra("layers", layers)
     store.set_extra("headline", heads)
     timings["total_s"] = time.perf_counter() - start
     timings["process_cpu_s"] = time.process_time()  # CPU of this process (all threads)
@@ -720,6 +721,12 @@ def summary_table(results: Mapping[str, Any]) -> str:
     lines.append("(other code = the Python set for general vectors, non-Python code for "
                  "Python vectors)")
     return "\n".join(lines)
+
+
+def load_results(path: str | Path) -> dict[str, Any]:
+    """A finished ``broad_skills.json`` in the shape :func:`run` returns (for
+    :func:`summary_table` and :func:`write_figures`)."""
+    return read_results(path, needs=("layers", "headline"))
 
 
 def write_figures(results: Mapping[str, Any], out_dir: str | Path) -> list[Path]:

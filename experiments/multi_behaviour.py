@@ -53,7 +53,7 @@ from actsteer.evaluation import ABScores, answer_token_ids, encode_items, score_
 from actsteer.extraction import ContrastivePair, caa_vector
 from actsteer.models import EMBEDDED_MODEL, load_model
 from actsteer.plan import SteeringPlan, combined, empty_plan, simultaneous, single
-from actsteer.results import ResultStore
+from actsteer.results import ResultStore, read_results
 from actsteer.vector import SteeringVector
 
 logger = logging.getLogger(__name__)
@@ -250,19 +250,21 @@ def profile(name: str, **overrides: Any) -> MultiBehaviourConfig:
     """A named configuration, with fields replaced by ``overrides``.
 
     * ``"quick"`` — the embedded SmolLM2-135M on the CPU, myopia and wealth_seeking,
-      small splits and grids (a few minutes on two cores); layers scaled to its 30 layers.
+      small splits and grids (a few minutes on two cores); the paper's layers scaled to
+      the loaded model's depth at run time.
     * ``"paper"`` — Llama-2-7b-chat on a GPU, all five behaviours, the paper's splits,
       layers 11-15 and scales -2..2.
     """
     if name == "quick":
-        n_layers = 30
+        # Layers stay None: run() scales the paper's 15-of-32 (and 11..15 for the
+        # simultaneous plan) to the loaded model's depth (14 of SmolLM2's 30).
         base = MultiBehaviourConfig(
             model=EMBEDDED_MODEL, device="cpu", dtype="float32",
             behaviours=("myopia", "wealth_seeking"),
             n_vector=32, n_grid=16, n_test=24,
-            grid_layers=(scale_layer(PAPER_LAYER, n_layers),),
+            grid_layers=None,
             grid_multipliers=(-8.0, -4.0, 4.0, 8.0),
-            combined_layer=scale_layer(PAPER_LAYER, n_layers),
+            combined_layer=None,
             combined_variants=("weighted_mean",),
             scales=(-2.0, -1.0, 1.0, 2.0),
             tax_corpus="wikitext", tax_documents=6, tax_max_tokens=128,
@@ -593,6 +595,7 @@ def run(config: MultiBehaviourConfig, *, model: Any = None,
 
     layers = {"grid": list(grid_layers), "combined": combined_layer,
               "simultaneous": sim_layers, "n_layers": n_layers}
+    store.set_extra("behaviours", list(splits))
     store.set_extra("layers", layers)
     store.set_extra("coefficients", add_coefficient)
     store.set_extra("timings", timings)
@@ -763,6 +766,12 @@ def summary_table(results: Mapping[str, Any]) -> str:
         lines.append("alignment tax (top-1 next-token accuracy by scale): " + ", ".join(
             f"{s:+g}: {v:.3f}" for s, v in tax))
     return "\n".join(lines)
+
+
+def load_results(path: str | Path) -> dict[str, Any]:
+    """A finished ``multi_behaviour.json`` in the shape :func:`run` returns (for
+    :func:`summary_table` and :func:`write_figures`)."""
+    return read_results(path, needs=("behaviours", "chosen", "coefficients", "layers"))
 
 
 def write_figures(results: Mapping[str, Any], out_dir: str | Path) -> list[Path]:

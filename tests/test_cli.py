@@ -1,0 +1,175 @@
+"""The ``actsteer`` command line: help, one-line errors with exit code 2, and a tiny
+end-to-end run through ``multi-behaviour``, ``plot`` and ``extract``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from actsteer import cli
+from actsteer.vector import SteeringVector
+
+COMMANDS = ("demo", "multi-behaviour", "broad-skills", "extract", "plot")
+
+
+def _main(capsys, *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_top_level_help_lists_every_command(capsys) -> None:
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["--help"])
+    assert stop.value.code == 0
+    out = capsys.readouterr().out
+    for command in COMMANDS:
+        assert command in out
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_each_command_has_help(capsys, command: str) -> None:
+    with pytest.raises(SystemExit) as stop:
+        cli.main([command, "--help"])
+    assert stop.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: actsteer {command}")
+    assert "--quiet" in out and "--debug" in out
+    expected = {"multi-behaviour": ["--behaviours", "--data-dir", "--layers", "--coefficients",
+                                    "--model", "--backend", "--profile", "--device", "--dtype",
+                                    "--seed", "--out"],
+                "broad-skills": ["--layers", "--coefficients", "--text", "--profile"],
+                "extract": ["--out", "--site", "--method", "--read"],
+                "plot": ["results"], "demo": ["--out"]}[command]
+    for option in expected:
+        assert option in out
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["multi-behaviour", "--data-dir", "/no/such/folder"], "--data-dir /no/such/folder"),
+    (["multi-behaviour", "--behaviours", "telepathy"], "unknown behaviour 'telepathy'"),
+    (["broad-skills", "--text", "/no/such/text"], "--text /no/such/text"),
+    (["extract", "telepathy", "--out", "v.safetensors"], "unknown behaviour 'telepathy'"),
+    (["plot", "/no/such/results.json"], "no results file"),
+])
+def test_bad_input_is_one_line_and_exit_code_2(capsys, tmp_path, monkeypatch, argv,
+                                               needle) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, _, err = _main(capsys, *argv)
+    assert code == cli.EXIT_USAGE == 2
+    lines = [line for line in err.splitlines() if line and not line.startswith("INFO")]
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"actsteer {argv[0]}: error: ") and needle in lines[0]
+    assert "Traceback" not in err
+
+
+def test_plot_rejects_non_json_and_unknown_files(capsys, tmp_path) -> None:
+    bad = tmp_path / "multi_behaviour.json"
+    bad.write_text("{not json")
+    code, _, err = _main(capsys, "plot", str(bad))
+    assert code == 2 and "is not JSON" in err
+    other = tmp_path / "scores.json"
+    other.write_text("{}")
+    code, _, err = _main(capsys, "plot", str(other))
+    assert code == 2 and "cannot tell which experiment" in err
+
+
+def test_debug_shows_the_traceback(tmp_path) -> None:
+    with pytest.raises(cli.CliError, match="does not exist"):
+        cli.main(["broad-skills", "--debug", "--text", str(tmp_path / "nope")])
+    with pytest.raises(cli.CliError, match="no results file"):
+        cli.main(["--debug", "plot", str(tmp_path / "missing.json")])
+
+
+def test_flags_work_before_and_after_the_command() -> None:
+    parser = cli.build_parser()
+    assert parser.parse_args(["--quiet", "demo"]).quiet is True
+    assert parser.parse_args(["demo", "--quiet"]).quiet is True
+    assert parser.parse_args(["demo"]).quiet is False
+
+
+def test_overrides_map_given_options_to_config_fields() -> None:
+    args = cli.build_parser().parse_args(
+        ["multi-behaviour", "--layers", "3", "5", "--coefficients", "-2", "2", "--seed", "7"])
+    chosen = cli._overrides(args, {"layers": "grid_layers", "coefficients": "grid_multipliers",
+                                   "seed": "seed", "model": "model"})
+    assert chosen == {"grid_layers": (3, 5), "grid_multipliers": (-2.0, 2.0), "seed": 7}
+
+
+def test_console_script_entry_point_exits_2(tmp_path) -> None:
+    done = subprocess.run([sys.executable, "-m", "actsteer.cli", "plot",
+                           str(tmp_path / "none.json")], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith("actsteer plot: error: no results")
+
+
+def test_multi_behaviour_plot_and_extract_end_to_end(capsys, tmp_path, tiny_folder) -> None:
+    out = tmp_path / "mb"
+    code, stdout, err = _main(
+        capsys, "--quiet", "multi-behaviour", "--model", str(tiny_folder), "--layers", "1",
+        "--coefficients", "-2", "2", "--seed", "13", "--out", str(out))
+    assert code == 0, err
+    results = json.loads((out / "multi_behaviour.json").read_text())
+    assert results["config"]["grid_layers"] == [1]
+    assert results["config"]["grid_multipliers"] == [-2.0, 2.0]
+    assert results["config"]["model"] == str(tiny_folder)
+    assert "matching rate" in stdout and "myopia" in stdout and "wealth_seeking" in stdout
+    figures = sorted(p.name for p in (out / "figures").glob("*.html"))
+    assert figures == ["alignment_tax.html", "individual_vs_combined.html", "simultaneous.html"]
+
+    replot = tmp_path / "replot"
+    code, stdout, _ = _main(capsys, "plot", str(out / "multi_behaviour.json"), "--out",
+                            str(replot))
+    assert code == 0 and (replot / "simultaneous.html").is_file()
+    assert str(replot / "simultaneous.html") in stdout
+
+    vector_path = tmp_path / "myopia.safetensors"
+    code, stdout, err = _main(capsys, "--quiet", "extract", "myopia", "--model",
+                              str(tiny_folder), "--n", "8", "--out", str(vector_path))
+    assert code == 0, err
+    vector = SteeringVector.load(vector_path)
+    assert vector.meta.dataset == "myopia" and vector.meta.n_items == 8
+    assert "8 pairs" in stdout
+
+
+def test_extract_rejects_too_many_items(capsys, tmp_path, tiny_folder) -> None:
+    code, _, err = _main(capsys, "extract", "myopia", "--model", str(tiny_folder), "--n",
+                         "100000", "--out", str(tmp_path / "v.safetensors"))
+    assert code == 2 and "--n 100000 is outside 1..72" in err
+    assert not (tmp_path / "v.safetensors").exists()
+
+
+def test_module_paths_are_relative_to_cwd(capsys, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert not Path("results").exists()
+    code, _, _ = _main(capsys, "plot", "results/none.json")
+    assert code == 2 and not Path("results").exists()  # a failed command creates nothing
+
+
+def test_broad_skills_then_plot(capsys, tmp_path, tiny_folder) -> None:
+    out = tmp_path / "bs"
+    code, stdout, err = _main(
+        capsys, "--quiet", "broad-skills", "--model", str(tiny_folder), "--layers", "1",
+        "--coefficients", "0", "1", "4", "--out", str(out))
+    assert code == 0, err
+    saved = json.loads((out / "broad_skills.json").read_text())
+    assert saved["config"]["layers"] == [1] and saved["config"]["coefficients"] == [0.0, 1.0, 4.0]
+    swept = {cell["coefficient"] for key, cell in saved["cells"].items() if key != "baseline"}
+    assert swept <= {1.0, 4.0} and swept
+    assert "figures:" in stdout
+    code, replotted, _ = _main(capsys, "plot", str(out / "broad_skills.json"), "--out",
+                               str(tmp_path / "again"))
+    assert code == 0 and (tmp_path / "again" / "skills_tradeoff.html").is_file()
+    assert "python" in replotted  # plot also prints the summary table
+
+
+def test_plot_of_an_unfinished_run_says_to_finish_it(capsys, tmp_path) -> None:
+    partial = tmp_path / "broad_skills.json"
+    partial.write_text(json.dumps({"config": {}, "cells": {}, "extra": {}}))
+    code, _, err = _main(capsys, "plot", str(partial))
+    assert code == 2 and "unfinished run" in err and "re-run" in err
