@@ -36,6 +36,14 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def readable_mode(path: str | os.PathLike[str]) -> None:
+    """Give a ``mkstemp`` file (created 0600) the mode a plain ``open`` would: 0666 less
+    the umask, so results and figures can be shared like any other output."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def write_json_atomic(path: str | os.PathLike[str], payload: Any) -> Path:
     """Write JSON to a temporary file beside ``path`` and rename it into place, so a
     reader (or a crash) never sees half a file."""
@@ -47,6 +55,7 @@ def write_json_atomic(path: str | os.PathLike[str], payload: Any) -> Path:
             json.dump(_jsonable(payload), handle, indent=1, sort_keys=False)
             handle.flush()
             os.fsync(handle.fileno())
+        readable_mode(scratch)
         os.replace(scratch, target)
     finally:
         if os.path.exists(scratch):

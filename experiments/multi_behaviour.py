@@ -654,12 +654,18 @@ def _metric(cell: Mapping[str, Any] | None, name: str) -> str:
 
 def _best_simultaneous(results: Mapping[str, Any], behaviour: str
                        ) -> tuple[float | None, Mapping[str, Any] | None]:
+    """The simultaneous scale with the highest P(matching) for ``behaviour`` among those
+    whose faulty share stays within ``max_faulty`` (a scale where the model no longer
+    answers A or B is not a steering result); ``(None, None)`` if there is none."""
+    max_faulty = float(results["config"].get("max_faulty", 1.0))
     best: tuple[float | None, Mapping[str, Any] | None] = (None, None)
     for key, cell in results["cells"].items():
         parts = key.split("/")
-        if parts[0] == "simultaneous" and parts[2] == behaviour and (
-                best[1] is None
-                or cell["p_matching"]["value"] > best[1]["p_matching"]["value"]):
+        if parts[0] != "simultaneous" or parts[2] != behaviour:
+            continue
+        if cell["faulty_rate"]["value"] > max_faulty:
+            continue
+        if best[1] is None or cell["p_matching"]["value"] > best[1]["p_matching"]["value"]:
             best = (float(parts[1]), cell)
     return best
 
@@ -725,7 +731,8 @@ def interference(results: Mapping[str, Any], metric: str = "p_matching",
 def summary_table(results: Mapping[str, Any]) -> str:
     """Behaviour × {default, subtract, add, combined add, best simultaneous scale}: matching
     rate and P(matching), each ``value [95% interval]`` on the test split ("simult max-P":
-    the simultaneous scale with the highest P(matching)), then interference, steerability
+    the simultaneous scale with the highest P(matching) among those with at most
+    ``max_faulty`` faulty answers), then interference, steerability
     slopes and the alignment tax."""
     cells = results["cells"]
     variants = results["config"].get("combined_variants") or ["weighted_mean"]

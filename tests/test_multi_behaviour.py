@@ -376,3 +376,16 @@ def test_interference_shares() -> None:
     assert row["individual"] == pytest.approx(0.2)
     assert row["combined_share"] == pytest.approx(0.5)
     assert row["simultaneous_share"] == pytest.approx(0.0)
+
+
+def test_best_simultaneous_scale_skips_scales_with_faulty_answers() -> None:
+    def cell(p: float, faulty: float) -> dict:
+        return {"p_matching": {"value": p}, "faulty_rate": {"value": faulty}}
+
+    results = {"config": {"max_faulty": 0.2}, "cells": {
+        "simultaneous/-2/alpha": cell(0.9, 1.0),   # highest P, but the model stopped answering
+        "simultaneous/1/alpha": cell(0.6, 0.1),
+        "simultaneous/2/alpha": cell(0.55, 0.0),
+        "simultaneous/1/beta": cell(0.7, 0.5)}}
+    assert mb._best_simultaneous(results, "alpha")[0] == 1.0
+    assert mb._best_simultaneous(results, "beta") == (None, None)

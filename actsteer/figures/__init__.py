@@ -12,6 +12,8 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
+from actsteer.results import readable_mode
+
 __all__ = ["save_html"]
 
 
@@ -28,6 +30,7 @@ def save_html(fig: go.Figure, path: str | Path) -> Path:
     try:
         # A str path (not a file object) makes plotly write plotly.min.js beside it.
         fig.write_html(tmp, include_plotlyjs="directory", full_html=True)
+        readable_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
