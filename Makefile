@@ -24,8 +24,10 @@ lint: setup
 typecheck: setup
 	$(VENV)/bin/mypy
 
+# Notebooks run on the quick profile shrunk by ACTSTEER_NOTEBOOK_FAST (see their parameter cell).
 test: lint typecheck
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --nbmake --nbmake-timeout=1200 tests notebooks
+	HF_HUB_OFFLINE=1 ACTSTEER_NOTEBOOK_FAST=1 $(PY) -m pytest -q --durations=10 \
+		--nbmake --nbmake-timeout=900 tests notebooks
 
 test-fast: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow" tests
