@@ -46,9 +46,9 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from tqdm.auto import tqdm
@@ -82,11 +82,11 @@ from actsteer.skills import (
 from actsteer.steering import steer
 from actsteer.sweep import supports_prefix_reuse
 from actsteer.vector import SteeringVector, VectorMeta
+from experiments._common import ConfigError, ConfigMixin, invalid, scale_layer
 
 logger = logging.getLogger(__name__)
 
 RESULTS_FILE = "broad_skills.json"
-PAPER_DEPTH = 32
 PAPER_LAYERS: tuple[int, ...] = (0, 5, 10, 15, 20, 25, 30)
 PAPER_LAYER = 15
 BASE_VECTORS: tuple[str, ...] = ("general", "python")
@@ -104,15 +104,6 @@ QUICK_COEFFICIENTS: tuple[float, ...] = (0.0, 1.0, 1.5, 2.0, 3.0, 4.0)
 layer 14 halve their skill between 1 and 2 (measured), so this brackets the headline."""
 
 
-class ConfigError(ValueError):
-    """A :class:`BroadSkillsConfig` field has a value the experiment cannot use."""
-
-
-def scale_layer(layer: int, n_layers: int) -> int:
-    """A paper layer (of 32) at the same relative depth of an ``n_layers`` model."""
-    return min(n_layers - 1, max(0, round(layer * n_layers / PAPER_DEPTH)))
-
-
 def base_of(vector: str) -> str:
     """``"general"`` or ``"python"``: the vector a name (maybe a control) derives from."""
     return vector.split("_", 1)[0]
@@ -124,8 +115,12 @@ def skill_of(vector: str) -> str:
 
 
 @dataclass(frozen=True)
-class BroadSkillsConfig:
+class BroadSkillsConfig(ConfigMixin):
     """Everything that determines the results of :func:`run` (JSON round-trippable)."""
+
+    NOT_RESULTS: ClassVar[tuple[str, ...]] = (
+        "out_dir", "prefix_cache_mb", "batch_size", "device")
+    """Fields that never change results (output folder and speed knobs)."""
 
     model: str = EMBEDDED_MODEL
     """Model name or local Hugging Face folder, as :func:`actsteer.load_model` takes."""
@@ -189,9 +184,7 @@ class BroadSkillsConfig:
         self._validate()
 
     def _validate(self) -> None:
-        def bad(name: str, value: Any, fix: str) -> ConfigError:
-            return ConfigError(f"{name}={value!r} is invalid: {fix}")
-
+        bad = invalid
         if self.backend not in BACKENDS:
             raise bad("backend", self.backend, "use 'hooked' or 'bridge'")
         if self.dtype not in DTYPES:
@@ -234,32 +227,6 @@ class BroadSkillsConfig:
             raise bad("prefix_cache_mb", self.prefix_cache_mb, "use >= 0 (0 disables)")
         if self.n_resamples < 10:
             raise bad("n_resamples", self.n_resamples, "use at least 10 resamples")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields (tuples as lists)."""
-        out = asdict(self)
-        for key, value in out.items():
-            if isinstance(value, tuple):
-                out[key] = list(value)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> BroadSkillsConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"unknown config keys {unknown}; valid keys: {sorted(names)}")
-        values: dict[str, Any] = {
-            k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-        return cls(**values)
-
-    def results_config(self) -> dict[str, Any]:
-        """The fields that determine results (output folder and speed knobs excluded)."""
-        out = self.to_dict()
-        for key in ("out_dir", "prefix_cache_mb", "batch_size", "device"):
-            out.pop(key)
-        return out
 
 
 def profile(name: str, **overrides: Any) -> BroadSkillsConfig:

@@ -30,7 +30,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,11 +55,11 @@ from actsteer.models import EMBEDDED_MODEL, load_model
 from actsteer.plan import SteeringPlan, combined, empty_plan, simultaneous, single
 from actsteer.results import ResultStore, read_results
 from actsteer.vector import SteeringVector
+from experiments._common import ConfigError, ConfigMixin, invalid, scale_layer
 
 logger = logging.getLogger(__name__)
 
 RESULTS_FILE = "multi_behaviour.json"
-PAPER_DEPTH = 32
 PAPER_SIMULTANEOUS_LAYERS: dict[str, int] = {
     "myopia": 11, "wealth_seeking": 12, "sycophancy": 13, "agreeableness": 14,
     "anti_immigration": 15,
@@ -72,17 +72,8 @@ BACKENDS = ("hooked", "bridge")
 DTYPES = ("float32", "fp32", "bf16", "bfloat16", "fp16", "float16")
 
 
-class ConfigError(ValueError):
-    """A :class:`MultiBehaviourConfig` field has a value the experiment cannot use."""
-
-
-def scale_layer(layer: int, n_layers: int) -> int:
-    """A paper layer (of 32) at the same relative depth of an ``n_layers`` model."""
-    return min(n_layers - 1, max(0, round(layer * n_layers / PAPER_DEPTH)))
-
-
 @dataclass(frozen=True)
-class MultiBehaviourConfig:
+class MultiBehaviourConfig(ConfigMixin):
     """Everything that determines the results of :func:`run` (JSON round-trippable)."""
 
     model: str = EMBEDDED_MODEL
@@ -152,9 +143,7 @@ class MultiBehaviourConfig:
         self._validate()
 
     def _validate(self) -> None:
-        def bad(name: str, value: Any, fix: str) -> ConfigError:
-            return ConfigError(f"{name}={value!r} is invalid: {fix}")
-
+        bad = invalid
         if self.backend not in BACKENDS:
             raise bad("backend", self.backend, "use 'hooked' or 'bridge'")
         if self.dtype not in DTYPES:
@@ -208,31 +197,6 @@ class MultiBehaviourConfig:
             raise bad("batch_size", self.batch_size, "use a batch size >= 1")
         if self.n_resamples < 10:
             raise bad("n_resamples", self.n_resamples, "use at least 10 resamples")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields (tuples as lists)."""
-        out = asdict(self)
-        for key, value in out.items():
-            if isinstance(value, tuple):
-                out[key] = list(value)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> MultiBehaviourConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"unknown config keys {unknown}; valid keys: {sorted(names)}")
-        values: dict[str, Any] = {
-            k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-        return cls(**values)
-
-    def results_config(self) -> dict[str, Any]:
-        """The fields that determine results (the output folder does not)."""
-        out = self.to_dict()
-        out.pop("out_dir")
-        return out
 
 
 def behaviour_key(spec: str) -> str:
