@@ -174,22 +174,3 @@ def test_plot_of_an_unfinished_run_says_to_finish_it(capsys, tmp_path) -> None:
     code, _, err = _main(capsys, "plot", str(partial))
     assert code == 2 and "unfinished run" in err and "re-run" in err
 
-
-def test_results_and_figures_are_readable_by_others(tmp_path) -> None:
-    import os
-    import stat
-
-    import plotly.graph_objects as go
-
-    from actsteer.figures import save_html
-    from actsteer.results import write_json_atomic
-
-    old = os.umask(0o022)
-    try:
-        paths = [write_json_atomic(tmp_path / "r.json", {"a": 1}),
-                 save_html(go.Figure(), tmp_path / "f.html")]
-    finally:
-        os.umask(old)
-    for path in paths:
-        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.html", "plotly.min.js", "r.json"]

@@ -63,6 +63,8 @@ def relative_accuracy(results: Mapping[str, Any], vector: str) -> go.Figure:
         for role, eval_set in (("skill", _skill(vector)), ("text", "text"),
                                ("other", _other(vector))):
             coefs, values, lows, highs = _curve(results, vector, layer, eval_set)
+            if len(coefs) < 2:
+                continue  # not swept at this layer
             name = f"L{layer} {eval_set}" + (" (skill)" if role == "skill" else "")
             fig.add_scatter(x=coefs + coefs[::-1], y=highs + lows[::-1], fill="toself",
                             line={"width": 0}, fillcolor=colour, opacity=0.12,
@@ -86,6 +88,8 @@ def tradeoff(results: Mapping[str, Any]) -> go.Figure:
     for colour, vector in zip(_COLOURS * 4, vectors, strict=False):
         for symbol, layer in zip(symbols * 8, _layers(results), strict=False):
             coefs, skill, _, _ = _curve(results, vector, layer, _skill(vector))
+            if len(coefs) < 2:
+                continue  # not swept at this layer (e.g. a control run at one layer only)
             _, text, _, _ = _curve(results, vector, layer, "text")
             fig.add_scatter(x=skill, y=text, mode="lines+markers",
                             name=f"{vector} L{layer}", text=[f"x{c:g}" for c in coefs],
