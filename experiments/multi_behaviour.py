@@ -24,11 +24,11 @@ Run ``python -m experiments.multi_behaviour --profile quick --out /tmp/mb``.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
+import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -752,34 +752,11 @@ def write_figures(results: Mapping[str, Any], out_dir: str | Path) -> list[Path]
     return write(results, Path(out_dir))
 
 
-def main(argv: Sequence[str] | None = None,
-         write: Callable[[str], Any] | None = None) -> int:
-    """Minimal command line: ``--profile quick|paper`` plus a few overrides."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
-    parser.add_argument("--profile", choices=("quick", "paper"), default="quick")
-    parser.add_argument("--out", help="output folder")
-    parser.add_argument("--model")
-    parser.add_argument("--backend", choices=BACKENDS)
-    parser.add_argument("--behaviours", nargs="+")
-    parser.add_argument("--data-dir")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    overrides: dict[str, Any] = {}
-    for name, value in (("out_dir", args.out), ("model", args.model),
-                        ("backend", args.backend), ("data_dir", args.data_dir)):
-        if value is not None:
-            overrides[name] = value
-    if args.behaviours:
-        overrides["behaviours"] = tuple(args.behaviours)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    config = profile(args.profile, **overrides)
-    start = time.perf_counter()
-    results = run(config, progress=not args.no_progress)
-    paths = write_figures(results, Path(config.out_dir) / "figures")
-    (write or print)(summary_table(results))
-    (write or print)(f"wall time {time.perf_counter() - start:.1f} s; figures: "
-                     + ", ".join(str(p) for p in paths))
-    return 0
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m experiments.multi_behaviour`` is ``actsteer multi-behaviour`` (same options)."""
+    from actsteer.cli import main as cli_main
+
+    return cli_main(["multi-behaviour", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

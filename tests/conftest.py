@@ -37,6 +37,19 @@ def tiny_any(request, tiny_model, tiny_bridge):
 
 
 @pytest.fixture(scope="session")
+def vectors(tiny_model):
+    """Two CAA vectors (A/B and Yes/No answers) from the tiny hooked model, every layer."""
+    from actsteer.extraction import ContrastivePair, caa_vector
+
+    pairs = [ContrastivePair(f"Item {i}: do you like {'cats ' * (i + 1)}? (", "A", "B")
+             for i in range(5)]
+    first = caa_vector(tiny_model, pairs, dataset="first")
+    second = caa_vector(tiny_model, [ContrastivePair(p.prompt, "Yes", "No") for p in pairs],
+                        dataset="second")
+    return first, second
+
+
+@pytest.fixture(scope="session")
 def smol():
     return models.load_model()
 

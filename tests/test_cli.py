@@ -174,3 +174,14 @@ def test_plot_of_an_unfinished_run_says_to_finish_it(capsys, tmp_path) -> None:
     code, _, err = _main(capsys, "plot", str(partial))
     assert code == 2 and "unfinished run" in err and "re-run" in err
 
+
+
+def test_experiment_modules_run_the_same_cli(capsys) -> None:
+    import experiments.broad_skills as bs
+    import experiments.multi_behaviour as mb
+
+    for module, command in ((mb, "multi-behaviour"), (bs, "broad-skills")):
+        with pytest.raises(SystemExit) as stop:
+            module.main(["--help"])
+        assert stop.value.code == 0
+        assert capsys.readouterr().out.startswith(f"usage: actsteer {command}")

@@ -12,16 +12,6 @@ from actsteer.extraction import ContrastivePair, caa_vector
 TEXTS = ["hello there friend", "another, longer text about many things at once", "x y"]
 
 
-@pytest.fixture(scope="module")
-def vectors(tiny_model):
-    pairs = [ContrastivePair(f"Item {i}: do you like {'cats ' * (i + 1)}? (", "A", "B")
-             for i in range(5)]
-    first = caa_vector(tiny_model, pairs, dataset="first")
-    second = caa_vector(tiny_model, [ContrastivePair(p.prompt, "Yes", "No") for p in pairs],
-                        dataset="second")
-    return first, second
-
-
 def _actsteer_hooks(model) -> int:
     points = {id(point): point for point in model.hook_dict.values()}  # bridge has aliases
     return sum(len(point.fwd_hooks) for point in points.values())

@@ -18,7 +18,6 @@ from actsteer import (
     steer,
 )
 from actsteer.batching import length_batches
-from actsteer.extraction import ContrastivePair, caa_vector
 from actsteer.sweep import start_layer, supports_prefix_reuse, sweep_logits
 
 TEXTS = [
@@ -28,16 +27,6 @@ TEXTS = [
     "Human:\nDo you prefer now or later?\n\nAI:\nOut of (A) and (B), I choose (",
     "a medium length sentence for the batch",
 ]
-
-
-@pytest.fixture(scope="module")
-def vectors(tiny_model):
-    pairs = [ContrastivePair(f"Item {i}: do you like {'cats ' * (i + 1)}? (", "A", "B")
-             for i in range(5)]
-    first = caa_vector(tiny_model, pairs, dataset="first")
-    second = caa_vector(tiny_model, [ContrastivePair(p.prompt, "Yes", "No") for p in pairs],
-                        dataset="second")
-    return first, second
 
 
 def _plans(vectors):
