@@ -230,7 +230,33 @@ def caa_vector(
     progress: bool = False,
 ) -> SteeringVector:
     """Contrastive activation addition: mean over pairs of (positive − negative)
-    activations at ``read``, for every layer (or ``method="pca"``/``"probe"``)."""
+    activations at ``read``, for every layer (or ``method="pca"``/``"probe"``).
+
+    One batched forward per group of pairs reads every layer at once and stops after the
+    deepest layer needed; only the read positions are kept (never a full cache).
+
+    Args:
+        pairs: ``ContrastivePair(prompt, positive, negative)``; each side is run as
+            ``prompt + answer``.
+        layers: layers to read (default all); the vector still has one row per layer.
+        site: hook site read (and later written): ``resid_post`` (the paper),
+            ``resid_pre``, ``resid_mid``, ``attn_out`` or ``mlp_out``.
+        read: ``"last"`` token (the paper), ``"answer"`` (the answer's first token),
+            ``"answer_mean"`` (mean over the answer's tokens) or ``"mean"`` (all tokens).
+        method: ``"mean_diff"`` (CAA), ``"pca"`` (first singular direction of the
+            uncentred differences, signed and scaled to the mean difference's projection) or
+            ``"probe"`` (logistic-regression direction separating the two sides).
+        batch_size, padding_side: batching only; results equal one-at-a-time.
+
+    Returns:
+        A :class:`SteeringVector` with ``directions`` of shape ``[n_layers, d_model]`` and
+        metadata recording the model, site, read position, method and dataset.
+
+    Example:
+        >>> pairs = [ContrastivePair(paper_prompt(q), "A", "B") for q in questions]
+        >>> vector = caa_vector(model, pairs, dataset="myopia")
+        >>> vector.directions.shape            # (n_layers, d_model)
+    """
     layer_list = list(range(model.cfg.n_layers)) if layers is None else list(layers)
     positive, negative = contrastive_activations(
         model, pairs, layers=layer_list, site=site, read=read, batch_size=batch_size,

@@ -132,7 +132,19 @@ def single(
     positions: Positions = ALL,
     label: str = "",
 ) -> SteeringPlan:
-    """One vector at one layer."""
+    """One vector at one layer: adds ``coefficient * vector[layer]`` at ``positions``.
+
+    Args:
+        vector: a :class:`SteeringVector` (its ``layer`` row is used, at its own site) or
+            a raw ``[d_model]`` tensor (added at ``site``, default ``resid_post``).
+        layer: block index; ``blocks.{layer}.hook_{site}`` must exist on the model.
+        coefficient: the multiplier; 0 leaves logits bit-identical to no steering.
+        positions: :class:`Positions` (default all positions, as the paper).
+
+    Example:
+        >>> plan = single(vector, layer=14, coefficient=-4.0)   # subtract at block 14 output
+        >>> logits = actsteer.run(model, ["Human: ..."], plan)    # [batch, pos, d_vocab]
+    """
     chosen_site = site or (vector.site if isinstance(vector, SteeringVector) else "resid_post")
     label = label or (vector.meta.dataset if isinstance(vector, SteeringVector) else "")
     injection = Injection(_direction(vector, layer), layer, coefficient, chosen_site,
@@ -154,7 +166,11 @@ def combined(
     ``sum_i w_i v_i`` (``mode="sum"``) or that divided by the number of vectors
     (``mode="mean"``); weights default to 1 (e.g. pass each behaviour's chosen
     multiplier for the paper's weighted variant). The result is multiplied by
-    ``coefficient``.
+    ``coefficient``. All vectors must come from the same site.
+
+    Example:
+        >>> plan = combined({"myopia": v1, "wealth": v2}, layer=14,
+        ...                 weights={"myopia": 4.0, "wealth": 8.0}, mode="mean")
     """
     named = dict(vectors) if isinstance(vectors, Mapping) else {
         (v.meta.dataset or f"v{i}"): v for i, v in enumerate(vectors)}
@@ -195,6 +211,11 @@ def simultaneous(
 
     ``spec`` maps a name to ``(vector, layer, coefficient)``; every coefficient is then
     multiplied by the global ``scale`` (the paper sweeps it from -2 to 2).
+
+    Example:
+        >>> plan = simultaneous({"myopia": (v1, 11, 4.0), "wealth": (v2, 12, 8.0)}, scale=0.5)
+        >>> [(i.layer, i.coefficient) for i in plan.injections]
+        [(11, 2.0), (12, 4.0)]
     """
     if not spec:
         raise ValueError("simultaneous() needs at least one entry")
