@@ -44,15 +44,23 @@ def readable_mode(path: str | os.PathLike[str]) -> None:
     os.chmod(path, 0o666 & ~umask)
 
 
-def write_json_atomic(path: str | os.PathLike[str], payload: Any) -> Path:
+def write_json_atomic(path: str | os.PathLike[str], payload: Any, *,
+                      indent: int | None = 1, convert: bool = True) -> Path:
     """Write JSON to a temporary file beside ``path`` and rename it into place, so a
-    reader (or a crash) never sees half a file."""
+    reader (or a crash) never sees half a file.
+
+    ``convert=False`` skips turning tensors/tuples into JSON types (for payloads that are
+    already plain JSON); ``indent=None`` writes compactly with the C encoder, much faster
+    for large files.
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, scratch = tempfile.mkstemp(prefix=f".{target.name}-", dir=target.parent)
     try:
         with os.fdopen(fd, "w") as handle:
-            json.dump(_jsonable(payload), handle, indent=1, sort_keys=False)
+            # dumps (one shot) uses the C encoder when indent is None; dump never does.
+            handle.write(json.dumps(_jsonable(payload) if convert else payload,
+                                    indent=indent))
             handle.flush()
             os.fsync(handle.fileno())
         readable_mode(scratch)
@@ -83,7 +91,8 @@ class ResultStore:
                                  if self.config.get(k) != saved.get("config", {}).get(k))
                 raise ResultConfigMismatchError(
                     f"{self.path} was made with a different config (fields {changed}); "
-                    "pass another output path, or overwrite=True to start again")
+                    "use another output folder (--out), or delete this file (or pass "
+                    "overwrite=True) to start again")
             self.cells = dict(saved.get("cells", {}))
             self.extra = dict(saved.get("extra", {}))
 
@@ -104,8 +113,10 @@ class ResultStore:
         self.flush()
 
     def flush(self) -> None:
+        # Cells and extras were made JSON-ready when stored; a sweep rewrites this file
+        # after every cell, so skip re-conversion and indentation (C encoder).
         write_json_atomic(self.path, {"config": self.config, "cells": self.cells,
-                                      "extra": self.extra})
+                                      "extra": self.extra}, indent=None, convert=False)
 
 
 def read_results(path: str | os.PathLike[str], *, needs: tuple[str, ...] = ()

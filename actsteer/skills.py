@@ -10,13 +10,14 @@ Example::
 
     coefficients = paper_coefficients()
     point = half_skill_point(coefficients[:4], [1.0, 0.8, 0.4, 0.1], [1.0, 0.9, 0.8, 0.5])
-    point.coefficient, point.text_rel        # 0.4 and 0.85 (linear interpolation)
+    point.coefficient, point.text_rel        # 0.4375 and 0.825 (linear interpolation)
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -112,7 +113,9 @@ def adaptive_sweep(
     stop_below: float = STOP_BELOW,
 ) -> list[tuple[float, float]]:
     """Call ``evaluate(c)`` (returning the skill's relative accuracy) for each coefficient
-    in order, stopping right after the first result below ``stop_below``.
+    in order, stopping right after the first result below ``stop_below``, or after a NaN
+    (relative accuracy undefined: the unsteered skill accuracy is 0, so no later
+    coefficient can say more).
 
     Returns the ``(coefficient, skill_rel)`` pairs evaluated.
     """
@@ -121,6 +124,10 @@ def adaptive_sweep(
     for coefficient in coefficients:
         value = float(evaluate(coefficient))
         done.append((float(coefficient), value))
+        if math.isnan(value):
+            logger.warning("skill accuracy relative to coefficient 0 is undefined at %g (no "
+                           "unsteered hits): stopping this sweep", coefficient)
+            break
         if value < stop_below:
             logger.info("skill accuracy %.3f < %.3f at coefficient %g: stopping",
                         value, stop_below, coefficient)

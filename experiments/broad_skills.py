@@ -41,6 +41,7 @@ Run ``python -m experiments.broad_skills --profile quick --out /tmp/bs``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import sys
@@ -206,6 +207,11 @@ class BroadSkillsConfig(ConfigMixin):
                 not isinstance(x, int) or x < 0 for x in self.control_layers):
             raise bad("control_layers", self.control_layers,
                       "use non-negative layer indices or None")
+        if (self.layers is not None and self.control_layers is not None
+                and not set(self.control_layers) <= set(self.layers)):
+            raise bad("control_layers", self.control_layers,
+                      f"controls run only at swept layers; with layers={self.layers} use a "
+                      "subset of them, or control_layers=None for every layer")
         if any(not math.isfinite(c) for c in self.coefficients):
             raise bad("coefficients", self.coefficients, "use finite coefficients")
         try:
@@ -264,6 +270,12 @@ def profile(name: str, **overrides: Any) -> BroadSkillsConfig:
     else:
         raise ConfigError(f"unknown profile {name!r}; use 'quick' or 'paper'")
     try:
+        if (isinstance(overrides.get("layers"), (list, tuple)) and overrides["layers"]
+                and "control_layers" not in overrides and base.control_layers is not None):
+            # Controls follow a layer override: the kept ones, else the deepest layer.
+            layers = tuple(overrides["layers"])
+            kept = tuple(x for x in base.control_layers if x in layers)
+            overrides = {**overrides, "control_layers": kept or (max(layers),)}
         return replace(base, **overrides)
     except TypeError as error:
         raise ConfigError(f"bad override for profile {name!r}: {error}") from None
@@ -284,6 +296,17 @@ class SkillCorpora:
     def language_mix(self) -> dict[str, dict[str, dict[str, int]]]:
         return {"train": {k: c.languages() for k, c in self.train.items()},
                 "valid": {k: c.languages() for k, c in self.valid.items()}}
+
+    def fingerprint(self) -> str:
+        """SHA-1 of every document id per split and corpus: equal exactly when the same
+        documents were chosen. Stored with results and vectors so that a resumed run never
+        mixes cells (or reuses vectors) computed on other documents."""
+        digest = hashlib.sha1()
+        for split, pools in (("train", self.train), ("valid", self.valid)):
+            for name in sorted(pools):
+                ids = sorted(d.doc_id for d in pools[name].documents)
+                digest.update(f"{split}/{name}:{','.join(ids)};".encode())
+        return digest.hexdigest()
 
 
 def _drop(corpus: Corpus, ids: set[str]) -> Corpus:
@@ -426,6 +449,7 @@ def steered_accuracy(model: Any, data: EvalSet, plan: SteeringPlan, layer: int, 
     reuse = supports_prefix_reuse(model) and size <= cache_bytes
     with torch.no_grad():
         if reuse and layer not in data.cache:
+            data.cache.clear()  # sweeps go layer by layer: keep one layer's prefix at most
             data.cache[layer] = [model(b.tokens, attention_mask=b.attention_mask,
                                        stop_at_layer=layer) for b in data.batches]
         for index, (group, batch) in enumerate(zip(data.groups, data.batches, strict=True)):
@@ -482,12 +506,19 @@ def _load_or_extract(model: Any, corpora: SkillCorpora, config: BroadSkillsConfi
     folder = out / "vectors"
     wanted = list(dict.fromkeys((*BASE_VECTORS, *config.vectors)))
     paths = {name: folder / f"{name}.safetensors" for name in wanted}
+    stamp = folder / "corpora.sha1"
+    fingerprint = f"{config.model} {corpora.fingerprint()}"
     if all(p.is_file() for p in paths.values()):
-        logger.info("reusing vectors in %s", folder)
-        return {name: SteeringVector.load(p, model=model) for name, p in paths.items()}
+        if stamp.is_file() and stamp.read_text().strip() == fingerprint:
+            logger.info("reusing vectors in %s", folder)
+            return {name: SteeringVector.load(p, model=model) for name, p in paths.items()}
+        logger.warning("vectors in %s were made from other documents or another model; "
+                       "extracting them again", folder)
     vectors = skill_vectors(model, corpora, config, progress=progress)
     for name, vector in vectors.items():
         vector.save(paths[name])
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(fingerprint + "\n")
     return vectors
 
 
@@ -554,10 +585,12 @@ def run(config: BroadSkillsConfig, *, model: Any = None, progress: bool = True,
     if too_deep:
         raise ConfigError(f"layers={too_deep!r} are invalid: the model has {n_layers} layers "
                           f"(0..{n_layers - 1})")
-    store = ResultStore(out / RESULTS_FILE, config=config.results_config())
-
     step = time.perf_counter()
     corpora = corpora if corpora is not None else build_corpora(config)
+    # The documents are part of what determines results: text_path=None or code_roots=None
+    # can resolve to other files on another machine with the same config.
+    store = ResultStore(out / RESULTS_FILE,
+                        config={**config.results_config(), "corpora": corpora.fingerprint()})
     mix = corpora.language_mix()
     store.set_extra("language_mix", mix)
     timings["corpora_s"] = time.perf_counter() - step

@@ -15,7 +15,7 @@ from actsteer.accuracy import DocumentAccuracy, next_token_accuracy
 from actsteer.corpora import Corpus, Document, language_of
 from actsteer.extraction import corpus_mean
 from actsteer.plan import single
-from actsteer.results import ResultStore
+from actsteer.results import ResultConfigMismatchError, ResultStore
 
 WORDS = ("river", "mountain", "harvest", "village", "market", "winter", "sailor", "garden")
 
@@ -287,6 +287,30 @@ def test_resume_skips_finished_cells(tiny_model: Any, tmp_path: Path,
                                         for layer in (1, 2)}
 
 
+def test_other_documents_never_resume_old_cells_or_vectors(tiny_model: Any, tmp_path: Path,
+                                                           fake_scores: list[Any]) -> None:
+    config = _config(tmp_path, vectors=("general",), layers=(1,))
+    bs.run(config, model=tiny_model, progress=False, corpora=_toy_corpora(config))
+    text, code, python = _toy_pools(14)  # same config, more documents to choose from
+    other = bs.build_corpora(config, pools=(text, code, python))
+    assert other.fingerprint() != _toy_corpora(config).fingerprint()
+    with pytest.raises(ResultConfigMismatchError, match=r"corpora.*another output folder"):
+        bs.run(config, model=tiny_model, progress=False, corpora=other)
+    # Deleting the results file to start again must not reuse vectors of the old documents.
+    (tmp_path / "out" / bs.RESULTS_FILE).unlink()
+    means: list[str] = []
+    real = bs.corpus_mean
+
+    def spy(model: Any, texts: Any, **kwargs: Any) -> Any:
+        means.append("mean")
+        return real(model, texts, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(bs, "corpus_mean", spy)
+        bs.run(config, model=tiny_model, progress=False, corpora=other)
+    assert means, "vectors from other documents were reused"
+
+
 def test_crash_keeps_finished_cells(tiny_model: Any, tmp_path: Path,
                                     fake_scores: list[Any],
                                     monkeypatch: pytest.MonkeyPatch) -> None:
@@ -302,7 +326,8 @@ def test_crash_keeps_finished_cells(tiny_model: Any, tmp_path: Path,
     monkeypatch.setattr(bs, "steered_accuracy", flaky)
     with pytest.raises(RuntimeError, match="boom"):
         bs.run(config, model=tiny_model, progress=False, corpora=corpora)
-    store = ResultStore(Path(config.out_dir) / bs.RESULTS_FILE, config=config.results_config())
+    store = ResultStore(Path(config.out_dir) / bs.RESULTS_FILE,
+                        config={**config.results_config(), "corpora": corpora.fingerprint()})
     done = [key for key in store.cells if key.startswith("sweep/")]
     assert len(done) == 2 and store.has("baseline")
     monkeypatch.setattr(bs, "steered_accuracy", working)
@@ -329,3 +354,14 @@ def test_general_vector_hurts_code_more_than_text(smol: Any, tmp_path: Path) -> 
         if cell is not None:
             gaps.append(cell["text"]["rel_top1"]["value"] - cell["code"]["rel_top1"]["value"])
     assert gaps and max(gaps) > 0.05, gaps
+
+
+def test_controls_follow_a_layer_override_and_must_be_swept_layers() -> None:
+    assert bs.profile("quick").control_layers == (14,)
+    assert bs.profile("quick", layers=(5, 9)).control_layers == (9,)
+    assert bs.profile("quick", layers=(9, 14, 20)).control_layers == (14,)
+    config = bs.profile("quick", layers=(5, 9))
+    assert bs.is_swept(config, "general_permuted", 9)
+    assert not bs.is_swept(config, "general_permuted", 5)
+    with pytest.raises(bs.ConfigError, match=r"control_layers=\(14,\) is invalid.*subset"):
+        bs.profile("quick", layers=(5, 9), control_layers=(14,))

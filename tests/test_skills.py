@@ -79,6 +79,17 @@ def test_adaptive_sweep_stops_after_first_point_below_stop() -> None:
     assert seen == list(curve)
 
 
+def test_adaptive_sweep_stops_on_undefined_relative_accuracy() -> None:
+    seen: list[float] = []
+
+    def evaluate(c: float) -> float:
+        seen.append(c)
+        return 1.0 if c == 0 else float("nan")  # no unsteered hits: relative is undefined
+
+    done = adaptive_sweep([0.0, 1.0, 2.0, 3.0], evaluate, stop_below=0.05)
+    assert seen == [0.0, 1.0] and len(done) == 2
+
+
 def test_paired_relative_point_and_interval() -> None:
     base = torch.tensor([10, 20, 30, 40])
     est = paired_relative(base // 2, base, torch.tensor([50, 50, 50, 50]), n_resamples=200)
