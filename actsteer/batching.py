@@ -20,15 +20,22 @@ from torch import Tensor
 PaddingSide = Literal["left", "right"]
 
 
+def _with_bos(ids: list[int], bos_id: int | None, bos: bool) -> list[int]:
+    # A chat template that already starts with BOS (Llama 2's does) must not get a second.
+    if bos and bos_id is not None and (not ids or ids[0] != bos_id):
+        return [bos_id, *ids]
+    return ids
+
+
 def encode(model: Any, text: str, *, bos: bool | None = None) -> list[int]:
-    """Token ids of ``text``, with BOS exactly when the model expects it (or ``bos`` says)."""
+    """Token ids of ``text``, with one BOS exactly when the model expects it (or ``bos``
+    says); text that already starts with the BOS token (a rendered chat template) keeps
+    just that one."""
     tokenizer = model.tokenizer
     ids = list(tokenizer(text, add_special_tokens=False).input_ids)
     if bos is None:
         bos = bool(getattr(model.cfg, "default_prepend_bos", True))
-    if bos and tokenizer.bos_token_id is not None:
-        ids.insert(0, int(tokenizer.bos_token_id))
-    return ids
+    return _with_bos(ids, tokenizer.bos_token_id, bos)
 
 
 def encode_many(model: Any, texts: Sequence[str], *, bos: bool | None = None) -> list[list[int]]:
@@ -37,8 +44,7 @@ def encode_many(model: Any, texts: Sequence[str], *, bos: bool | None = None) ->
         bos = bool(getattr(model.cfg, "default_prepend_bos", True))
     tokenizer = model.tokenizer
     encoded = tokenizer(list(texts), add_special_tokens=False).input_ids
-    prefix = [int(tokenizer.bos_token_id)] if bos and tokenizer.bos_token_id is not None else []
-    return [prefix + list(ids) for ids in encoded]
+    return [_with_bos(list(ids), tokenizer.bos_token_id, bos) for ids in encoded]
 
 
 def pad_id(model: Any) -> int:

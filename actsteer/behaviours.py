@@ -590,7 +590,7 @@ def load_builtin(name: str) -> BehaviourDataset:
     These are small original item sets (72 A/B items each, balanced) for tests and
     quick runs; they are not the paper's data.
     """
-    key = _canonical_name(name)
+    key = canonical_name(name)
     if key not in BUILTIN_BEHAVIOURS:
         raise ValueError(
             f"no built-in behaviour {name!r}; built-ins are {', '.join(BUILTIN_BEHAVIOURS)}"
@@ -686,7 +686,9 @@ def _reachable(endpoint: str, timeout: float) -> bool:
         return False
 
 
-def _canonical_name(name: str) -> str:
+def canonical_name(name: str) -> str:
+    """A behaviour name normalised: lower case, ``_`` for spaces and dashes, aliases
+    (``"myopic"``, ``"wealth"``, ...) resolved to the paper's names."""
     key = name.strip().lower().replace("-", "_").replace(" ", "_")
     return _ALIASES.get(key, key)
 
@@ -749,7 +751,7 @@ def load_behaviour(
         return load_from_hub(spec[len(_HUB_PREFIX) :], on_error=on_error)
     if isinstance(spec, Path) or spec.endswith((".json", ".jsonl")):
         return _load_path(Path(spec), on_error)
-    key = _canonical_name(spec)
+    key = canonical_name(spec)
     if key not in PAPER_BEHAVIOURS and key not in BUILTIN_BEHAVIOURS:
         if Path(spec).exists():
             return _load_path(Path(spec), on_error)

@@ -195,7 +195,9 @@ def combined(
     total = torch.stack([weight_of[k] * v.at(layer) for k, v in named.items()]).sum(0)
     if mode == "mean":
         total = total / len(named)
-    label = f"{mode}(" + ",".join(named) + ")"
+    # Weights go in the label, so describe() (and resumed results) tell weightings apart.
+    label = f"{mode}(" + ",".join(k if weight_of[k] == 1 else f"{weight_of[k]:g}*{k}"
+                                  for k in named) + ")"
     injection = Injection(total, layer, coefficient, sites.pop(), positions, label)
     return SteeringPlan((injection,), name=f"combined-{mode}(L{layer})",
                         meta={"weights": str(weight_of)})

@@ -24,6 +24,7 @@ Run ``python -m experiments.multi_behaviour --profile quick --out /tmp/mb``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import sys
@@ -46,6 +47,7 @@ from actsteer.behaviours import (
     PAPER_SPLIT_SIZES,
     BehaviourDataset,
     PaperSplits,
+    canonical_name,
     default_data_dir,
     load_behaviour,
 )
@@ -69,6 +71,7 @@ PAPER_LAYER = 15
 COMBINED_VARIANTS: tuple[str, ...] = ("sum", "mean", "weighted_sum", "weighted_mean")
 PROMPT_FORMATS = ("paper", "chat")
 BACKENDS = ("hooked", "bridge")
+TAX_CORPORA = ("wikitext", "builtin", "none")
 DTYPES = ("float32", "fp32", "bf16", "bfloat16", "fp16", "float16")
 
 
@@ -152,8 +155,13 @@ class MultiBehaviourConfig(ConfigMixin):
             raise bad("prompt_format", self.prompt_format, "use 'paper' or 'chat'")
         if not self.behaviours:
             raise bad("behaviours", self.behaviours, "give at least one behaviour")
-        if len(set(self.behaviours)) != len(self.behaviours):
-            raise bad("behaviours", self.behaviours, "each behaviour may appear once")
+        keys = [behaviour_key(b) for b in self.behaviours]
+        if len(set(keys)) != len(keys):
+            raise bad("behaviours", self.behaviours,
+                      f"each behaviour may appear once (they name {keys})")
+        if self.tax_corpus not in TAX_CORPORA and not Path(self.tax_corpus).exists():
+            raise bad("tax_corpus", self.tax_corpus,
+                      f"use one of {', '.join(TAX_CORPORA)} or an existing .txt file/folder")
         for name in ("n_vector", "n_grid", "n_test"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
@@ -200,14 +208,15 @@ class MultiBehaviourConfig(ConfigMixin):
 
 
 def behaviour_key(spec: str) -> str:
-    """Short name of a behaviour spec: a paper name, or a file's stem."""
+    """Short name of a behaviour spec: a paper name (aliases such as ``"myopic"`` or
+    ``"Wealth Seeking"`` resolved), or a file's stem."""
     if spec.endswith((".json", ".jsonl")) or "/" in spec:
         stem = Path(spec).stem
         for name, filename in PAPER_FILES.items():
             if Path(filename).stem == stem:
                 return name
         return stem
-    return spec.strip().lower().replace("-", "_")
+    return canonical_name(spec)
 
 
 def profile(name: str, **overrides: Any) -> MultiBehaviourConfig:
@@ -272,7 +281,7 @@ def load_datasets(config: MultiBehaviourConfig) -> dict[str, BehaviourDataset]:
             dataset = load_behaviour(Path(spec))
         elif key in PAPER_FILES and found is not None and (found / PAPER_FILES[key]).is_file():
             dataset = load_behaviour(key, data_dir=found)
-        elif key in BUILTIN_BEHAVIOURS:
+        elif key in BUILTIN_BEHAVIOURS and config.data_dir is None:
             dataset = load_behaviour(key)
         else:
             dataset = load_behaviour(key, data_dir=found)
@@ -292,6 +301,31 @@ def split_dataset(dataset: BehaviourDataset, config: MultiBehaviourConfig) -> Pa
             f"few for n_vector={n_vector}, n_grid={n_grid}, n_test={n_test}; pass smaller "
             "sizes")
     return dataset.splits((n_vector, n_grid, n_test), seed=config.seed)
+
+
+def _digest(parts: Sequence[str]) -> str:
+    digest = hashlib.sha1()
+    for part in parts:
+        digest.update(part.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
+
+def _items_digest(dataset: BehaviourDataset) -> str:
+    return _digest([f"{i.question}|{i.matching}|{i.not_matching}" for i in dataset])
+
+
+def data_identity(splits: Mapping[str, PaperSplits], tax_texts: Sequence[str] | None
+                  ) -> dict[str, Any]:
+    """What was actually loaded: per behaviour, the source and a digest of each split's
+    items; and a digest of the alignment-tax texts. Part of the results identity, because
+    ``data_dir=None`` or ``tax_corpus="wikitext"`` resolve to other files (or to the
+    built-ins) on another machine or working directory with the same config."""
+    return {"behaviours": {b: {"source": sp.vector.source,
+                               **{name: _items_digest(getattr(sp, name))
+                                  for name in ("vector", "grid", "test")}}
+                           for b, sp in splits.items()},
+            "tax_texts": None if tax_texts is None else _digest(tax_texts)}
 
 
 @dataclass(frozen=True)
@@ -376,21 +410,28 @@ def _is_failed(cell: Mapping[str, Any], config: MultiBehaviourConfig,
 
 
 def choose(grid: Mapping[str, Mapping[str, Any]], default_rate: float,
-           direction: int) -> dict[str, Any] | None:
+           direction: int, default_p: float | None = None) -> dict[str, Any] | None:
     """The non-failed grid cell with the largest effect on the matching rate in
     ``direction`` (+1 add, -1 subtract); ties broken by P(matching), then the smaller
-    |multiplier|. ``None`` when every cell in that direction failed."""
+    |multiplier|. Only cells that move the behaviour the intended way count: the matching
+    rate moves in ``direction``, or it is unchanged and P(matching) moves in ``direction``
+    (when ``default_p`` is given). ``None`` when no cell qualifies."""
     best: tuple[float, float, float] | None = None
     chosen: dict[str, Any] | None = None
     for cell in grid.values():
         if cell.get("failed") or math.copysign(1, cell["multiplier"]) != direction:
             continue
-        rank = (direction * (cell["matching_rate"]["value"] - default_rate),
-                direction * cell["p_matching"]["value"], -abs(cell["multiplier"]))
+        rate_effect = direction * (cell["matching_rate"]["value"] - default_rate)
+        p_value = cell["p_matching"]["value"]
+        helps = rate_effect > 0 or (rate_effect == 0 and default_p is not None
+                                    and direction * (p_value - default_p) > 0)
+        if not helps:
+            continue
+        rank = (rate_effect, direction * p_value, -abs(cell["multiplier"]))
         if best is None or rank > best:
             best, chosen = rank, {"layer": cell["layer"], "multiplier": cell["multiplier"],
                                   "grid_matching_rate": cell["matching_rate"]["value"],
-                                  "grid_p_matching": cell["p_matching"]["value"]}
+                                  "grid_p_matching": p_value}
     return chosen
 
 
@@ -429,11 +470,15 @@ def run(config: MultiBehaviourConfig, *, model: Any = None,
     with a different config raises :class:`actsteer.results.ResultConfigMismatchError`.
     """
     out_dir = Path(config.out_dir)
-    store = ResultStore(out_dir / RESULTS_FILE, config.results_config())
     timings: dict[str, float] = {}
     with _timed(timings, "load"):
         datasets = load_datasets(config)
         splits = {b: split_dataset(d, config) for b, d in datasets.items()}
+        tax_texts = _tax_texts(config) if config.tax_corpus != "none" else None
+        identity = data_identity(splits, tax_texts)
+        store = ResultStore(out_dir / RESULTS_FILE,
+                            {**config.results_config(), "data": identity})
+        store.flush()  # the identity is on disk before any vector is saved beside it
         if model is None:
             model = load_model(config.model, backend=config.backend,  # type: ignore[arg-type]
                                device=config.device, dtype=config.dtype)
@@ -460,15 +505,22 @@ def run(config: MultiBehaviourConfig, *, model: Any = None,
     with _timed(timings, "vectors"):
         for behaviour, split in splits.items():
             path = out_dir / "vectors" / f"{behaviour}.safetensors"
-            if path.is_file():
+            stamp = path.with_suffix(".sha1")
+            made_from = (f"{config.model} {config.prompt_format} "
+                         f"{identity['behaviours'][behaviour]['vector']}")
+            if path.is_file() and stamp.is_file() and stamp.read_text().strip() == made_from:
                 vectors[behaviour] = SteeringVector.load(path, model=model)
                 continue
+            if path.is_file():
+                logger.warning("%s was made from other items, format or model; extracting "
+                               "it again", path)
             pairs = [ContrastivePair(p, item.matching, item.not_matching) for item, p in zip(
                 split.vector, _formatted(model, split.vector, config.prompt_format),
                 strict=True)]
             vectors[behaviour] = caa_vector(model, pairs, dataset=behaviour,
                                             batch_size=config.batch_size, progress=progress)
             vectors[behaviour].save(path)
+            stamp.write_text(made_from + "\n")
 
     defaults: dict[str, dict[str, Any]] = {}
     with _timed(timings, "default"):
@@ -502,8 +554,9 @@ def run(config: MultiBehaviourConfig, *, model: Any = None,
                             logger.info("%s: %s, stopping this direction", key, failed)
                             break
             base = defaults[behaviour]["grid"]["matching_rate"]["value"]
-            chosen[behaviour] = {"subtract": choose(grid, base, -1),
-                                 "add": choose(grid, base, 1)}
+            base_p = defaults[behaviour]["grid"]["p_matching"]["value"]
+            chosen[behaviour] = {"subtract": choose(grid, base, -1, base_p),
+                                 "add": choose(grid, base, 1, base_p)}
             logger.info("chosen for %s: %s", behaviour, chosen[behaviour])
         store.set_extra("chosen", chosen)
 
@@ -543,8 +596,8 @@ def run(config: MultiBehaviourConfig, *, model: Any = None,
                          for s in (0.0, *config.scales)}
             pending = [s for s, p in tax_plans.items()
                        if not _fresh(store, f"tax/{_fmt(s)}", p.describe())]
-            if pending:
-                texts = _tax_texts(config)
+            if pending and tax_texts is not None:
+                texts = tax_texts
                 sequences = [ids[: config.tax_max_tokens] for ids in encode_many(model, texts)]
                 sequences = [s for s in sequences if len(s) >= 2]
                 for scale in pending:
@@ -581,11 +634,16 @@ def _formatted(model: Any, dataset: BehaviourDataset, fmt: str) -> list[str]:
 
 
 def _add_coefficient(chosen: Mapping[str, Any], config: MultiBehaviourConfig) -> float:
-    """The behaviour's chosen add multiplier, or the smallest positive grid multiplier
-    when every add cell failed."""
+    """The behaviour's chosen add multiplier; when no add cell moved the behaviour (or all
+    failed), the smallest positive grid multiplier, so that combined and simultaneous
+    steering still have a weight for it (a warning says so; the results record
+    ``chosen[b]["add"] = None``)."""
     if chosen.get("add") is not None:
         return float(chosen["add"]["multiplier"])
-    return min(m for m in config.grid_multipliers if m > 0)
+    fallback = min(m for m in config.grid_multipliers if m > 0)
+    logger.warning("no add multiplier moved this behaviour on the grid split; combined and "
+                   "simultaneous steering use the smallest positive one, %g", fallback)
+    return fallback
 
 
 def combined_plan(vectors: Mapping[str, SteeringVector], layer: int, variant: str,

@@ -12,8 +12,11 @@ import torch
 
 import experiments.multi_behaviour as mb
 from actsteer.behaviours import DatasetFormatError, load_builtin
+from actsteer.extraction import ContrastivePair, caa_vector
 from actsteer.figures.behaviours import write_figures
 from actsteer.plan import SteeringPlan
+from actsteer.prompts import format_item
+from actsteer.results import ResultConfigMismatchError
 from actsteer.vector import SteeringVector, VectorMeta
 
 
@@ -44,7 +47,7 @@ def _datasets(tmp_path_factory) -> None:
 
 def tiny_config(out: Path, **overrides) -> mb.MultiBehaviourConfig:
     base = mb.MultiBehaviourConfig(
-        behaviours=(ALPHA, BETA), n_vector=6, n_grid=5, n_test=5,
+        behaviours=(ALPHA, BETA), n_vector=6, n_grid=4, n_test=5,
         grid_layers=(1, 2), grid_multipliers=(-4.0, -1.0, 1.0, 4.0),
         max_top_share=1.0, max_faulty=1.0, combined_layer=2,
         combined_variants=("mean", "weighted_sum"),
@@ -80,8 +83,18 @@ def first_run(tiny_model, tmp_path_factory):
     spy = Spy(mb.score_items)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(mb, "score_items", spy)
+        # On a random model no multiplier reliably helps, so `choose` (tested on its own
+        # below) would often pick nothing; fix the pick at L2 x+-4 so every step runs.
+        patch.setattr(mb, "choose", _fixed_pick)
         results = mb.run(config, model=tiny_model, progress=False)
     return config, results, spy
+
+
+def _fixed_pick(grid, default_rate, direction, default_p=None):
+    for cell in grid.values():
+        if cell["layer"] == 2 and cell["multiplier"] == 4.0 * direction:
+            return {"layer": 2, "multiplier": cell["multiplier"]}
+    return None
 
 
 def test_run_records_every_step(first_run) -> None:
@@ -91,7 +104,10 @@ def test_run_records_every_step(first_run) -> None:
         assert f"default/{behaviour}/test" in cells
         assert {f"grid/{behaviour}/L{layer}/{m:+g}" for layer in (1, 2)
                 for m in config.grid_multipliers} <= set(cells)
-        assert f"individual/{behaviour}/add" in cells
+        for which, sign in (("subtract", -1.0), ("add", 1.0)):
+            assert results["chosen"][behaviour][which]["multiplier"] == 4.0 * sign
+            individual = cells[f"individual/{behaviour}/{which}"]
+            assert individual["n"] == config.n_test != config.n_grid  # the test split
         assert f"simultaneous/+2/{behaviour}" in cells
         assert f"combined/weighted_sum/subtract/{behaviour}" in cells
         cell = cells[f"default/{behaviour}/test"]
@@ -132,6 +148,28 @@ def test_simultaneous_and_combined_plans_as_specified(first_run) -> None:
     (single_injection,) = plans["individual/alpha/add"].injections
     assert (single_injection.layer, single_injection.coefficient) == (
         pick["layer"], pick["multiplier"])
+    (weighted_down,) = plans["combined/weighted_sum/subtract/alpha"].injections
+    torch.testing.assert_close(weighted_down.vector, expected)
+    assert weighted_down.coefficient == -1.0
+    # the alignment tax at each scale ran the simultaneous plan of that scale
+    spec = {b: (vectors[b], layer, coefficient[b]) for b, layer in (("alpha", 1), ("beta", 2))}
+    for scale in (-1.0, 2.0):
+        assert results["cells"][f"tax/{scale:+g}"]["plan"] == mb.simultaneous(
+            spec, scale=scale).describe()
+    assert results["cells"]["tax/+0"]["plan"] == mb.empty_plan().describe()
+
+
+def test_saved_vector_is_matching_minus_non_matching_on_the_vector_split(first_run,
+                                                                        tiny_model) -> None:
+    config, _, _ = first_run
+    dataset = mb.load_datasets(config)["alpha"]
+    split = mb.split_dataset(dataset, config)
+    pairs = [ContrastivePair(format_item(i.question, i.kind, "paper", tiny_model.tokenizer),
+                             i.matching, i.not_matching) for i in split.vector]
+    expected = caa_vector(tiny_model, pairs, dataset="alpha", batch_size=config.batch_size)
+    saved = SteeringVector.load(Path(config.out_dir) / "vectors" / "alpha.safetensors")
+    torch.testing.assert_close(saved.directions, expected.directions)
+    assert saved.meta.n_items == config.n_vector
 
 
 def test_rerun_scores_nothing_and_returns_same_results(first_run, tiny_model,
@@ -141,6 +179,7 @@ def test_rerun_scores_nothing_and_returns_same_results(first_run, tiny_model,
     monkeypatch.setattr(mb, "score_items", spy)
     monkeypatch.setattr(mb, "caa_vector", lambda *a, **k: pytest.fail("vector recomputed"))
     monkeypatch.setattr(mb, "next_token_accuracy", lambda *a, **k: pytest.fail("tax rerun"))
+    monkeypatch.setattr(mb, "choose", _fixed_pick)  # as in first_run
     again = mb.run(config, model=tiny_model, progress=False)
     assert spy.calls == []
     assert _without_timings(again) == _without_timings(results)
@@ -203,6 +242,7 @@ def test_cell_made_by_another_plan_is_rescored(first_run, tiny_model, tmp_path,
     path.write_text(json.dumps(saved))
     spy = Spy(mb.score_items)
     monkeypatch.setattr(mb, "score_items", spy)
+    monkeypatch.setattr(mb, "choose", _fixed_pick)  # as in first_run
     again = mb.run(copy, model=tiny_model, progress=False)
     assert [desc for desc, _ in spy.calls] == ["simultaneous/-1/beta"]
     assert again["cells"]["simultaneous/-1/beta"] == results["cells"]["simultaneous/-1/beta"]
@@ -218,6 +258,20 @@ def test_choose_picks_largest_effect_without_failed() -> None:
     assert (mb.choose(grid, 0.5, 1) or {}).get("multiplier") == 2.0
     assert (mb.choose(grid, 0.5, -1) or {}).get("multiplier") == -2.0  # tie broken by P(matching)
     assert mb.choose({"c": grid["c"]}, 0.5, 1) is None
+
+
+def test_choose_ignores_cells_that_move_the_wrong_way() -> None:
+    def cell(m, rate, p):
+        return {"layer": 3, "multiplier": m, "matching_rate": {"value": rate},
+                "p_matching": {"value": p}, "failed": None}
+
+    backwards = {"a": cell(1.0, 0.40, 0.45), "b": cell(2.0, 0.30, 0.40)}
+    assert mb.choose(backwards, 0.5, 1, default_p=0.5) is None
+    # Matching rate unchanged: P(matching) decides whether the cell helps.
+    flat = {"a": cell(1.0, 0.5, 0.55), "b": cell(2.0, 0.5, 0.45)}
+    assert (mb.choose(flat, 0.5, 1, default_p=0.5) or {}).get("multiplier") == 1.0
+    assert (mb.choose(flat, 0.5, -1, default_p=0.5)) is None  # no negative cells at all
+    assert mb.choose({"n": cell(-1.0, 0.5, 0.45)}, 0.5, -1, default_p=0.5)["multiplier"] == -1.0
 
 
 def test_summary_table_and_figures(first_run, tmp_path) -> None:
@@ -389,3 +443,53 @@ def test_best_simultaneous_scale_skips_scales_with_faulty_answers() -> None:
         "simultaneous/1/beta": cell(0.7, 0.5)}}
     assert mb._best_simultaneous(results, "alpha")[0] == 1.0
     assert mb._best_simultaneous(results, "beta") == (None, None)
+
+
+def test_weighted_combined_plans_describe_their_weights(first_run) -> None:
+    config, _, _ = first_run
+    vectors = {b: SteeringVector.load(Path(config.out_dir) / "vectors" / f"{b}.safetensors")
+               for b in ("alpha", "beta")}
+    one = mb.combined_plan(vectors, 2, "weighted_mean", {"alpha": 1.0, "beta": 4.0}, 1.0)
+    other = mb.combined_plan(vectors, 2, "weighted_mean", {"alpha": 8.0, "beta": 0.5}, 1.0)
+    assert one.describe() != other.describe()
+    assert "4*beta" in one.describe() and "8*alpha" in other.describe()
+
+
+def test_other_data_with_the_same_config_is_not_resumed(tiny_model, tmp_path,
+                                                        monkeypatch) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    alpha = _write_behaviour(data / "alpha.jsonl", 20, 0)
+    config = tiny_config(tmp_path / "out", behaviours=(alpha,), grid_layers=(1,),
+                         combined_variants=("sum",), scales=(1.0,), tax_corpus="none",
+                         simultaneous_layers={"alpha": 1})
+    mb.run(config, model=tiny_model, progress=False)
+    _write_behaviour(data / "alpha.jsonl", 20, 7)  # same path and size, other answers
+    with pytest.raises(ResultConfigMismatchError, match="data"):
+        mb.run(config, model=tiny_model, progress=False)
+    (tmp_path / "out" / mb.RESULTS_FILE).unlink()  # start again: the vector must be rebuilt
+    extracted: list[str] = []
+    real = mb.caa_vector
+    monkeypatch.setattr(mb, "caa_vector",
+                        lambda *a, **k: extracted.append(k["dataset"]) or real(*a, **k))
+    mb.run(config, model=tiny_model, progress=False)
+    assert extracted == ["alpha"]
+
+
+def test_behaviour_aliases_and_duplicates() -> None:
+    assert mb.behaviour_key("myopic") == "myopia"
+    assert mb.behaviour_key("Wealth Seeking") == "wealth_seeking"
+    assert mb.behaviour_key("/x/myopic.json") == "myopia"
+    with pytest.raises(mb.ConfigError, match=r"behaviours=.*appear once"):
+        mb.MultiBehaviourConfig(behaviours=("myopia", "myopic"))
+
+
+def test_tax_corpus_is_checked_before_any_work() -> None:
+    with pytest.raises(mb.ConfigError, match=r"tax_corpus='wikitxt' is invalid.*wikitext"):
+        mb.MultiBehaviourConfig(tax_corpus="wikitxt")
+
+
+def test_explicit_data_dir_never_falls_back_to_builtins(tmp_path) -> None:
+    config = mb.MultiBehaviourConfig(behaviours=("myopia",), data_dir=str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"myopic\.json"):
+        mb.load_datasets(config)
