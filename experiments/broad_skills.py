@@ -418,9 +418,17 @@ def make_eval_set(model: Any, name: str, texts: Sequence[str], *, max_tokens: in
     """Tokenise (through :func:`encode_many`), truncate, drop documents under 2 tokens,
     and pad into right-padded, length-bucketed batches."""
     sequences = [ids[:max_tokens] for ids in encode_many(model, list(texts))]
-    sequences = [s for s in sequences if len(s) >= 2]
-    if not sequences:
-        raise ValueError(f"evaluation set {name!r} has no document of at least 2 tokens")
+    return eval_set_from_sequences(model, name, [s for s in sequences if len(s) >= 2],
+                                   batch_size=batch_size)
+
+
+def eval_set_from_sequences(model: Any, name: str, sequences: Sequence[Sequence[int]], *,
+                            batch_size: int) -> EvalSet:
+    """An :class:`EvalSet` of already tokenised documents (each at least 2 tokens)."""
+    sequences = [list(s) for s in sequences]
+    if not sequences or min(len(s) for s in sequences) < 2:
+        raise ValueError(f"evaluation set {name!r} needs documents of at least 2 tokens "
+                         f"(got lengths {sorted(len(s) for s in sequences)[:5]}...)")
     groups = list(length_batches([len(s) for s in sequences], batch_size))
     batches = [pad(model, [sequences[i] for i in g], padding_side="right") for g in groups]
     return EvalSet(name, sequences, groups, batches, {})

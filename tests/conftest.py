@@ -50,6 +50,25 @@ def vectors(tiny_model):
 
 
 @pytest.fixture(scope="session")
+def greedy_sequences(tiny_model) -> list[list[int]]:
+    """Token sequences of different lengths ending in the tiny model's own greedy
+    continuation, so next-token top-1 has hits (a random model scores ~0 on real text,
+    and a test comparing zeros with zeros cannot fail)."""
+    from actsteer.batching import encode
+
+    out = []
+    for prompt, extra in (("The river", 6), ("Once upon a time there was", 3),
+                          ("def f(x):", 9), ("a", 5)):
+        ids = torch.tensor([encode(tiny_model, prompt)])
+        with torch.no_grad():
+            full = tiny_model.generate(ids, max_new_tokens=extra, do_sample=False,
+                                       stop_at_eos=False, use_past_kv_cache=False,
+                                       verbose=False)
+        out.append([int(t) for t in full[0]])
+    return out
+
+
+@pytest.fixture(scope="session")
 def smol():
     return models.load_model()
 

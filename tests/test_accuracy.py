@@ -13,8 +13,8 @@ DOCS = ["the cat sat on the mat and the cat sat", "one two three four five six",
         "a b", "def f(x):\n    return x + 1\n"]
 
 
-def _reference(model, text):
-    ids = torch.tensor([encode(model, text)])
+def _reference(model, ids):
+    ids = torch.tensor([ids])
     with torch.no_grad():
         logits = model(ids)[0]
     predictions = logits[:-1].topk(5, dim=-1).indices
@@ -24,12 +24,15 @@ def _reference(model, text):
 
 
 @pytest.mark.parametrize("side", ["left", "right"])
-def test_matches_one_document_reference(tiny_model, side):
-    seqs = [encode(tiny_model, d) for d in DOCS]
+def test_matches_one_document_reference(tiny_model, greedy_sequences, side):
+    seqs = [*greedy_sequences, *(encode(tiny_model, d) for d in DOCS)]
+    assert len({len(s) for s in seqs}) > 3  # padding is exercised
     result = next_token_accuracy(tiny_model, seqs, k=5, batch_size=3, padding_side=side)
-    for i, doc in enumerate(DOCS):
-        assert (int(result.top1[i]), int(result.topk[i]), int(result.tokens[i])) == _reference(
-            tiny_model, doc)
+    expected = [_reference(tiny_model, ids) for ids in seqs]
+    got = [(int(result.top1[i]), int(result.topk[i]), int(result.tokens[i]))
+           for i in range(len(seqs))]
+    assert got == expected
+    assert sum(hits for hits, _, _ in got) >= 20  # real hits, not zeros against zeros
 
 
 def test_perfect_predictor_scores_one_and_shift_matters(tiny_model):
@@ -81,3 +84,25 @@ def test_bootstrap_weighted_mean_and_interval():
     assert narrow.low == narrow.high == pytest.approx(0.5)
     with pytest.raises(ValueError, match="2 weights for 3 values"):
         bootstrap([1.0, 2.0, 3.0], weights=[1.0, 1.0])
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_padding_never_counts_even_when_the_pad_token_would_be_a_hit(tiny_model,
+                                                                      greedy_sequences, side):
+    # Make the pad token the model's greedy next token after the shortest document, so an
+    # unmasked count would score a hit on the first right pad (and on left pads).
+    shortest = min(greedy_sequences, key=len)
+    with torch.no_grad():
+        following = int(tiny_model(torch.tensor([shortest]))[0, -1].argmax())
+    tokenizer = tiny_model.tokenizer
+    saved = tokenizer.pad_token
+    tokenizer.pad_token = tokenizer.convert_ids_to_tokens(following)
+    try:
+        assert tokenizer.pad_token_id == following
+        result = next_token_accuracy(tiny_model, greedy_sequences, k=5,
+                                     batch_size=len(greedy_sequences), padding_side=side)
+    finally:
+        tokenizer.pad_token = saved
+    got = [(int(result.top1[i]), int(result.topk[i]), int(result.tokens[i]))
+           for i in range(len(greedy_sequences))]
+    assert got == [_reference(tiny_model, ids) for ids in greedy_sequences]
