@@ -425,13 +425,13 @@ def make_eval_set(model: Any, name: str, texts: Sequence[str], *, max_tokens: in
 def eval_set_from_sequences(model: Any, name: str, sequences: Sequence[Sequence[int]], *,
                             batch_size: int) -> EvalSet:
     """An :class:`EvalSet` of already tokenised documents (each at least 2 tokens)."""
-    sequences = [list(s) for s in sequences]
-    if not sequences or min(len(s) for s in sequences) < 2:
+    docs = [list(s) for s in sequences]
+    if not docs or min(len(s) for s in docs) < 2:
         raise ValueError(f"evaluation set {name!r} needs documents of at least 2 tokens "
-                         f"(got lengths {sorted(len(s) for s in sequences)[:5]}...)")
-    groups = list(length_batches([len(s) for s in sequences], batch_size))
-    batches = [pad(model, [sequences[i] for i in g], padding_side="right") for g in groups]
-    return EvalSet(name, sequences, groups, batches, {})
+                         f"(shortest lengths: {sorted(len(s) for s in docs)[:5]})")
+    groups = list(length_batches([len(s) for s in docs], batch_size))
+    batches = [pad(model, [docs[i] for i in g], padding_side="right") for g in groups]
+    return EvalSet(name, docs, groups, batches, {})
 
 
 def _count(logits: torch.Tensor, batch: Batch, k: int) -> tuple[torch.Tensor, torch.Tensor]:
