@@ -150,6 +150,12 @@ class Document:
         """Stable content hash: the first 16 hex digits of the SHA-1 of ``text``."""
         return hashlib.sha1(self.text.encode("utf-8")).hexdigest()[:16]
 
+    @property
+    def content_key(self) -> str:
+        """What counts as "the same document" for deduplication and hold-outs: the hash
+        of the text without surrounding whitespace (``doc_id`` hashes the exact text)."""
+        return hashlib.sha1(self.text.strip().encode("utf-8")).hexdigest()[:16]
+
 
 @dataclass(frozen=True)
 class Corpus:
@@ -212,7 +218,7 @@ class Corpus:
         seen: set[str] = set()
         docs: list[Document] = []
         for doc in self.documents:
-            key = doc.text.strip()
+            key = doc.content_key
             if key in seen:
                 continue
             seen.add(key)
@@ -878,13 +884,14 @@ def hub_corpus(
     max_chars: int | None = 20_000,
     buffer_size: int = 10_000,
 ) -> Corpus:
-    """Stream ``n`` documents of a Hugging Face dataset.
+    """Stream ``n`` distinct documents of a Hugging Face dataset.
 
     Uses ``datasets.load_dataset(dataset, config, split=split, streaming=True)``
     shuffled with ``shuffle(seed=seed, buffer_size=buffer_size)``, keeps
     examples for which ``filter_fn(example)`` is true and whose ``text_field``
     is a non-empty string, truncates each to ``max_chars`` at a line boundary,
-    and stops after ``n`` documents.  Sources are ``"hub:<dataset>:<index>"``
+    skips repeats (same text up to surrounding whitespace, after truncation), and stops
+    after ``n`` documents.  Sources are ``"hub:<dataset>:<index>"``
     where index counts streamed examples.
 
     Raises:
@@ -903,6 +910,7 @@ def hub_corpus(
             "streaming from the Hub needs the `datasets` package: pip install datasets"
         ) from None
     docs: list[Document] = []
+    seen: set[str] = set()  # content keys: the Pile repeats files (licences, configs)
     try:
         stream = datasets.load_dataset(dataset, config, split=split, streaming=True)
         stream = stream.shuffle(seed=seed, buffer_size=buffer_size)
@@ -914,13 +922,15 @@ def hub_corpus(
             text = example.get(text_field)
             if not isinstance(text, str) or not text.strip():
                 continue
-            docs.append(
-                Document(
-                    text=truncate_at_line(text, max_chars),
-                    language=language,
-                    source=f"hub:{dataset}:{index}",
-                )
+            doc = Document(
+                text=truncate_at_line(text, max_chars),
+                language=language,
+                source=f"hub:{dataset}:{index}",
             )
+            if doc.content_key in seen:
+                continue
+            seen.add(doc.content_key)
+            docs.append(doc)
     except CorpusUnavailableError:
         raise
     except Exception as exc:  # `datasets` raises many unrelated exception types

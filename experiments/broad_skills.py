@@ -309,8 +309,9 @@ class SkillCorpora:
         return digest.hexdigest()
 
 
-def _drop(corpus: Corpus, ids: set[str]) -> Corpus:
-    return Corpus(corpus.name, tuple(d for d in corpus if d.doc_id not in ids))
+def _drop(corpus: Corpus, keys: set[str]) -> Corpus:
+    """``corpus`` without the documents whose :attr:`Document.content_key` is in ``keys``."""
+    return Corpus(corpus.name, tuple(d for d in corpus if d.content_key not in keys))
 
 
 def _offline_pools(config: BroadSkillsConfig) -> tuple[Corpus, Corpus, Corpus]:
@@ -344,7 +345,7 @@ def build_corpora(config: BroadSkillsConfig,
     text_pool, code_pool, python_pool = pools
     text = text_pool.split(config.n_train, config.n_valid, seed=config.seed)
     python = python_pool.split(config.n_train, config.n_valid, seed=config.seed)
-    held_out = {d.doc_id for d in python.valid} | {d.doc_id for d in text.valid}
+    held_out = {d.content_key for d in python.valid} | {d.content_key for d in text.valid}
     code_pool = _drop(code_pool.deduplicated(), held_out)
     if len(code_pool) <= config.n_train:
         raise ValueError(
@@ -356,7 +357,9 @@ def build_corpora(config: BroadSkillsConfig,
     if len(code_valid) < config.n_valid:
         raise ValueError(
             f"only {len(code_valid)} non-Python code documents are left for validation, "
-            f"n_valid={config.n_valid} needed; raise max_per_language or lower n_valid")
+            f"n_valid={config.n_valid} needed; "
+            + ("raise max_per_language or lower n_valid" if config.source == "offline"
+               else "lower n_valid, or n_train to leave more of the streamed documents"))
     code_valid = code_valid.take(config.n_valid)
     train = {TEXT: text.train, "code": code.train, PYTHON: python.train}
     valid = {TEXT: text.valid, "code": code_valid, PYTHON: python.valid}

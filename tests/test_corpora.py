@@ -333,3 +333,32 @@ def test_pile_filters() -> None:
     assert corpora.is_pile_github(github) and not corpora.is_pile_non_github(github)
     assert corpora.is_pile_non_github(wiki) and not corpora.is_pile_github(wiki)
     assert not corpora.is_pile_non_github({"text": "z"})
+
+
+def test_whitespace_variants_are_one_document_for_dedup_and_hold_outs() -> None:
+    import experiments.broad_skills as bs
+
+    a = Document("def f():\n    return 1", "python", "x")
+    b = Document("def f():\n    return 1\n", "python", "y")
+    assert a.doc_id != b.doc_id and a.content_key == b.content_key
+    assert len(Corpus("c", (a, b)).deduplicated()) == 1
+    # a held-out document's whitespace variant is dropped from the training pool too
+    assert len(bs._drop(Corpus("code", (b,)), {a.content_key})) == 0
+
+
+def test_hub_stream_skips_repeated_documents(monkeypatch) -> None:
+    import datasets
+
+    rows = [{"text": "MIT License\n"}, {"text": "print(1)"}, {"text": "MIT License"},
+            {"text": ""}, {"text": "print(2)"}, {"text": "print(3)"}]
+
+    class Stream:
+        def shuffle(self, seed, buffer_size):
+            return iter(rows)
+
+    monkeypatch.setattr(corpora, "_check_hub_reachable", lambda name: None)
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: Stream())
+    corpus = hub_corpus("some/dataset", n=3, language="python")
+    assert corpus.texts() == ["MIT License\n", "print(1)", "print(2)"]
+    assert [d.source for d in corpus] == ["hub:some/dataset:0", "hub:some/dataset:1",
+                                          "hub:some/dataset:4"]
