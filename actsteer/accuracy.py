@@ -59,8 +59,12 @@ def next_token_accuracy(
     progress: bool = False,
 ) -> DocumentAccuracy:
     """Top-1 and top-``k`` next-token accuracy of ``model`` under ``plan`` per document."""
-    if any(len(seq) < 2 for seq in sequences):
-        raise ValueError("every document needs at least 2 tokens to score a prediction")
+    short = [(i, len(seq)) for i, seq in enumerate(sequences) if len(seq) < 2]
+    if short:
+        index, length = short[0]
+        raise ValueError(f"document {index} has {length} token(s) ({len(short)} such "
+                         "documents); each needs at least 2 to score a prediction: drop them "
+                         "or keep longer ones")
     n = len(sequences)
     top1 = torch.zeros(n, dtype=torch.long)
     topk = torch.zeros(n, dtype=torch.long)

@@ -160,7 +160,9 @@ def paired_relative(
         raise ValueError(f"need matching non-empty per-document counts, got {tuple(c.shape)} "
                          f"and {tuple(b.shape)}")
     if not b.sum() > 0:
-        raise ValueError("the baseline has no correct prediction; relative accuracy undefined")
+        raise ValueError(f"the baseline has 0 correct predictions over {b.numel()} documents, "
+                         "so relative accuracy is undefined; evaluate on more or longer "
+                         "documents, or a model that predicts some of them")
     del tokens  # the token counts cancel in the ratio; kept for a uniform signature
     generator = torch.Generator().manual_seed(seed)
     idx = torch.randint(0, c.numel(), (n_resamples, c.numel()), generator=generator)
@@ -240,14 +242,17 @@ def bootstrap_half_skill(
             texts.append(found.text_rel)
     tail = (1 - level) / 2
 
-    def estimate(value: float, draws: list[float]) -> Estimate:
+    def estimate(value: float, draws: list[float], n: int) -> Estimate:
         if not draws:
             return Estimate(value, float("nan"), float("nan"), 0)
         q = torch.quantile(torch.tensor(draws, dtype=torch.float64),
                            torch.tensor([tail, 1 - tail], dtype=torch.float64))
-        return Estimate(value, float(q[0]), float(q[1]), int(skill_tokens.numel()))
+        return Estimate(value, float(q[0]), float(q[1]), n)
 
-    return HalfSkillEstimate(estimate(point.coefficient, coefs), estimate(point.text_rel, texts),
+    # n: the documents each estimate is "of": the skill's set for the coefficient where it
+    # is halved, the companion (text) set for the accuracy kept there.
+    return HalfSkillEstimate(estimate(point.coefficient, coefs, int(skill_tokens.numel())),
+                             estimate(point.text_rel, texts, int(text_tokens.numel())),
                              len(coefs) / n_resamples)
 
 

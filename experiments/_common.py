@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, fields
 from typing import Any, ClassVar, TypeVar
 
@@ -43,12 +43,17 @@ class ConfigMixin:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
 
     @classmethod
-    def from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
-        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
+    def check_keys(cls, keys: Iterable[str]) -> None:
+        """Raise :class:`ConfigError` naming any key that is not a field, and the valid ones."""
         names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-        unknown = sorted(set(data) - names)
+        unknown = sorted(set(keys) - names)
         if unknown:
             raise ConfigError(f"unknown config keys {unknown}; valid keys: {sorted(names)}")
+
+    @classmethod
+    def from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
+        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
+        cls.check_keys(data)
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
     def results_config(self) -> dict[str, Any]:

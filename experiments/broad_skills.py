@@ -269,6 +269,7 @@ def profile(name: str, **overrides: Any) -> BroadSkillsConfig:
         )
     else:
         raise ConfigError(f"unknown profile {name!r}; use 'quick' or 'paper'")
+    BroadSkillsConfig.check_keys(overrides)
     try:
         if (isinstance(overrides.get("layers"), (list, tuple)) and overrides["layers"]
                 and "control_layers" not in overrides and base.control_layers is not None):

@@ -191,10 +191,13 @@ class MultiBehaviourConfig(ConfigMixin):
         if self.simultaneous_layers is not None:
             missing = [b for b in self.behaviours if behaviour_key(b)
                        not in self.simultaneous_layers]
-            if missing or any(not isinstance(v, int) or v < 0
-                              for v in self.simultaneous_layers.values()):
+            negative = {k: v for k, v in self.simultaneous_layers.items()
+                        if not isinstance(v, int) or v < 0}
+            if missing or negative:
+                problem = (f"no layer for {missing}" if missing
+                           else f"bad layer for {negative}")
                 raise bad("simultaneous_layers", self.simultaneous_layers,
-                          f"give a layer index >= 0 for every behaviour (missing {missing})")
+                          f"{problem}; give a layer index >= 0 for every behaviour")
         if any(not math.isfinite(s) for s in self.scales):
             raise bad("scales", self.scales, "use finite scales")
         if self.tax_documents < 1:
@@ -258,10 +261,8 @@ def profile(name: str, **overrides: Any) -> MultiBehaviourConfig:
         )
     else:
         raise ConfigError(f"unknown profile {name!r}; use 'quick' or 'paper'")
-    try:
-        return replace(base, **overrides)
-    except TypeError as error:
-        raise ConfigError(f"bad override for profile {name!r}: {error}") from None
+    MultiBehaviourConfig.check_keys(overrides)
+    return replace(base, **overrides)
 
 
 # --------------------------------------------------------------------------- data

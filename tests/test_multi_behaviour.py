@@ -493,3 +493,12 @@ def test_explicit_data_dir_never_falls_back_to_builtins(tmp_path) -> None:
     config = mb.MultiBehaviourConfig(behaviours=("myopia",), data_dir=str(tmp_path))
     with pytest.raises(FileNotFoundError, match=r"myopic\.json"):
         mb.load_datasets(config)
+
+
+def test_profile_names_unknown_overrides_and_the_valid_fields() -> None:
+    with pytest.raises(mb.ConfigError, match=r"unknown config keys \['layerz'\].*grid_layers"):
+        mb.profile("quick", layerz=3)
+    with pytest.raises(mb.ConfigError, match=r"no layer for \['beta'\]"):
+        mb.MultiBehaviourConfig(behaviours=("alpha", "beta"), simultaneous_layers={"alpha": 1})
+    with pytest.raises(mb.ConfigError, match=r"bad layer for \{'alpha': -1\}"):
+        mb.MultiBehaviourConfig(behaviours=("alpha",), simultaneous_layers={"alpha": -1})
