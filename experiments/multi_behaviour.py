@@ -381,12 +381,24 @@ class _Runner:
              **extra: Any) -> dict[str, Any]:
         """The stored cell ``key``, scoring it first if absent or made by another plan
         (e.g. a changed chosen multiplier)."""
-        description = plan.describe()
-        if not _fresh(self.store, key, description):
-            scores = self.score(behaviour, split, [plan], key)
-            self.store.put(key, _cell(scores, 0, self.config, plan=description, **extra))
-        value: dict[str, Any] = self.store.get(key)
-        return value
+        return self.cells(behaviour, split, [(key, plan, extra)])[key]
+
+    def cells(self, behaviour: str, split: str,
+              wanted: Sequence[tuple[str, SteeringPlan, Mapping[str, Any]]]
+              ) -> dict[str, dict[str, Any]]:
+        """Several cells of one behaviour and split: the stale ones scored together in
+        one :func:`score_items` call (one forward per question per plan, sharing the
+        unsteered prefix), each stored as soon as the call returns."""
+        stale = [(key, plan, extra) for key, plan, extra in wanted
+                 if not _fresh(self.store, key, plan.describe())]
+        if stale:
+            desc = stale[0][0] if len(stale) == 1 else (
+                f"{stale[0][0].split('/')[0]}/{behaviour} ({len(stale)} plans)")
+            scores = self.score(behaviour, split, [plan for _, plan, _ in stale], desc)
+            for index, (key, plan, extra) in enumerate(stale):
+                self.store.put(key, _cell(scores, index, self.config,
+                                          plan=plan.describe(), **extra))
+        return {key: self.store.get(key) for key, _, _ in wanted}
 
 
 def _fresh(store: ResultStore, key: str, description: str) -> bool:
@@ -573,23 +585,26 @@ def run(config: MultiBehaviourConfig, *, model: Any = None,
                             layer=pick["layer"], multiplier=pick["multiplier"])
 
     add_coefficient = {b: _add_coefficient(chosen[b], config) for b in splits}
+    # Combined and simultaneous plans of one behaviour are scored in one call, so they
+    # share the unsteered prefix below their (common) lowest steered layer.
     with _timed(timings, "combined"):
-        for variant in config.combined_variants:
-            for sign, label in ((-1.0, "subtract"), (1.0, "add")):
-                plan = combined_plan(vectors, combined_layer, variant, add_coefficient, sign)
-                for behaviour in splits:
-                    runner.cell(f"combined/{variant}/{label}/{behaviour}", behaviour, "test",
-                                plan, layer=combined_layer, variant=variant, sign=sign)
+        combined_plans = [
+            (f"combined/{variant}/{label}", combined_plan(
+                vectors, combined_layer, variant, add_coefficient, sign),
+             {"layer": combined_layer, "variant": variant, "sign": sign})
+            for variant in config.combined_variants
+            for sign, label in ((-1.0, "subtract"), (1.0, "add"))]
+        for behaviour in splits:
+            runner.cells(behaviour, "test", [(f"{prefix}/{behaviour}", plan, extra)
+                                             for prefix, plan, extra in combined_plans])
 
     spec = {b: (vectors[b], sim_layers[b], add_coefficient[b]) for b in splits}
     with _timed(timings, "simultaneous"):
-        for scale in config.scales:
-            if scale == 0:
-                continue
-            plan = simultaneous(spec, scale=scale)
-            for behaviour in splits:
-                runner.cell(f"simultaneous/{_fmt(scale)}/{behaviour}", behaviour, "test", plan,
-                            scale=scale)
+        simultaneous_plans = [(f"simultaneous/{_fmt(scale)}", simultaneous(spec, scale=scale),
+                               {"scale": scale}) for scale in config.scales if scale != 0]
+        for behaviour in splits:
+            runner.cells(behaviour, "test", [(f"{prefix}/{behaviour}", plan, extra)
+                                             for prefix, plan, extra in simultaneous_plans])
 
     with _timed(timings, "alignment_tax"):
         if config.tax_corpus != "none":

@@ -160,3 +160,19 @@ def test_prompt_modes(tiny_model) -> None:
     text = tiny_model.tokenizer.decode(chat)
     assert "<|im_start|>" in text and text.endswith("I choose (")
     assert tiny_model.tokenizer.decode(paper).startswith("Human:\n")
+
+
+def test_plans_scored_together_equal_plans_scored_alone(tiny_model) -> None:
+    """The experiments score a behaviour's simultaneous/combined plans in one call."""
+    prompts, matching, other = _prepared(tiny_model)
+    generator = torch.Generator().manual_seed(1)
+    vectors = [torch.randn(tiny_model.cfg.d_model, generator=generator) for _ in range(2)]
+    plans = [single(vectors[0], 1, 2.0) + single(vectors[1], 2, 2.0),
+             single(vectors[0], 1, -1.0) + single(vectors[1], 2, -1.0), single(vectors[1], 2, 4.0)]
+    together = score_items(tiny_model, prompts, matching, other, plans, batch_size=4)
+    for index, plan in enumerate(plans):
+        alone = score_items(tiny_model, prompts, matching, other, [plan], batch_size=4)
+        assert torch.equal(together.klass[index], alone.klass[0])
+        torch.testing.assert_close(together.logit_diff[index], alone.logit_diff[0],
+                                   atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(together.logit_diff[0], together.logit_diff[1])

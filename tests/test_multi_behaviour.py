@@ -119,8 +119,15 @@ def test_run_records_every_step(first_run) -> None:
     assert set(saved["extra"]["timings"]) >= {"vectors", "grid", "simultaneous"}
     for behaviour in ("alpha", "beta"):
         assert (Path(config.out_dir) / "vectors" / f"{behaviour}.safetensors").is_file()
-    # one scoring call per cell, one plan each
-    assert len(spy.calls) == sum(1 for k in cells if not k.startswith("tax/"))
+    # every scored plan is one cell; a behaviour's simultaneous (and combined) plans go
+    # through one call, so they share the unsteered prefix
+    assert sum(len(plans) for _, plans in spy.calls) == sum(
+        1 for k in cells if not k.startswith("tax/"))
+    for behaviour in results["behaviours"]:
+        (batched,) = [plans for desc, plans in spy.calls
+                      if desc == f"simultaneous/{behaviour} (2 plans)"]
+        assert [p.describe() for p in batched] == [
+            cells[f"simultaneous/{scale}/{behaviour}"]["plan"] for scale in ("-1", "+2")]
 
 
 def test_simultaneous_and_combined_plans_as_specified(first_run) -> None:
@@ -129,7 +136,9 @@ def test_simultaneous_and_combined_plans_as_specified(first_run) -> None:
     vectors = {b: SteeringVector.load(Path(config.out_dir) / "vectors" / f"{b}.safetensors")
                for b in names}
     coefficient = results["coefficients"]
-    plans = {desc: plans[0] for desc, plans in spy.calls}
+    by_description = {plan.describe(): plan for _, plans in spy.calls for plan in plans}
+    plans = {key: by_description[cell["plan"]] for key, cell in results["cells"].items()
+             if "plan" in cell and not key.startswith("tax/")}
     sim = plans["simultaneous/+2/alpha"]
     assert sorted((i.label, i.layer) for i in sim.injections) == [("alpha", 1), ("beta", 2)]
     for injection in sim.injections:
@@ -198,7 +207,7 @@ def test_interrupted_run_keeps_finished_cells(tiny_model, tmp_path, monkeypatch)
     results = mb.run(config, model=tiny_model, progress=False)
     done = {desc for desc, _ in spy.calls}
     assert not done & set(saved["cells"])
-    assert len(results["cells"]) == 3 + len(spy.calls)
+    assert len(results["cells"]) == 3 + sum(len(plans) for _, plans in spy.calls)
 
 
 def test_grid_stops_at_first_failed_cell(tiny_model, tmp_path, monkeypatch) -> None:
