@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from jaxtyping import Int
+from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from actsteer.batching import PaddingSide, length_batches, pad
+from actsteer.batching import Batch, PaddingSide, length_batches, pad
 from actsteer.plan import SteeringPlan
 from actsteer.stats import Estimate, bootstrap
 from actsteer.steering import steer
@@ -75,12 +75,20 @@ def next_token_accuracy(
         with torch.no_grad(), steer(model, plan or SteeringPlan()) as handle:
             handle.new_prompt(batch.starts)
             logits = model(batch.tokens, attention_mask=batch.attention_mask)
-        targets = batch.tokens[:, 1:]
-        valid = (batch.attention_mask[:, 1:] * batch.attention_mask[:, :-1]).bool()
-        best = logits[:, :-1].topk(k, dim=-1).indices
-        hit_k = (best == targets[..., None]).any(-1) & valid
-        hit_1 = (best[..., 0] == targets) & valid
         rows = torch.as_tensor(group)
-        top1[rows] = hit_1.sum(-1).cpu()
-        topk[rows] = hit_k.sum(-1).cpu()
+        top1[rows], topk[rows] = count_hits(logits, batch, k)
     return DocumentAccuracy(top1, topk, counts, k)
+
+
+def count_hits(logits: Float[Tensor, "batch pos d_vocab"], batch: Batch, k: int
+               ) -> tuple[Int[Tensor, " batch"], Int[Tensor, " batch"]]:
+    """Per row of ``batch``: next tokens predicted at top-1 and within the top ``k``.
+
+    Position ``t`` predicts token ``t + 1``; a prediction counts only where both positions
+    are real tokens (padding on either side never scores). Counts are on the CPU."""
+    targets = batch.tokens[:, 1:]
+    valid = (batch.attention_mask[:, 1:] * batch.attention_mask[:, :-1]).bool()
+    best = logits[:, :-1].topk(k, dim=-1).indices
+    hit_k = (best == targets[..., None]).any(-1) & valid
+    hit_1 = (best[..., 0] == targets) & valid
+    return hit_1.sum(-1).cpu(), hit_k.sum(-1).cpu()

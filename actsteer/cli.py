@@ -30,11 +30,10 @@ class CliError(Exception):
     """A user-facing error: printed as one line, exit code 2."""
 
 
-def _common(parser: argparse.ArgumentParser, *, profile: bool = True) -> None:
-    if profile:
-        parser.add_argument("--profile", choices=("quick", "paper"), default="quick",
-                            help="quick: embedded model on CPU, minutes; paper: the paper's "
-                                 "model and sizes (GPU)")
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", choices=("quick", "paper"), default="quick",
+                        help="quick: embedded model on CPU, minutes; paper: the paper's "
+                             "model and sizes (GPU)")
     parser.add_argument("--model", help="model name or local HF folder (default: the profile's)")
     parser.add_argument("--backend", choices=("hooked", "bridge"),
                         help="HookedTransformer or TransformerBridge (default: hooked)")
@@ -130,14 +129,15 @@ def _overrides(args: argparse.Namespace, mapping: dict[str, str]) -> dict[str, A
 
 
 def _run_experiment(module: Any, args: argparse.Namespace, mapping: dict[str, str],
-                    default_out: str) -> tuple[dict[str, Any], list[Path]]:
+                    default_out: str) -> list[Path]:
+    """Profile + CLI overrides → run → figures and the summary table; the figure paths."""
     overrides = _overrides(args, mapping)
     overrides["out_dir"] = str(args.out or Path("results") / default_out)
     config = module.profile(args.profile, **overrides)
     results = module.run(config, progress=not args.quiet)
     figures = module.write_figures(results, Path(overrides["out_dir"]) / "figures")
     print(module.summary_table(results))
-    return results, figures
+    return figures
 
 
 _SHARED = {"model": "model", "backend": "backend", "device": "device", "dtype": "dtype",
@@ -152,8 +152,7 @@ def cmd_multi_behaviour(args: argparse.Namespace) -> None:
     if args.data_dir is not None and not Path(args.data_dir).is_dir():
         raise CliError(f"--data-dir {args.data_dir} does not exist; pass the folder holding "
                        "the paper's behaviour .json files")
-    _, figures = _run_experiment(multi_behaviour, args, mapping, "multi_behaviour")
-    _print_figures(figures)
+    _print_figures(_run_experiment(multi_behaviour, args, mapping, "multi_behaviour"))
 
 
 def cmd_broad_skills(args: argparse.Namespace) -> None:
@@ -163,8 +162,7 @@ def cmd_broad_skills(args: argparse.Namespace) -> None:
                "text": "text_path"}
     if args.text is not None and not Path(args.text).exists():
         raise CliError(f"--text {args.text} does not exist; pass a .txt file or a folder")
-    _, figures = _run_experiment(broad_skills, args, mapping, "broad_skills")
-    _print_figures(figures)
+    _print_figures(_run_experiment(broad_skills, args, mapping, "broad_skills"))
 
 
 def _print_figures(figures: Sequence[Path]) -> None:

@@ -26,7 +26,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from actsteer.batching import encode, length_batches, pad
+from actsteer.batching import encode, encode_many, length_batches, pad
 from actsteer.plan import SteeringPlan
 from actsteer.prompts import PromptFormat, format_item
 from actsteer.stats import bootstrap
@@ -42,21 +42,6 @@ _LABELS = {"AB": ("A", "B"), "YesNo": ("Yes", "No")}
 
 class AnswerTokenError(ValueError):
     """An answer label is not exactly one token after ``"("`` for this tokenizer."""
-
-
-@dataclass(frozen=True)
-class AnswerTokens:
-    """Token ids of the two answer labels of one kind, as they follow ``"("``."""
-
-    kind: str
-    ids: dict[str, int]
-
-    def __getitem__(self, label: str) -> int:
-        try:
-            return self.ids[label]
-        except KeyError:
-            raise KeyError(f"no answer {label!r} for kind {self.kind!r}; "
-                           f"labels are {sorted(self.ids)}") from None
 
 
 def answer_token_ids(model: Any, kind: str) -> dict[str, int]:
@@ -92,16 +77,11 @@ def answer_token_ids(model: Any, kind: str) -> dict[str, int]:
     return ids
 
 
-def answer_tokens(model: Any, kind: str) -> AnswerTokens:
-    """:func:`answer_token_ids` wrapped in an :class:`AnswerTokens`."""
-    return AnswerTokens(kind, answer_token_ids(model, kind))
-
-
 def encode_items(model: Any, questions: Sequence[str], kind: str,
                  fmt: PromptFormat = "paper") -> list[list[int]]:
     """Token ids of each question rendered in ``fmt`` (``"paper"`` raw Human/AI, or
     ``"chat"``: the model's chat template followed by the answer stem)."""
-    return [encode(model, format_item(q, kind, fmt, model.tokenizer)) for q in questions]
+    return encode_many(model, [format_item(q, kind, fmt, model.tokenizer) for q in questions])
 
 
 def classify(logits: Float[Tensor, "*batch d_vocab"], matching: Int[Tensor, " *batch"],
@@ -139,10 +119,6 @@ class ABScores:
                                            self.logit_diff)}
         if len(shapes) != 1 or len(next(iter(shapes))) != 2:
             raise ValueError(f"ABScores tensors must share one [plan, item] shape, got {shapes}")
-
-    @property
-    def n_plans(self) -> int:
-        return int(self.klass.shape[0])
 
     @property
     def n_items(self) -> int:
@@ -220,11 +196,12 @@ def score_items(
     groups = list(length_batches([len(p) for p in prompts_token_ids], batch_size))
     for group in tqdm(groups, desc=desc, disable=not progress, leave=False):
         batch = pad(model, [prompts_token_ids[i] for i in group], padding_side="left")
-        logits = sweep_logits(model, batch, plans).cpu()  # [plan, batch, vocab]
+        logits = sweep_logits(model, batch, plans)  # [plan, batch, vocab], on the model
         rows = torch.as_tensor(group)
         expand = (len(plans), len(group))
-        pred, cls, prob, diff = classify(logits, match_all[rows].expand(expand),
-                                         other_all[rows].expand(expand))
-        predicted[:, rows], klass[:, rows] = pred, cls
-        p_matching[:, rows], logit_diff[:, rows] = prob, diff
+        # classify where the logits are; only the four [plan, batch] results move to CPU
+        pred, cls, prob, diff = classify(logits, match_all[rows].to(logits.device).expand(expand),
+                                         other_all[rows].to(logits.device).expand(expand))
+        predicted[:, rows], klass[:, rows] = pred.cpu(), cls.cpu()
+        p_matching[:, rows], logit_diff[:, rows] = prob.cpu(), diff.cpu()
     return ABScores(predicted, klass, p_matching, logit_diff)

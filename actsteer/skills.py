@@ -29,6 +29,29 @@ from actsteer.stats import Estimate
 logger = logging.getLogger(__name__)
 
 STOP_BELOW = 0.05
+
+SKILL_OF: dict[str, str] = {"general": "code", "python": "python"}
+"""The evaluation set measuring each base vector's skill."""
+
+
+def base_of(vector: str) -> str:
+    """``"general"`` or ``"python"``: the vector a name (maybe a control) derives from."""
+    return vector.split("_", 1)[0]
+
+
+def skill_of(vector: str) -> str:
+    """The evaluation set that measures ``vector``'s skill."""
+    return SKILL_OF[base_of(vector)]
+
+
+def other_of(vector: str) -> str:
+    """The other code set: Python for general-code vectors, non-Python code for Python."""
+    return "python" if skill_of(vector) == "code" else "code"
+
+
+def coefficient_key(vector: str, layer: int, coefficient: float) -> str:
+    """Results-file key of one sweep cell."""
+    return f"sweep/{vector}/L{layer}/x{coefficient:g}"
 """The paper stops a sweep once the skill's relative accuracy falls below 5%."""
 
 
@@ -257,14 +280,19 @@ def bootstrap_half_skill(
 
 
 __all__ = [
+    "SKILL_OF",
     "STOP_BELOW",
     "HalfSkill",
     "HalfSkillEstimate",
     "adaptive_sweep",
+    "base_of",
     "bootstrap_half_skill",
     "check_schedule",
+    "coefficient_key",
     "half_skill_point",
+    "other_of",
     "paired_relative",
     "paper_coefficients",
     "relative",
+    "skill_of",
 ]

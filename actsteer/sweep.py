@@ -15,7 +15,8 @@ where speed work lives, behind a stable signature:
 * **Bounded memory.** Only one ``[batch, pos, d_model]`` residual stream is held besides
   the running forward, plus the ``[plan, batch, d_vocab]`` result (or whatever the
   optional ``reduce`` keeps per plan). Peak memory does not grow with the number of plans
-  beyond that result; it never holds full-sequence logits.
+  beyond that result. The prefix path never holds full-sequence logits; the full-forward
+  path (the bridge, or ``reuse_prefix=False``) holds one plan's at a time.
 
 Backends: prefix reuse needs ``start_at_layer``, which ``HookedTransformer`` supports and
 ``TransformerBridge`` (TransformerLens 3.9) does not: it hands the layer loop to Hugging
@@ -38,7 +39,7 @@ from torch import Tensor
 
 from actsteer.batching import Batch
 from actsteer.plan import SteeringPlan
-from actsteer.steering import check_plan, steer
+from actsteer.steering import check_plan, run, steer
 
 Reducer = Callable[[Float[Tensor, "batch d_vocab"]], Tensor]
 """Maps one plan's ``[batch, d_vocab]`` float32 logits to what the sweep keeps (e.g. the
@@ -60,7 +61,7 @@ def start_layer(model: Any, plan: SteeringPlan) -> int:
     Every site of block ``L`` (``resid_pre`` included) fires inside block ``L``, so a
     forward resumed at ``L`` sees all of the plan's injections.
     """
-    layers = [injection.layer % int(model.cfg.n_layers) for injection in plan.injections]
+    layers = [injection.layer for injection in plan.injections]  # checked by check_plan
     return min(layers) if layers else int(model.cfg.n_layers)
 
 
@@ -109,9 +110,7 @@ def _full_sweep(model: Any, batch: Batch, plans: Sequence[SteeringPlan], rows: T
     """One full steered forward per plan (the reference path, and the bridge's)."""
     out = []
     for plan in plans:
-        with steer(model, plan) as handle:
-            handle.new_prompt(batch.starts)
-            logits = model(batch.tokens, attention_mask=batch.attention_mask)
+        logits = run(model, batch, plan)
         out.append(keep(logits[rows.to(logits.device), where.to(logits.device)].float()))
         del logits  # free [batch, pos, d_vocab] before the next plan's forward
     return out
@@ -123,14 +122,14 @@ def _prefix_sweep(model: Any, batch: Batch, plans: Sequence[SteeringPlan], rows:
     n_layers = int(model.cfg.n_layers)
     mask = batch.attention_mask
     starts = [start_layer(model, plan) for plan in plans]
-    out: list[Tensor | None] = [None] * len(plans)
+    out: list[Tensor] = [torch.empty(0)] * len(plans)  # every slot is filled below
     resid: Tensor | None = None
     at = 0
     for layer in sorted(set(starts)):
         # Advance the unsteered stream to this group's layer; only one copy is held.
         if resid is None:
             resid = model(batch.tokens, attention_mask=mask, stop_at_layer=layer)
-        elif layer > at:
+        else:  # layers are sorted and distinct, so layer > at
             resid = model(resid, start_at_layer=at, stop_at_layer=layer, tokens=batch.tokens,
                           attention_mask=mask)
         at = layer
@@ -147,7 +146,8 @@ def _prefix_sweep(model: Any, batch: Batch, plans: Sequence[SteeringPlan], rows:
             else:
                 final = resid
             out[index] = keep(_unembed_rows(model, final, rows, where))
-    return [tensor for tensor in out if tensor is not None]
+            del final  # hold one suffix stream at a time
+    return out
 
 
 def _unembed_rows(model: Any, resid: Float[Tensor, "batch pos d_model"], rows: Tensor,

@@ -54,7 +54,7 @@ from typing import Any, ClassVar
 import torch
 from tqdm.auto import tqdm
 
-from actsteer.accuracy import DocumentAccuracy, next_token_accuracy
+from actsteer.accuracy import DocumentAccuracy, count_hits, next_token_accuracy
 from actsteer.batching import Batch, encode_many, length_batches, pad
 from actsteer.corpora import (
     PYTHON,
@@ -77,8 +77,11 @@ from actsteer.skills import (
     adaptive_sweep,
     bootstrap_half_skill,
     check_schedule,
+    coefficient_key,
+    other_of,
     paired_relative,
     paper_coefficients,
+    skill_of,
 )
 from actsteer.steering import steer
 from actsteer.sweep import supports_prefix_reuse
@@ -96,23 +99,12 @@ VECTOR_NAMES: tuple[str, ...] = BASE_VECTORS + tuple(
     f"{base}_{control}" for base in BASE_VECTORS for control in CONTROLS)
 EVAL_SETS: tuple[str, ...] = ("text", "code", "python")
 """Evaluation sets: text, non-Python general code, Python."""
-SKILL_OF: dict[str, str] = {"general": "code", "python": "python"}
 SOURCES = ("offline", "hub")
 BACKENDS = ("hooked", "bridge")
 DTYPES = ("float32", "fp32", "bf16", "bfloat16", "fp16", "float16")
 QUICK_COEFFICIENTS: tuple[float, ...] = (0.0, 1.0, 1.5, 2.0, 3.0, 4.0)
 """Coarse schedule of the quick profile: on SmolLM2-135M the general and Python vectors at
 layer 14 halve their skill between 1 and 2 (measured), so this brackets the headline."""
-
-
-def base_of(vector: str) -> str:
-    """``"general"`` or ``"python"``: the vector a name (maybe a control) derives from."""
-    return vector.split("_", 1)[0]
-
-
-def skill_of(vector: str) -> str:
-    """The evaluation set that measures ``vector``'s skill."""
-    return SKILL_OF[base_of(vector)]
 
 
 @dataclass(frozen=True)
@@ -438,15 +430,6 @@ def eval_set_from_sequences(model: Any, name: str, sequences: Sequence[Sequence[
     return EvalSet(name, docs, groups, batches, {})
 
 
-def _count(logits: torch.Tensor, batch: Batch, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    targets = batch.tokens[:, 1:]
-    valid = (batch.attention_mask[:, 1:] * batch.attention_mask[:, :-1]).bool()
-    best = logits[:, :-1].topk(k, dim=-1).indices
-    hit_k = (best == targets[..., None]).any(-1) & valid
-    hit_1 = (best[..., 0] == targets) & valid
-    return hit_1.sum(-1).cpu(), hit_k.sum(-1).cpu()
-
-
 def steered_accuracy(model: Any, data: EvalSet, plan: SteeringPlan, layer: int, *, k: int,
                      cache_bytes: int = 0) -> DocumentAccuracy:
     """Per-document top-1/top-k accuracy of ``data`` under ``plan`` (steering block
@@ -472,7 +455,7 @@ def steered_accuracy(model: Any, data: EvalSet, plan: SteeringPlan, layer: int, 
                                    tokens=batch.tokens, attention_mask=batch.attention_mask)
                 else:
                     logits = model(batch.tokens, attention_mask=batch.attention_mask)
-            hit_1, hit_k = _count(logits, batch, k)
+            hit_1, hit_k = count_hits(logits, batch, k)
             rows = torch.as_tensor(group)
             top1[rows] = hit_1
             topk[rows] = hit_k
@@ -504,10 +487,6 @@ def _accuracy_cell(acc: DocumentAccuracy, base: DocumentAccuracy | None,
 def _from_cell(cell: Mapping[str, Any], tokens: torch.Tensor, k: int) -> DocumentAccuracy:
     return DocumentAccuracy(torch.tensor(cell["top1_docs"]), torch.tensor(cell["topk_docs"]),
                             tokens, k)
-
-
-def coefficient_key(vector: str, layer: int, coefficient: float) -> str:
-    return f"sweep/{vector}/L{layer}/x{coefficient:g}"
 
 
 # --------------------------------------------------------------------------- run
@@ -556,7 +535,7 @@ def headline(store: ResultStore, evals: Mapping[str, EvalSet], config: BroadSkil
             if not is_swept(config, vector, layer):
                 continue
             skill = skill_of(vector)
-            other = "python" if skill == "code" else "code"
+            other = other_of(vector)
             coefs = _curve(store, vector, layer, config.coefficients)
             cells = [base if c == 0 else store.get(coefficient_key(vector, layer, c))
                      for c in coefs]
@@ -677,23 +656,6 @@ def run(config: BroadSkillsConfig, *, model: Any = None, progress: bool = True,
 
 
 # --------------------------------------------------------------------------- report
-
-
-def curve(results: Mapping[str, Any], vector: str, layer: int, eval_set: str,
-          metric: str = "top1") -> tuple[list[float], list[float], list[float], list[float]]:
-    """Coefficients and relative ``metric`` (value, low, high) of one sweep curve."""
-    cells = results["cells"]
-    coefs, values, lows, highs = [0.0], [1.0], [1.0], [1.0]
-    for c in results["config"]["coefficients"]:
-        cell = cells.get(coefficient_key(vector, layer, c))
-        if c == 0 or cell is None:
-            continue
-        est = cell[eval_set][f"rel_{metric}"]
-        coefs.append(float(c))
-        values.append(est["value"])
-        lows.append(est["low"])
-        highs.append(est["high"])
-    return coefs, values, lows, highs
 
 
 def _pct(est: Mapping[str, Any] | None) -> str:

@@ -53,6 +53,7 @@ from actsteer.behaviours import (
 )
 from actsteer.evaluation import ABScores, answer_token_ids, encode_items, score_items
 from actsteer.extraction import ContrastivePair, caa_vector
+from actsteer.figures.behaviours import combined_variant
 from actsteer.models import EMBEDDED_MODEL, load_model
 from actsteer.plan import SteeringPlan, combined, empty_plan, simultaneous, single
 from actsteer.results import ResultStore, read_results
@@ -585,8 +586,8 @@ def run(config: MultiBehaviourConfig, *, model: Any = None,
                             layer=pick["layer"], multiplier=pick["multiplier"])
 
     add_coefficient = {b: _add_coefficient(chosen[b], config) for b in splits}
-    # Combined and simultaneous plans of one behaviour are scored in one call, so they
-    # share the unsteered prefix below their (common) lowest steered layer.
+    # Each step's plans for one behaviour are scored in one call, so they share the
+    # unsteered prefix below their lowest steered layer.
     with _timed(timings, "combined"):
         combined_plans = [
             (f"combined/{variant}/{label}", combined_plan(
@@ -607,14 +608,14 @@ def run(config: MultiBehaviourConfig, *, model: Any = None,
                                              for prefix, plan, extra in simultaneous_plans])
 
     with _timed(timings, "alignment_tax"):
-        if config.tax_corpus != "none":
+        if tax_texts is not None:  # None when tax_corpus="none"
             tax_plans = {s: simultaneous(spec, scale=s) if s else empty_plan()
                          for s in (0.0, *config.scales)}
             pending = [s for s, p in tax_plans.items()
                        if not _fresh(store, f"tax/{_fmt(s)}", p.describe())]
-            if pending and tax_texts is not None:
-                texts = tax_texts
-                sequences = [ids[: config.tax_max_tokens] for ids in encode_many(model, texts)]
+            if pending:
+                sequences = [ids[: config.tax_max_tokens]
+                             for ids in encode_many(model, tax_texts)]
                 sequences = [s for s in sequences if len(s) >= 2]
                 for scale in pending:
                     plan = tax_plans[scale]
@@ -740,8 +741,7 @@ def interference(results: Mapping[str, Any], metric: str = "p_matching",
     share of the individual effect (``None`` when the individual effect is ~0). Beyond the
     paper: a share below 1 means the other behaviours' vectors interfere."""
     cells = results["cells"]
-    variants = results["config"].get("combined_variants") or ["weighted_mean"]
-    variant = "weighted_mean" if "weighted_mean" in variants else variants[0]
+    variant = combined_variant(results)
     out: dict[str, dict[str, float | None]] = {}
     for behaviour in results["behaviours"]:
         base = cells.get(f"default/{behaviour}/test")
@@ -773,8 +773,7 @@ def summary_table(results: Mapping[str, Any]) -> str:
     ``max_faulty`` faulty answers), then interference, steerability
     slopes and the alignment tax."""
     cells = results["cells"]
-    variants = results["config"].get("combined_variants") or ["weighted_mean"]
-    variant = "weighted_mean" if "weighted_mean" in variants else variants[0]
+    variant = combined_variant(results)
     columns = ["default", "subtract", "add", f"comb-{variant}+", "simult max-P"]
     lines = []
     for metric, title in (("matching_rate", "matching rate"), ("p_matching", "P(matching)")):

@@ -38,7 +38,8 @@ def _errors(cells: list[Mapping[str, Any] | None], metric: str
     return values, plus, minus
 
 
-def _combined_variant(results: Mapping[str, Any]) -> str:
+def combined_variant(results: Mapping[str, Any]) -> str:
+    """The combined variant a report shows: ``weighted_mean`` (the paper's) when run."""
     variants = list(results["config"].get("combined_variants") or ["weighted_mean"])
     return "weighted_mean" if "weighted_mean" in variants else variants[0]
 
@@ -48,7 +49,7 @@ def individual_vs_combined(results: Mapping[str, Any],
     """Grouped bars: behaviour × {subtract, default, add} for individual and combined."""
     cells = results["cells"]
     behaviours = list(results["behaviours"])
-    variant = _combined_variant(results)
+    variant = combined_variant(results)
     series = [
         ("individual subtract", lambda b: cells.get(f"individual/{b}/subtract")),
         ("default", lambda b: cells.get(f"default/{b}/test")),

@@ -18,17 +18,10 @@ from typing import Any
 import plotly.graph_objects as go
 
 from actsteer.figures import save_html
+from actsteer.skills import coefficient_key, other_of, skill_of
 
 _COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
 _DASH = {"skill": "solid", "text": "dash", "other": "dot"}
-
-
-def _skill(vector: str) -> str:
-    return "code" if vector.startswith("general") else "python"
-
-
-def _other(vector: str) -> str:
-    return "python" if _skill(vector) == "code" else "code"
 
 
 def _num(value: Any) -> float:
@@ -41,7 +34,7 @@ def _curve(results: Mapping[str, Any], vector: str, layer: int, eval_set: str
     cells = results["cells"]
     coefs, values, lows, highs = [0.0], [1.0], [1.0], [1.0]
     for c in results["config"]["coefficients"]:
-        cell = cells.get(f"sweep/{vector}/L{layer}/x{float(c):g}")
+        cell = cells.get(coefficient_key(vector, layer, float(c)))
         if float(c) == 0 or cell is None:
             continue
         est = cell[eval_set]["rel_top1"]
@@ -60,8 +53,8 @@ def relative_accuracy(results: Mapping[str, Any], vector: str) -> go.Figure:
     """Relative top-1 of the skill, text and the other code set against the coefficient."""
     fig = go.Figure()
     for colour, layer in zip(_COLOURS * 4, _layers(results), strict=False):
-        for role, eval_set in (("skill", _skill(vector)), ("text", "text"),
-                               ("other", _other(vector))):
+        for role, eval_set in (("skill", skill_of(vector)), ("text", "text"),
+                               ("other", other_of(vector))):
             coefs, values, lows, highs = _curve(results, vector, layer, eval_set)
             if len(coefs) < 2:
                 continue  # not swept at this layer
@@ -87,7 +80,7 @@ def tradeoff(results: Mapping[str, Any]) -> go.Figure:
     symbols = ("circle", "square", "diamond", "cross", "x", "triangle-up")
     for colour, vector in zip(_COLOURS * 4, vectors, strict=False):
         for symbol, layer in zip(symbols * 8, _layers(results), strict=False):
-            coefs, skill, _, _ = _curve(results, vector, layer, _skill(vector))
+            coefs, skill, _, _ = _curve(results, vector, layer, skill_of(vector))
             if len(coefs) < 2:
                 continue  # not swept at this layer (e.g. a control run at one layer only)
             _, text, _, _ = _curve(results, vector, layer, "text")
