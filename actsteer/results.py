@@ -10,65 +10,16 @@ Example::
 from __future__ import annotations
 
 import json
-import math
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from actsteer.atomic import jsonable, write_json_atomic
+
 
 class ResultConfigMismatchError(ValueError):
     """An existing results file was made with a different config."""
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
-        return _jsonable(value.item())
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def readable_mode(path: str | os.PathLike[str]) -> None:
-    """Give a ``mkstemp`` file (created 0600) the mode a plain ``open`` would: 0666 less
-    the umask, so results and figures can be shared like any other output."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
-def write_json_atomic(path: str | os.PathLike[str], payload: Any, *,
-                      indent: int | None = 1, convert: bool = True) -> Path:
-    """Write JSON to a temporary file beside ``path`` and rename it into place, so a
-    reader (or a crash) never sees half a file.
-
-    ``convert=False`` skips turning tensors/tuples into JSON types (for payloads that are
-    already plain JSON); ``indent=None`` writes compactly with the C encoder, much faster
-    for large files.
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, scratch = tempfile.mkstemp(prefix=f".{target.name}-", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            # dumps (one shot) uses the C encoder when indent is None; dump never does.
-            handle.write(json.dumps(_jsonable(payload) if convert else payload,
-                                    indent=indent))
-            handle.flush()
-            os.fsync(handle.fileno())
-        readable_mode(scratch)
-        os.replace(scratch, target)
-    finally:
-        if os.path.exists(scratch):
-            os.unlink(scratch)
-    return target
 
 
 class ResultStore:
@@ -81,7 +32,7 @@ class ResultStore:
     def __init__(self, path: str | os.PathLike[str], config: Mapping[str, Any],
                  *, overwrite: bool = False) -> None:
         self.path = Path(path)
-        self.config = _jsonable(dict(config))
+        self.config = jsonable(dict(config))
         self.cells: dict[str, Any] = {}
         self.extra: dict[str, Any] = {}
         if self.path.exists() and not overwrite:
@@ -104,12 +55,12 @@ class ResultStore:
 
     def put(self, key: str, value: Any) -> None:
         """Record one finished cell and rewrite the file atomically."""
-        self.cells[key] = _jsonable(value)
+        self.cells[key] = jsonable(value)
         self.flush()
 
     def set_extra(self, key: str, value: Any) -> None:
         """Record derived, non-cell data (summaries, timings) and rewrite the file."""
-        self.extra[key] = _jsonable(value)
+        self.extra[key] = jsonable(value)
         self.flush()
 
     def flush(self) -> None:

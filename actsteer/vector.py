@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from actsteer._version import __version__
+from actsteer.atomic import atomic_write
 from actsteer.sites import SITES
 
 
@@ -53,6 +53,10 @@ class VectorMeta:
     actsteer_version: str = __version__
     history: tuple[str, ...] = ()
     """Operations applied since extraction, oldest first (e.g. ``"scaled(2.0)"``)."""
+    diagnostics: Mapping[str, Any] = field(default_factory=dict)
+    """Measured at extraction, no steering needed (see :mod:`actsteer.diagnostics`):
+    per layer, how consistent the pair differences are and how well the vector separates
+    the two sides. Empty when not measured."""
 
     def then(self, operation: str) -> VectorMeta:
         return replace(self, history=(*self.history, operation))
@@ -191,20 +195,10 @@ class SteeringVector:
         """Write ``.safetensors`` (tensors) with JSON metadata inside, atomically."""
         from safetensors.torch import save_file
 
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
         header = {"actsteer": json.dumps({"site": self.site, "layers": list(self.layers),
                                           "meta": asdict(self.meta)})}
-        fd, scratch = tempfile.mkstemp(prefix=f".{target.name}-", dir=target.parent)
-        os.close(fd)
-        try:
-            save_file({"directions": self.directions.detach().cpu().contiguous()}, scratch,
-                      metadata=header)
-            os.replace(scratch, target)
-        finally:
-            if os.path.exists(scratch):
-                os.unlink(scratch)
-        return target
+        tensors = {"directions": self.directions.detach().cpu().contiguous()}
+        return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, model: Any | None = None) -> SteeringVector:

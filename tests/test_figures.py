@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 
 from actsteer.figures import save_html
 from actsteer.figures.skills import relative_accuracy, tradeoff
-from actsteer.results import write_json_atomic
+from actsteer.atomic import write_json_atomic
 
 
 def test_results_and_figures_are_readable_by_others(tmp_path) -> None:
