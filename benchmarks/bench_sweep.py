@@ -54,7 +54,7 @@ import torch
 
 import actsteer
 from actsteer.batching import length_batches, pad
-from actsteer.behaviours import load_builtin
+from actsteer.data.behaviours import load_builtin
 from actsteer.extraction import ContrastivePair, caa_vector
 from actsteer.models import embedded_model_path, quiet_deprecation
 from actsteer.plan import SteeringPlan, single

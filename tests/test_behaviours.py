@@ -1,4 +1,5 @@
-"""Tests for actsteer.behaviours: formats, normalisation, the paper's splits, built-ins."""
+"""Tests for actsteer.data.behaviours: formats, normalisation, the paper's splits, built-ins,
+contrastive pairs."""
 
 from __future__ import annotations
 
@@ -11,13 +12,16 @@ from typing import TypeVar
 
 import pytest
 
-from actsteer.behaviours import (
+from actsteer.data import BUILTIN_FILES, read_builtin
+from actsteer.data.behaviours import (
     PAPER_BEHAVIOURS,
     PAPER_FILES,
     BehaviourDataset,
     BehaviourItem,
     DatasetFormatError,
     DatasetUnavailableError,
+    PaperSplits,
+    canonical_name,
     default_data_dir,
     load_anthropic_jsonl,
     load_behaviour,
@@ -27,6 +31,11 @@ from actsteer.behaviours import (
     parse_paper_prompt,
     render_paper_prompt,
 )
+from actsteer.extraction import ContrastivePair
+from actsteer.hub import HubUnavailableError
+from actsteer.paths import data_dir as find_data_dir
+from actsteer.paths import env_flag
+from actsteer.prompts import answer_stem, paper_prompt
 
 EXPECTED_KIND = {
     "myopia": "AB",
@@ -117,6 +126,9 @@ def test_paper_file_loads_with_right_kind_and_round_trips(data_dir: Path, name: 
         assert item.paper_prompt() == row["question"]
         assert item.matching == row["answer_matching_behavior"]
         assert item.not_matching == row["answer_not_matching_behavior"]
+    pairs = ds[:20].pairs()
+    assert [p.prompt for p in pairs] == [row["question"] for row in raw[:20]]
+    assert [p.positive for p in pairs] == [row["answer_matching_behavior"] for row in raw[:20]]
 
 
 @pytest.mark.parametrize("name", PAPER_BEHAVIOURS)
@@ -162,11 +174,20 @@ def test_raw_jsonl_matches_paper_file(data_dir: Path, jsonl: str, paper_name: st
 
 def test_parse_paper_prompt_rejects_other_wrappers() -> None:
     good = render_paper_prompt("Q?\n\nChoices:\n (A) x\n (B) y", "AB")
-    assert parse_paper_prompt(good) == ("Q?\n\nChoices:\n (A) x\n (B) y", "AB")
+    assert parse_paper_prompt(good) == ("Q?\n\nChoices:\n (A) x\n (B) y", ("A", "B"))
+    assert parse_paper_prompt(render_paper_prompt("Agree?", "YesNo")) == ("Agree?",
+                                                                          ("Yes", "No"))
+    wide = render_paper_prompt("Q?", ("A", "B", "C", "D"))
+    assert wide.endswith("\n\nAI:\nOut of (A), (B), (C) and (D), I choose (")
+    assert parse_paper_prompt(wide) == ("Q?", ("A", "B", "C", "D"))
     with pytest.raises(ValueError, match="must start with"):
         parse_paper_prompt(good[len("Human:\n") :])
-    with pytest.raises(ValueError, match="must end with"):
-        parse_paper_prompt(good + "A")
+    bad_endings = [good + "A", good.replace(" and ", " or "), good.replace("(B)", "(b)"),
+                   good.replace("(A) and (B)", "(A), (B)"), "Human:\nQ?\n\nAI:\nOut of (A)"
+                   " and (Yes), I choose ("]
+    for bad in bad_endings:
+        with pytest.raises(ValueError, match="must end with"):
+            parse_paper_prompt(bad)
 
 
 @pytest.mark.parametrize(
@@ -202,7 +223,9 @@ def test_question_answer_wrapper_is_stripped(tmp_path: Path) -> None:
 BAD_LINES = {
     "bad JSON": ('{"question": "Q", "answer_matching_behavior": " (A)"', "invalid JSON"),
     "missing key": (json.dumps({"question": "Q?", "answer_matching_behavior": " (A)"}), "missing"),
-    "answer C": (_row("Q?", " (C)", " (A)"), "(C)"),
+    "answer Maybe": (_row("Q?", " Maybe", " (A)"), "' Maybe' is not a letter A-Z"),
+    "answer not listed": (_row(_ab_question(9), " (C)", " (A)"),
+                          "matching answer 'C' is not one of the choices (A), (B)"),
     "two answers": (_row("Q?", " (A)", [" (B)", " (C)"]), "list of 2"),
 }
 
@@ -228,9 +251,10 @@ def test_skip_malformed_lines_reports_count(
 ) -> None:
     path = tmp_path / "mixed.jsonl"
     good = [_row(_ab_question(i), " (B)", " (A)") for i in range(5)]
-    bad = [BAD_LINES["bad JSON"][0], BAD_LINES["missing key"][0], BAD_LINES["answer C"][0]]
+    bad = [BAD_LINES["bad JSON"][0], BAD_LINES["missing key"][0],
+           BAD_LINES["answer Maybe"][0]]
     path.write_text("\n".join([good[0], bad[0], good[1], bad[1], good[2], bad[2], *good[3:]]))
-    with caplog.at_level(logging.WARNING, logger="actsteer.behaviours"):
+    with caplog.at_level(logging.WARNING, logger="actsteer.data.behaviours"):
         ds = load_behaviour(path, on_error="skip")
     assert len(ds) == 5
     assert ds.skipped == 3
@@ -241,7 +265,7 @@ def test_skip_malformed_lines_reports_count(
 
 def test_file_with_only_bad_rows_fails_even_when_skipping(tmp_path: Path) -> None:
     path = tmp_path / "allbad.jsonl"
-    path.write_text(BAD_LINES["answer C"][0] + "\n")
+    path.write_text(BAD_LINES["answer Maybe"][0] + "\n")
     with pytest.raises(DatasetFormatError, match="no valid behaviour items"):
         load_anthropic_jsonl(path, on_error="skip")
 
@@ -273,7 +297,8 @@ def test_paper_json_errors_name_item_index(tmp_path: Path) -> None:
     assert (len(ds), ds.skipped, ds.name) == (2, 2, "demo")
     rows.pop(2)
     path.write_text(json.dumps(rows))
-    with pytest.raises(DatasetFormatError, match=r"item 2: prompt offers AB choices"):
+    with pytest.raises(DatasetFormatError,
+                       match=r"item 2: prompt offers \(A\) and \(B\) but the answers are 'Yes'"):
         load_paper_json(path)
 
 
@@ -298,8 +323,9 @@ def test_json_that_is_not_a_list_is_rejected(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("matching", "not_matching", "message"),
     [
-        ("C", "A", "'C' is not valid; use one of A, B, Yes, No"),
+        ("c", "A", "'c' is not valid; use a capital letter A-Z, 'Yes' or 'No'"),
         ("(A)", "B", "'(A)' is not valid"),
+        ("AB", "B", "'AB' is not valid"),
         ("A", "A", "both 'A'"),
         ("A", "No", "mix kinds"),
     ],
@@ -370,6 +396,75 @@ def test_builtin_unknown_name() -> None:
         load_builtin("sycophancy")
 
 
+def test_builtin_files_live_in_data_builtin_and_load_as_resources() -> None:
+    import actsteer.data
+
+    folder = Path(actsteer.data.__file__).parent / "builtin"
+    assert sorted(p.name for p in folder.glob("*.jsonl")) == sorted(BUILTIN_FILES)
+    assert not list(folder.parent.glob("*.jsonl"))  # nothing left at the old place
+    for name in BUILTIN_FILES:
+        assert read_builtin(name) == (folder / name).read_text(encoding="utf-8")
+    with pytest.raises(ValueError, match=r"'myopia\.json'.*english_text\.jsonl"):
+        read_builtin("myopia.json")
+    ds = load_builtin("myopia")
+    rows = [json.loads(line) for line in read_builtin("myopia.jsonl").splitlines() if line]
+    assert len(ds) == len(rows) == 72
+    assert ds[5].question == rows[5]["question"].strip()
+
+
+def test_canonical_name_resolves_aliases() -> None:
+    assert canonical_name(" Wealth-Seeking ") == "wealth_seeking"
+    assert canonical_name("myopic") == canonical_name("Myopic Reward") == "myopia"
+    assert canonical_name("anti immigration") == "anti_immigration"
+
+
+# --------------------------------------------------------------------------- pairs
+
+
+def test_pairs_render_paper_prompts_with_matching_answer_positive() -> None:
+    ab = BehaviourDataset("ab", (BehaviourItem("Q1?", "B", "A"), BehaviourItem("Q2?", "A", "B")),
+                          "test")
+    assert ab.pairs() == [
+        ContrastivePair("Human:\nQ1?\n\nAI:\nOut of (A) and (B), I choose (", "B", "A"),
+        ContrastivePair("Human:\nQ2?\n\nAI:\nOut of (A) and (B), I choose (", "A", "B"),
+    ]
+    yn = BehaviourDataset("yn", (BehaviourItem("Agree?", "No", "Yes"),), "test")
+    (pair,) = yn.pairs(fmt="paper")
+    assert pair == ContrastivePair(paper_prompt("Agree?", "YesNo"), "No", "Yes")
+    assert BehaviourDataset("none", (), "test").pairs() == []
+
+
+def test_pairs_of_builtins_follow_splits() -> None:
+    splits = load_builtin("wealth_seeking").splits((6, 2, 2))
+    pairs = splits.vector.pairs()
+    assert isinstance(splits, PaperSplits) and len(pairs) == 6
+    for pair, item in zip(pairs, splits.vector, strict=True):
+        assert pair.prompt == item.paper_prompt()
+        assert (pair.positive, pair.negative) == (item.matching, item.not_matching)
+
+
+def test_pairs_chat_format_uses_the_tokenizer_template() -> None:
+    from transformers import AutoTokenizer
+
+    from actsteer.models import embedded_tokenizer_path
+
+    tokenizer = AutoTokenizer.from_pretrained(embedded_tokenizer_path())
+    ds = BehaviourDataset("ab", (BehaviourItem("Cake now or later?", "A", "B"),), "test")
+    (pair,) = ds.pairs("chat", tokenizer)
+    assert pair.prompt.startswith("<|im_start|>")
+    assert "Cake now or later?" in pair.prompt
+    assert pair.prompt.endswith("<|im_start|>assistant\n" + answer_stem("AB"))
+    assert (pair.positive, pair.negative) == ("A", "B")
+
+
+def test_pairs_reject_bad_format_and_chat_without_tokenizer() -> None:
+    ds = load_builtin("myopia")[:2]
+    with pytest.raises(ValueError, match=r"'raw'.*'paper' or 'chat'"):
+        ds.pairs("raw")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"tokenizer=model\.tokenizer"):
+        ds.pairs("chat")
+
+
 # --------------------------------------------------------------------------- dispatch
 
 
@@ -409,6 +504,63 @@ def test_default_data_dir_honours_env(tmp_path: Path, monkeypatch: pytest.Monkey
     assert default_data_dir() is None
 
 
+# --------------------------------------------------------------------------- paths
+
+
+def test_data_dir_env_var_wins_and_is_the_only_place_searched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "wikitext-2").mkdir()
+    monkeypatch.setenv("ACTSTEER_DATA_DIR", str(tmp_path))
+    assert find_data_dir() == tmp_path
+    assert find_data_dir("wikitext-2") == tmp_path / "wikitext-2"
+    # Absent below the env folder: None, even though ../shared/data/behaviours may exist.
+    with caplog.at_level(logging.WARNING, logger="actsteer.paths"):
+        assert find_data_dir("behaviours") is None
+    assert "ACTSTEER_DATA_DIR" in caplog.text and str(tmp_path / "behaviours") in caplog.text
+
+
+def test_data_dir_walks_up_from_the_current_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ACTSTEER_DATA_DIR", raising=False)
+    shared = tmp_path / "shared" / "data"
+    (shared / "behaviours").mkdir(parents=True)
+    deep = tmp_path / "project" / "notebooks" / "runs"
+    deep.mkdir(parents=True)
+    monkeypatch.chdir(deep)
+    assert find_data_dir("behaviours") == shared.resolve() / "behaviours"
+    assert find_data_dir() == shared.resolve()
+    assert default_data_dir() == shared.resolve() / "behaviours"
+    # Corpora follow the same rule (they used to look one level up only).
+    (shared / "wikitext-2").mkdir()
+    from actsteer.data.corpora import default_text_dir
+
+    assert default_text_dir() == shared.resolve() / "wikitext-2"
+
+
+def test_data_dir_absent_folder_is_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ACTSTEER_DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert find_data_dir("no-such-folder-anywhere") is None
+    with pytest.raises(ValueError, match=r"'\.\./secrets'"):
+        find_data_dir("../secrets")
+    with pytest.raises(ValueError, match="relative folder name"):
+        find_data_dir(str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("1", True), ("TRUE", True), (" yes ", True), ("on", True),
+     ("0", False), ("", False), ("no", False), ("offline", False)],
+)
+def test_env_flag(value: str, expected: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ACTSTEER_TEST_FLAG", value)
+    assert env_flag("ACTSTEER_TEST_FLAG") is expected
+    monkeypatch.delenv("ACTSTEER_TEST_FLAG")
+    assert env_flag("ACTSTEER_TEST_FLAG") is False
+
+
 # --------------------------------------------------------------------------- hub
 
 
@@ -425,6 +577,7 @@ def test_hub_offline_fails_fast_with_clear_message(
     assert HUB_FILE in message and "HF_HUB_OFFLINE" in message and "local path" in message
     assert "\n" not in message
     assert info.value.__cause__ is None
+    assert isinstance(info.value, HubUnavailableError)
 
 
 def test_hub_unreachable_fails_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

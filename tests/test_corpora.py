@@ -1,14 +1,15 @@
-"""Tests for actsteer.corpora (offline sources, splits, WikiText parsing, Hub fail-fast)."""
+"""Tests for actsteer.data.corpora (offline sources, splits, WikiText parsing, Hub fail-fast)."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import pytest
 
-from actsteer import corpora
-from actsteer.corpora import (
+from actsteer.data import corpora, read_builtin
+from actsteer.data.corpora import (
     C_FAMILY,
     EXTENSION_LANGUAGE,
     Corpus,
@@ -21,6 +22,9 @@ from actsteer.corpora import (
     text_corpus,
     wikitext_corpus,
 )
+from actsteer.data.corpora import code as code_sources
+from actsteer.data.corpora import hub as hub_sources
+from actsteer.hub import HubUnavailableError
 
 SHARED_WIKITEXT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "wikitext-2"
 
@@ -123,7 +127,7 @@ def test_stdlib_corpus() -> None:
 
 
 def test_stdlib_full_walk_excludes_tests() -> None:
-    sources = [Path(p) for p in map(str, corpora._stdlib_python_files())]
+    sources = [Path(p) for p in map(str, code_sources._stdlib_python_files())]
     assert len(sources) > 300
     assert sources == sorted(sources)
     assert not any({"test", "tests", "idle_test", "site-packages"} & set(p.parts) for p in sources)
@@ -246,10 +250,12 @@ def test_wikitext_splits_at_top_level_headings(tmp_path: Path) -> None:
 
 def test_wikitext_missing_dir_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ACTSTEER_DATA_DIR", str(tmp_path))
-    assert corpora.default_text_dir() == tmp_path / "wikitext-2"
-    with pytest.raises(FileNotFoundError, match="ACTSTEER_DATA_DIR"):
+    # One data-folder rule (actsteer.paths.data_dir): an absent folder is None.
+    assert corpora.default_text_dir() is None
+    with pytest.raises(FileNotFoundError, match=f"ACTSTEER_DATA_DIR={tmp_path} has no"):
         wikitext_corpus()
     (tmp_path / "wikitext-2").mkdir()
+    assert corpora.default_text_dir() == tmp_path / "wikitext-2"
     with pytest.raises(FileNotFoundError, match=r"test\.txt"):
         wikitext_corpus(split="test")
     with pytest.raises(ValueError, match="'train'"):
@@ -291,6 +297,9 @@ def test_plain_text_paragraph_merging(tmp_path: Path) -> None:
 
 def test_builtin_text_corpus() -> None:
     corpus = builtin_text_corpus()
+    lines = read_builtin("english_text.jsonl").split("\n")
+    assert corpus.documents[0].text == json.loads(lines[0])["text"]
+    assert len(corpus) == sum(1 for line in lines if line.strip())
     assert len(corpus) >= 80
     assert len(set(corpus.texts())) == len(corpus)
     for doc in corpus:
@@ -315,6 +324,12 @@ def test_hub_offline_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
     assert time.monotonic() - start < 2.0
     assert "\n" not in str(info.value)
     assert info.value.__cause__ is None and info.value.__context__ is None
+    assert isinstance(info.value, HubUnavailableError)
+    # HF_DATASETS_OFFLINE alone also counts for dataset streams.
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(CorpusUnavailableError, match="HF_DATASETS_OFFLINE"):
+        corpora.codeparrot_corpus(2)
 
 
 def test_hub_unreachable_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -335,15 +350,11 @@ def test_pile_filters() -> None:
     assert not corpora.is_pile_non_github({"text": "z"})
 
 
-def test_whitespace_variants_are_one_document_for_dedup_and_hold_outs() -> None:
-    import experiments.broad_skills as bs
-
+def test_whitespace_variants_are_one_document_for_dedup() -> None:
     a = Document("def f():\n    return 1", "python", "x")
     b = Document("def f():\n    return 1\n", "python", "y")
     assert a.doc_id != b.doc_id and a.content_key == b.content_key
     assert len(Corpus("c", (a, b)).deduplicated()) == 1
-    # a held-out document's whitespace variant is dropped from the training pool too
-    assert len(bs._drop(Corpus("code", (b,)), {a.content_key})) == 0
 
 
 def test_hub_stream_skips_repeated_documents(monkeypatch) -> None:
@@ -356,7 +367,7 @@ def test_hub_stream_skips_repeated_documents(monkeypatch) -> None:
         def shuffle(self, seed, buffer_size):
             return iter(rows)
 
-    monkeypatch.setattr(corpora, "_check_hub_reachable", lambda name: None)
+    monkeypatch.setattr(hub_sources, "require_hub", lambda *args, **kwargs: "http://hub")
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: Stream())
     corpus = hub_corpus("some/dataset", n=3, language="python")
     assert corpus.texts() == ["MIT License\n", "print(1)", "print(2)"]

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import http.server
+import socket
+import threading
 import time
 import warnings
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
 
 import actsteer.models as models
-from actsteer import encode, generate
+from actsteer import encode, generate, hub, paths
 from actsteer.prompts import chat_prompt, llama2_chat, paper_prompt
 from actsteer.sites import HookSiteError, check_layers, hook_name
 
@@ -24,6 +29,11 @@ def test_cache_dir_respects_env(monkeypatch, tmp_path):
     assert models.cache_dir() == tmp_path / "xdg" / "actsteer"
     monkeypatch.setenv("ACTSTEER_CACHE_DIR", str(tmp_path / "over"))
     assert models.cache_dir() == tmp_path / "over"
+    assert models.cache_dir is paths.cache_dir  # one implementation, re-exported
+    monkeypatch.delenv("ACTSTEER_CACHE_DIR")
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert paths.cache_dir() == tmp_path / "home" / ".cache" / "actsteer"
 
 
 def test_resolve_dtype_names_bad_value():
@@ -42,12 +52,15 @@ def test_unknown_model_and_backend_errors(tmp_path):
         models.load_model(tmp_path)
 
 
-def test_llama2_offline_fails_fast_with_clear_message(monkeypatch):
+def test_llama2_offline_fails_fast_with_clear_message(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))  # an empty cache
     start = time.perf_counter()
-    with pytest.raises(models.ModelUnavailableError, match="HF_HUB_OFFLINE"):
+    with pytest.raises(models.ModelUnavailableError, match="HF_HUB_OFFLINE") as info:
         models.load_model("meta-llama/Llama-2-7b-chat-hf")
     assert time.perf_counter() - start < 5
+    assert "Llama-2-7b-chat-hf" in str(info.value) and "embedded default" in str(info.value)
+    assert isinstance(info.value, hub.HubUnavailableError)
 
 
 def test_llama2_without_network_fails_fast(monkeypatch):
@@ -56,6 +69,116 @@ def test_llama2_without_network_fails_fast(monkeypatch):
     with pytest.raises(models.ModelUnavailableError, match="Llama-2-7b-hf"):
         models.load_model("meta-llama/Llama-2-7b-hf")
     assert time.perf_counter() - start < 15
+
+
+# --------------------------------------------------------------------------- the Hub probe
+
+
+@pytest.fixture()
+def online(monkeypatch):
+    """Offline flags cleared, so the probe really connects (to the endpoint a test sets)."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+
+
+def _no_network(*args, **kwargs):
+    raise AssertionError("the Hub probe opened a connection in offline mode")
+
+
+def test_hub_offline_flag_raises_without_touching_the_network(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "true")
+    monkeypatch.setattr("urllib.request.urlopen", _no_network)
+    start = time.perf_counter()
+    with pytest.raises(hub.HubUnavailableError) as info:
+        hub.require_hub("fetch x/y", instead="use a local copy")
+    assert time.perf_counter() - start < 0.5
+    assert str(info.value) == (
+        "cannot fetch x/y: offline mode is on (HF_HUB_OFFLINE is set); use a local copy"
+    )
+    # The caller's subclass is raised, still a HubUnavailableError.
+    with pytest.raises(models.ModelUnavailableError):
+        hub.require_hub("load m", instead="-", error=models.ModelUnavailableError)
+
+
+def test_hub_datasets_offline_counts_for_datasets_only(monkeypatch, online):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    assert hub.offline_flag("dataset") == "HF_DATASETS_OFFLINE"
+    assert hub.offline_flag("model") is None
+    with pytest.raises(hub.HubUnavailableError, match="HF_DATASETS_OFFLINE"):
+        hub.require_hub("stream d", instead="-", repo_type="dataset")
+    with pytest.raises(hub.HubUnavailableError, match="cannot reach"):
+        hub.require_hub("load m", instead="-", repo_type="model", timeout=2.0)
+
+
+def test_hub_unreachable_endpoint_fails_within_the_timeout(monkeypatch, online):
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9/")  # discard port: refused at once
+    start = time.perf_counter()
+    with pytest.raises(hub.HubUnavailableError) as info:
+        hub.require_hub("fetch x/y", instead="use a local copy", timeout=2.0)
+    assert time.perf_counter() - start < 2.5
+    message = str(info.value)
+    assert message.startswith("cannot reach the Hugging Face Hub at http://127.0.0.1:9 within 2 s")
+    assert message.endswith("; use a local copy") and "\n" not in message
+
+
+@pytest.fixture()
+def silent_endpoint() -> Iterator[str]:
+    """A TCP port that accepts connections (kernel backlog) but never answers."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
+
+
+def test_hub_silent_endpoint_times_out_on_the_wall_clock(monkeypatch, online, silent_endpoint):
+    monkeypatch.setenv("HF_ENDPOINT", silent_endpoint)
+    start = time.perf_counter()
+    with pytest.raises(hub.HubUnavailableError, match=r"within 0\.5 s"):
+        hub.require_hub("fetch x/y", instead="-", timeout=0.5)
+    assert 0.4 < time.perf_counter() - start < 1.5
+    with pytest.raises(ValueError, match="timeout must be a positive number of seconds, got 0"):
+        hub.require_hub("fetch x/y", instead="-", timeout=0)
+
+
+class _NotFound(http.server.BaseHTTPRequestHandler):
+    def do_HEAD(self) -> None:
+        self.send_response(404)
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_hub_any_http_answer_counts_as_reachable(monkeypatch, online):
+    server = http.server.HTTPServer(("127.0.0.1", 0), _NotFound)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        monkeypatch.setenv("HF_ENDPOINT", url + "/")
+        assert hub.require_hub("fetch x/y", instead="-", timeout=5.0) == url
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_hub_access_check_passes_for_a_cached_model_offline(monkeypatch, tmp_path: Path):
+    repo_id = "meta-llama/Llama-2-7b-hf"
+    repo = tmp_path / "models--meta-llama--Llama-2-7b-hf"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "snapshots" / commit / "config.json").write_text("{}")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr("urllib.request.urlopen", _no_network)
+    hub.check_access(repo_id, instead="-", error=models.ModelUnavailableError)  # no error
+    assert hub.cached_file(repo_id, "config.json") == repo / "snapshots" / commit / "config.json"
+    with pytest.raises(models.ModelUnavailableError, match=r"Llama-2-13b-hf.*HF_HUB_OFFLINE"):
+        hub.check_access("meta-llama/Llama-2-13b-hf", instead="-",
+                         error=models.ModelUnavailableError)
 
 
 def test_tiny_model_backends_agree(tiny_model, tiny_bridge):
