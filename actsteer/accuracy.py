@@ -2,7 +2,14 @@
 
 Token ``t+1`` is predicted from the logits at position ``t``, so a document of ``n``
 tokens contributes ``n - 1`` predictions; padding never counts. Results keep per-document
-counts so that intervals can be bootstrapped over documents, token-weighted.
+counts so that intervals can be bootstrapped over documents, token-weighted. Forward
+passes go through :func:`actsteer.sweep.sweep_logits` (prefix reuse, optional cache).
+
+Example::
+
+    docs = Documents.build(model, sequences, batch_size=8)      # tokenised and padded once
+    base, steered = accuracy_sweep(model, docs, [empty_plan(), single(v, 14, 2.0)])
+    steered.estimate("top1")                                    # Estimate with a CI
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from tqdm.auto import tqdm
 from actsteer.batching import Batch, PaddingSide, length_batches, pad
 from actsteer.plan import SteeringPlan
 from actsteer.stats import Estimate, bootstrap
-from actsteer.steering import steer
+from actsteer.sweep import PrefixCache, sweep_logits
 
 
 @dataclass(frozen=True)
@@ -35,22 +42,90 @@ class DocumentAccuracy:
     def top1_rate(self) -> float:
         return float(self.top1.sum()) / max(1, int(self.tokens.sum()))
 
-    @property
-    def topk_rate(self) -> float:
-        return float(self.topk.sum()) / max(1, int(self.tokens.sum()))
-
     def estimate(self, which: str = "top1", *, n_resamples: int = 1000,
                  seed: int = 0) -> Estimate:
         """Token-weighted accuracy with a bootstrap interval over documents."""
+        if which not in ("top1", "topk"):
+            raise ValueError(f"which={which!r} is invalid; use 'top1' or 'topk'")
         counts = self.top1 if which == "top1" else self.topk
         rates = counts.double() / self.tokens.clamp_min(1).double()
         return bootstrap(rates, weights=self.tokens.double(), n_resamples=n_resamples,
                          seed=seed)
 
 
+@dataclass(frozen=True, eq=False)
+class Documents:
+    """Documents tokenised once and padded into length-bucketed batches.
+
+    Reuse one value for every plan scored on the same documents: a :class:`PrefixCache`
+    recognises its batches, so the unsteered prefix is computed once per batch.
+    """
+
+    sequences: tuple[tuple[int, ...], ...]
+    groups: tuple[tuple[int, ...], ...]
+    """Document indices of each batch (results are scattered back by them)."""
+    batches: tuple[Batch, ...]
+
+    @classmethod
+    def build(cls, model: Any, sequences: Sequence[Sequence[int]], *, batch_size: int = 8,
+              padding_side: PaddingSide = "right") -> Documents:
+        """Pad ``sequences`` (each at least 2 tokens) into batches of ``batch_size``."""
+        short = [(i, len(seq)) for i, seq in enumerate(sequences) if len(seq) < 2]
+        if short:
+            index, length = short[0]
+            raise ValueError(f"document {index} has {length} token(s) ({len(short)} such "
+                             "documents); each needs at least 2 to score a prediction: drop "
+                             "them or keep longer ones")
+        if not sequences:
+            raise ValueError("no documents to score; give at least one of 2+ tokens")
+        docs = tuple(tuple(int(t) for t in seq) for seq in sequences)
+        groups = tuple(tuple(g) for g in length_batches([len(s) for s in docs], batch_size))
+        batches = tuple(pad(model, [docs[i] for i in g], padding_side=padding_side)
+                        for g in groups)
+        return cls(docs, groups, batches)
+
+    @property
+    def tokens(self) -> Int[Tensor, " doc"]:
+        """Predictions per document (its length minus one)."""
+        return torch.tensor([len(s) - 1 for s in self.sequences], dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+
+def accuracy_sweep(
+    model: Any,
+    documents: Documents,
+    plans: Sequence[SteeringPlan],
+    *,
+    k: int = 10,
+    cache: PrefixCache | None = None,
+    progress: bool = False,
+) -> list[DocumentAccuracy]:
+    """Top-1 and top-``k`` next-token accuracy per document under each plan.
+
+    Plans of one batch run in one :func:`sweep_logits` call (sharing the unsteered
+    prefix); only per-row hit counts are kept, never a plan's full logits.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    n = len(documents)
+    top1 = torch.zeros(len(plans), n, dtype=torch.long)
+    topk = torch.zeros(len(plans), n, dtype=torch.long)
+    pairs = list(zip(documents.groups, documents.batches, strict=True))
+    for group, batch in tqdm(pairs, desc="next-token accuracy", disable=not progress,
+                             leave=False):
+        hits = sweep_logits(model, batch, plans, positions="all", cache=cache,
+                            reduce=lambda logits, batch=batch: torch.stack(
+                                count_hits(logits, batch, k)))
+        rows = torch.as_tensor(group)
+        top1[:, rows], topk[:, rows] = hits[:, 0].cpu(), hits[:, 1].cpu()
+    return [DocumentAccuracy(top1[i], topk[i], documents.tokens, k) for i in range(len(plans))]
+
+
 def next_token_accuracy(
     model: Any,
-    sequences: Sequence[Sequence[int]],
+    sequences: Sequence[Sequence[int]] | Documents,
     plan: SteeringPlan | None = None,
     *,
     k: int = 10,
@@ -59,25 +134,10 @@ def next_token_accuracy(
     progress: bool = False,
 ) -> DocumentAccuracy:
     """Top-1 and top-``k`` next-token accuracy of ``model`` under ``plan`` per document."""
-    short = [(i, len(seq)) for i, seq in enumerate(sequences) if len(seq) < 2]
-    if short:
-        index, length = short[0]
-        raise ValueError(f"document {index} has {length} token(s) ({len(short)} such "
-                         "documents); each needs at least 2 to score a prediction: drop them "
-                         "or keep longer ones")
-    n = len(sequences)
-    top1 = torch.zeros(n, dtype=torch.long)
-    topk = torch.zeros(n, dtype=torch.long)
-    counts = torch.tensor([len(s) - 1 for s in sequences], dtype=torch.long)
-    groups = list(length_batches([len(s) for s in sequences], batch_size))
-    for group in tqdm(groups, desc="next-token accuracy", disable=not progress, leave=False):
-        batch = pad(model, [sequences[i] for i in group], padding_side=padding_side)
-        with torch.no_grad(), steer(model, plan or SteeringPlan()) as handle:
-            handle.new_prompt(batch.starts)
-            logits = model(batch.tokens, attention_mask=batch.attention_mask)
-        rows = torch.as_tensor(group)
-        top1[rows], topk[rows] = count_hits(logits, batch, k)
-    return DocumentAccuracy(top1, topk, counts, k)
+    documents = sequences if isinstance(sequences, Documents) else Documents.build(
+        model, sequences, batch_size=batch_size, padding_side=padding_side)
+    return accuracy_sweep(model, documents, [plan or SteeringPlan()], k=k,
+                          progress=progress)[0]
 
 
 def count_hits(logits: Float[Tensor, "batch pos d_vocab"], batch: Batch, k: int
@@ -85,10 +145,11 @@ def count_hits(logits: Float[Tensor, "batch pos d_vocab"], batch: Batch, k: int
     """Per row of ``batch``: next tokens predicted at top-1 and within the top ``k``.
 
     Position ``t`` predicts token ``t + 1``; a prediction counts only where both positions
-    are real tokens (padding on either side never scores). Counts are on the CPU."""
-    targets = batch.tokens[:, 1:]
-    valid = (batch.attention_mask[:, 1:] * batch.attention_mask[:, :-1]).bool()
+    are real tokens (padding on either side never scores)."""
+    targets = batch.tokens[:, 1:].to(logits.device)
+    mask = batch.attention_mask.to(logits.device)
+    valid = (mask[:, 1:] * mask[:, :-1]).bool()
     best = logits[:, :-1].topk(k, dim=-1).indices
     hit_k = (best == targets[..., None]).any(-1) & valid
     hit_1 = (best[..., 0] == targets) & valid
-    return hit_1.sum(-1).cpu(), hit_k.sum(-1).cpu()
+    return hit_1.sum(-1), hit_k.sum(-1)

@@ -12,16 +12,22 @@ Two injections on the same hook add up. Nothing here touches a model; apply a pl
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from actsteer.atomic import atomic_write, write_json_atomic
 from actsteer.sites import SITES, hook_name
-from actsteer.vector import SteeringVector, VectorMismatchError
+from actsteer.vector import SteeringVector, VectorFileError, VectorMismatchError
 
 PositionMode = Literal["all", "prompt", "generated", "from"]
 
@@ -84,6 +90,12 @@ class Injection:
         """What is added at each chosen position."""
         return self.coefficient * self.vector
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready description; the vector appears as its :func:`vector_digest`."""
+        return {"layer": self.layer, "site": self.site, "coefficient": float(self.coefficient),
+                "positions": {"mode": self.positions.mode, "start": self.positions.start},
+                "label": self.label, "vector": vector_digest(self.vector)}
+
 
 @dataclass(frozen=True)
 class SteeringPlan:
@@ -105,18 +117,109 @@ class SteeringPlan:
                              for i in self.injections),
         )
 
-    def at_positions(self, positions: Positions) -> SteeringPlan:
-        return replace(self, injections=tuple(replace(i, positions=positions)
-                                              for i in self.injections))
-
     @property
     def layers(self) -> tuple[int, ...]:
         return tuple(sorted({i.layer for i in self.injections}))
 
     def describe(self) -> str:
+        """One human-readable line (for logs and tables; :meth:`identity` is the key)."""
         parts = [f"{i.label or 'vector'}@{i.hook} x{i.coefficient:g} ({i.positions.mode})"
                  for i in self.injections]
         return f"{self.name or 'plan'}: " + ("; ".join(parts) or "no injections")
+
+    # -- plans as data -------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: name, meta and each injection with its vector's digest.
+
+        The vectors themselves are not in the dict; :meth:`save` writes them beside it,
+        :meth:`from_dict` takes them back by digest.
+        """
+        return {"format": PLAN_FORMAT, "name": self.name, "meta": dict(self.meta),
+                "injections": [i.to_dict() for i in self.injections]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any],
+                  vectors: Mapping[str, Tensor]) -> SteeringPlan:
+        """Inverse of :meth:`to_dict`; ``vectors`` maps digests to ``[d_model]`` tensors."""
+        try:
+            injections = []
+            for entry in data["injections"]:
+                digest = entry["vector"]
+                if digest not in vectors:
+                    raise KeyError(f"no tensor for vector digest {digest!r}")
+                vector = vectors[digest]
+                if vector_digest(vector) != digest:
+                    raise ValueError(f"the tensor given for {digest!r} has another digest "
+                                     f"({vector_digest(vector)!r})")
+                where = entry["positions"]
+                injections.append(Injection(
+                    vector, int(entry["layer"]), float(entry["coefficient"]), str(entry["site"]),
+                    Positions(where["mode"], int(where["start"])), str(entry["label"])))
+            return cls(tuple(injections), str(data.get("name", "")), dict(data.get("meta", {})))
+        except (KeyError, TypeError, ValueError) as error:
+            detail = error.args[0] if error.args else error
+            raise ValueError(f"not a valid actsteer plan ({detail}); make it with "
+                             "SteeringPlan.to_dict or SteeringPlan.save") from None
+
+    def identity(self) -> str:
+        """SHA-256 of :meth:`to_dict` (vector digests included): two plans with the same
+        identity add exactly the same values at the same places, so results stored under
+        it can be reused. A changed vector value, coefficient, layer, site, position mode
+        or start changes it; the plan's display ``name`` and ``meta`` do not."""
+        canonical = json.dumps([i.to_dict() for i in self.injections], sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write ``path`` (JSON, :meth:`to_dict`) and its vectors beside it as
+        ``<path stem>.safetensors``, both atomically. Returns the JSON path."""
+        from safetensors.torch import save_file
+
+        target = Path(path)
+        tensors = {vector_digest(i.vector): i.vector.detach().cpu().contiguous()
+                   for i in self.injections}
+        atomic_write(_tensor_file(target), lambda tmp: save_file(tensors, str(tmp)))
+        return write_json_atomic(target, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> SteeringPlan:
+        """Read a plan written by :meth:`save` (safetensors only: never unpickles)."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        source = Path(path)
+        tensor_file = _tensor_file(source)
+        for needed in (source, tensor_file):
+            if not needed.is_file():
+                raise FileNotFoundError(f"no plan file at {needed}; SteeringPlan.save writes "
+                                        f"{source.name} and {tensor_file.name} together")
+        try:
+            data = json.loads(source.read_text(encoding="utf-8"))
+            tensors = load_file(str(tensor_file))
+        except (json.JSONDecodeError, UnicodeDecodeError, SafetensorError, OSError) as error:
+            raise VectorFileError(f"{source}: cannot read the plan ({error}); save it again "
+                                  "with SteeringPlan.save") from None
+        if not isinstance(data, dict) or data.get("format") != PLAN_FORMAT:
+            raise VectorFileError(f"{source} is not an actsteer plan file (format "
+                                  f"{PLAN_FORMAT!r} expected)")
+        try:
+            return cls.from_dict(data, tensors)
+        except ValueError as error:
+            raise VectorFileError(f"{source}: {error}") from None
+
+
+PLAN_FORMAT = "actsteer-plan/1"
+
+
+def _tensor_file(path: Path) -> Path:
+    return path.with_suffix(".safetensors")
+
+
+def vector_digest(vector: Tensor) -> str:
+    """SHA-256 (first 16 hex digits) of a tensor's dtype, shape and exact bytes."""
+    data = vector.detach().cpu().contiguous()
+    digest = hashlib.sha256(f"{data.dtype}{tuple(data.shape)}".encode())
+    digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+    return digest.hexdigest()[:16]
 
 
 def _direction(vector: SteeringVector | Tensor, layer: int) -> Tensor:
@@ -145,6 +248,12 @@ def single(
         >>> plan = single(vector, layer=14, coefficient=-4.0)   # subtract at block 14 output
         >>> logits = actsteer.run(model, ["Human: ..."], plan)    # [batch, pos, d_vocab]
     """
+    if isinstance(vector, SteeringVector) and site is not None and site != vector.site:
+        warnings.warn(
+            f"{vector.meta.dataset or 'this vector'} was read at {vector.site!r} but is added "
+            f"at {site!r}; activations there live on another scale and direction. Omit site= "
+            f"to add it where it was read, or pass vector.at({layer}) to add the raw tensor",
+            stacklevel=2)
     chosen_site = site or (vector.site if isinstance(vector, SteeringVector) else "resid_post")
     label = label or (vector.meta.dataset if isinstance(vector, SteeringVector) else "")
     injection = Injection(_direction(vector, layer), layer, coefficient, chosen_site,
@@ -172,8 +281,7 @@ def combined(
         >>> plan = combined({"myopia": v1, "wealth": v2}, layer=14,
         ...                 weights={"myopia": 4.0, "wealth": 8.0}, mode="mean")
     """
-    named = dict(vectors) if isinstance(vectors, Mapping) else {
-        (v.meta.dataset or f"v{i}"): v for i, v in enumerate(vectors)}
+    named = dict(vectors) if isinstance(vectors, Mapping) else _unique_names(vectors)
     if not named:
         raise ValueError("combined() needs at least one vector")
     if weights is None:
@@ -201,6 +309,20 @@ def combined(
     injection = Injection(total, layer, coefficient, sites.pop(), positions, label)
     return SteeringPlan((injection,), name=f"combined-{mode}(L{layer})",
                         meta={"weights": str(weight_of)})
+
+
+def _unique_names(vectors: Sequence[SteeringVector]) -> dict[str, SteeringVector]:
+    """Name each vector by its dataset; repeated names get ``#2``, ``#3``... in list order
+    (two vectors from the same dataset are still two vectors)."""
+    named: dict[str, SteeringVector] = {}
+    for index, vector in enumerate(vectors):
+        base = vector.meta.dataset or f"v{index}"
+        name, count = base, 1
+        while name in named:
+            count += 1
+            name = f"{base}#{count}"
+        named[name] = vector
+    return named
 
 
 def simultaneous(

@@ -18,7 +18,8 @@ from actsteer import (
     steer,
 )
 from actsteer.batching import length_batches
-from actsteer.sweep import start_layer, supports_prefix_reuse, sweep_logits
+from actsteer.accuracy import Documents, accuracy_sweep, count_hits
+from actsteer.sweep import PrefixCache, start_layer, supports_prefix_reuse, sweep_logits
 
 TEXTS = [
     "hello there friend",
@@ -33,16 +34,17 @@ def _plans(vectors):
     first, second = vectors
     return [
         empty_plan(),
-        single(first, 0, 4.0, site="resid_pre"),
+        single(first.at(0), 0, 4.0, site="resid_pre"),
         single(first, 1, -3.0),  # resid_post
-        single(second, 2, 5.0, site="attn_out"),
-        single(first, 3, 2.0, site="resid_pre"),
+        single(second.at(2), 2, 5.0, site="attn_out"),
+        single(first.at(3), 3, 2.0, site="resid_pre"),
         single(second, 3, 6.0),  # last block's output
         combined({"first": first, "second": second}, 2, weights=[1.0, -2.0], coefficient=2.0),
         simultaneous({"a": (first, 1, 2.0), "b": (second, 3, -1.5)}, scale=1.5),
         single(first, 1, 4.0, positions=Positions.from_index(2)),
         single(second, 2, 4.0, positions=Positions("prompt")),
-        single(first, 1, 3.0, site="resid_pre") + single(second, 1, -2.0, site="mlp_out"),
+        single(first.at(1), 1, 3.0, site="resid_pre")
+        + single(second.at(1), 1, -2.0, site="mlp_out"),
     ]
 
 
@@ -162,3 +164,83 @@ def test_bad_plan_raises_before_any_forward(tiny_model, vectors):
     assert calls == []
     with pytest.raises(ValueError):
         sweep_logits(tiny_model, batch, [])
+
+
+def _full_logits(model, batch, plans):
+    with torch.no_grad():
+        out = []
+        for plan in plans:
+            with steer(model, plan) as handle:
+                handle.new_prompt(batch.starts)
+                out.append(model(batch.tokens, attention_mask=batch.attention_mask).float())
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_all_positions_equal_full_steered_forwards(tiny_any, vectors, side):
+    plans = _plans(vectors)
+    batch = _batch(tiny_any, side)
+    got = sweep_logits(tiny_any, batch, plans, positions="all")
+    want = _full_logits(tiny_any, batch, plans)
+    real = batch.attention_mask.bool()
+    assert got.shape == want.shape
+    torch.testing.assert_close(got[:, real], want[:, real], atol=1e-4, rtol=1e-4)
+
+
+def test_prefix_cache_reuses_streams_across_calls_and_stays_exact(tiny_model, vectors):
+    first, _ = vectors
+    batch = _batch(tiny_model, "left")
+    cache = PrefixCache()
+    calls = []
+    counter = [("blocks.0.hook_resid_pre", lambda a, hook: calls.append(1))]
+    plans = [single(first, 2, c) for c in (1.0, -2.0, 3.0)] + [empty_plan()]
+    want = sweep_logits(tiny_model, batch, plans, reuse_prefix=False)
+    with tiny_model.hooks(fwd_hooks=counter):
+        got = torch.cat([sweep_logits(tiny_model, batch, [p], cache=cache) for p in plans])
+    _assert_same(got, want)
+    # block 0 ran for the first call only: later calls resumed from the cached stream at 2
+    # (the unsteered plan advanced that stream from 2 to the end, without block 0)
+    assert len(calls) == 1
+    assert cache.get(batch, 2) is not None and cache.get(_batch(tiny_model, "left"), 2) is None
+
+
+def test_prefix_cache_budget_drops_oldest_first(tiny_model, vectors):
+    first, _ = vectors
+    batches = [_batch(tiny_model, "left", TEXTS[:2]), _batch(tiny_model, "left", TEXTS[2:4])]
+    sizes = [b.tokens.numel() * int(tiny_model.cfg.d_model) * 4 for b in batches]
+    cache = PrefixCache(max_bytes=max(sizes))  # room for one stream only
+    for batch in batches:
+        sweep_logits(tiny_model, batch, [single(first, 2, 1.0)], cache=cache)
+    assert cache.nbytes <= cache.max_bytes
+    assert cache.get(batches[0], 2) is None and cache.get(batches[1], 2) is not None
+    with pytest.raises(ValueError, match="max_bytes"):
+        PrefixCache(-1)
+
+
+def test_accuracy_through_the_engine_equals_a_plain_steered_forward(tiny_any, vectors,
+                                                                    greedy_sequences):
+    """Next-token accuracy has no layer hint to get wrong: a plan at block 1 (and 3) is
+    scored exactly as a full forward, with and without the prefix cache."""
+    first, second = vectors
+    plans = [single(first, 1, 30.0), single(second.at(3), 3, -40.0, site="resid_pre"),
+             empty_plan()]
+    documents = Documents.build(tiny_any, greedy_sequences, batch_size=3)
+    cache = PrefixCache()
+    for round_ in range(2):  # the second round resumes every prefix from the cache
+        got = accuracy_sweep(tiny_any, documents, plans, k=3, cache=cache)
+        for plan, result in zip(plans, got, strict=True):
+            for group, batch in zip(documents.groups, documents.batches, strict=True):
+                (logits,) = _full_logits(tiny_any, batch, [plan])
+                top1, top3 = count_hits(logits, batch, 3)
+                rows = torch.as_tensor(group)
+                assert torch.equal(result.top1[rows], top1.cpu()), (round_, plan.name)
+                assert torch.equal(result.topk[rows], top3.cpu())
+    assert got[0].top1.sum() != got[2].top1.sum()  # the steering really changed the hits
+
+
+def test_positions_must_be_known(tiny_model):
+    batch = _batch(tiny_model, "left")
+    with pytest.raises(ValueError, match="positions='every'"):
+        sweep_logits(tiny_model, batch, [empty_plan()], positions="every")
+    with pytest.raises(ValueError, match="one column per row"):
+        sweep_logits(tiny_model, batch, [empty_plan()], positions=torch.tensor([0, 1]))
