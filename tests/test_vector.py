@@ -115,3 +115,100 @@ def test_caa_records_provenance(tiny_model):
     assert v.layers == (0, 2) and v.d_model == 64
     assert (v.meta.method, v.meta.read_position, v.meta.n_items) == ("mean_diff", "answer", 3)
     assert v.meta.model_n_layers == 4 and v.meta.backend == "hooked"
+
+
+def _file_with_header(path, text: str):
+    from safetensors.torch import save_file
+
+    save_file({"directions": torch.zeros(2, 64)}, str(path), metadata={"actsteer": text})
+    return path
+
+
+_GOOD = {"site": "resid_post", "layers": [0, 1], "meta": {"model": "tiny", "n_items": 3}}
+
+
+def _with(**changes):
+    import copy
+    import json
+
+    info = copy.deepcopy(_GOOD)
+    for key, value in changes.items():
+        if key.startswith("meta_"):
+            info["meta"][key[5:]] = value
+        elif value is _DROP:
+            del info[key]
+        else:
+            info[key] = value
+    return json.dumps(info)
+
+
+_DROP = object()
+
+
+@pytest.mark.parametrize(("header", "message"), [
+    ("{not json", "not valid JSON"),
+    ("[0, 1]", "JSON list, expected an object"),
+    (_with(meta=_DROP), r"lacks \['meta'\]"),
+    (_with(layers=_DROP), r"lacks \['layers'\]"),
+    (_with(site=_DROP), r"lacks \['site'\]"),
+    (_with(layers="0,1"), "layers '0,1' is not a list of integers"),
+    (_with(layers=[0, 1.5]), r"layers \[0, 1.5\] is not a list of integers"),
+    (_with(site=3), "site 3 is not one of"),
+    (_with(site="resid_middle"), "site 'resid_middle' is not one of"),
+    (_with(meta=["model", "tiny"]), "meta is a JSON list"),
+    (_with(meta_n_items="three"), "meta field 'n_items' is 'three', expected an integer"),
+    (_with(meta_model_n_layers=True), "'model_n_layers' is True, expected an integer"),
+    (_with(meta_model=None), "'model' is None, expected a string"),
+    (_with(meta_history="scaled(2)"), r"'history' is 'scaled\(2\)', expected a list of str"),
+    (_with(meta_diagnostics=[1, 2]), r"'diagnostics' is \[1, 2\], expected an object"),
+    (_with(meta_colour="red"), r"meta has unknown fields \['colour'\]"),
+    (_with(extra=1), r"unknown entries \['extra'\]"),
+])
+def test_corrupt_metadata_is_a_vector_file_error(tmp_path, header, message):
+    path = _file_with_header(tmp_path / "corrupt.safetensors", header)
+    with pytest.raises(VectorFileError, match=message) as caught:
+        SteeringVector.load(path)
+    assert str(path) in str(caught.value)  # names the file
+    assert "SteeringVector.save" in str(caught.value)  # and the fix
+
+
+def test_good_header_of_the_corrupt_cases_loads(tmp_path):
+    # The corrupt cases above differ from this header in one entry only.
+    vector = SteeringVector.load(_file_with_header(tmp_path / "ok.safetensors", _with()))
+    assert vector.layers == (0, 1) and vector.meta.n_items == 3 and vector.meta.diagnostics == {}
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_vector_files_get_the_umask_mode(tmp_path, umask):
+    import os
+    import stat
+
+    previous = os.umask(umask)
+    try:
+        path = _vector(0).save(tmp_path / "v.safetensors")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+
+
+def test_diagnostics_round_trip(tmp_path):
+    diagnostics = {"15": {"cosine": 0.25, "separation": (0.5, 0.75), "n_pairs": 40,
+                          "note": None, "held_out": True, "edge": float("inf")}}
+    meta = VectorMeta(model="tiny", diagnostics=diagnostics)
+    assert meta.diagnostics["15"]["separation"] == [0.5, 0.75]  # tuples stored as lists
+    assert isinstance(hash(meta), int)  # still hashable: diagnostics is not hashed
+    v = SteeringVector(torch.randn(1, 64), (15,), meta=meta)
+    again = SteeringVector.load(v.save(tmp_path / "d.safetensors"))
+    assert again.equals(v)
+    assert again.meta.diagnostics == {"15": {"cosine": 0.25, "separation": [0.5, 0.75],
+                                             "n_pairs": 40, "note": None, "held_out": True,
+                                             "edge": float("inf")}}
+
+
+def test_diagnostics_must_be_plain_json():
+    with pytest.raises(TypeError, match=r"key 15 \(int\).*use '15'"):
+        VectorMeta(diagnostics={15: 0.5})
+    with pytest.raises(TypeError, match=r"diagnostics\['15'\] holds Tensor.*float\(x\)"):
+        VectorMeta(diagnostics={"15": torch.tensor(0.5)})
+    with pytest.raises(TypeError, match="must be a mapping"):
+        VectorMeta(diagnostics=[0.5])  # type: ignore[arg-type]
