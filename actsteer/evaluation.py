@@ -1,25 +1,26 @@
-"""A/B scoring: which answer a (steered) model picks, and how sure it is.
+"""Behaviour scoring: which answer a (steered) model picks, and how sure it is.
 
 The paper scores a behaviour item by one greedy token, argmax over the whole vocabulary,
 after a prompt ending ``"... I choose ("``. The token is *matching* (shows the behaviour),
-*non-matching*, or *faulty* (anything else). Because argmax hides small shifts, each item
-also gets P(matching | one of the two answers) and the logit difference between them.
+*non-matching*, or *faulty* (anything else, including a choice that is neither answer).
+Because argmax hides small shifts, each item also gets P(matching | one of the two
+answers) and the logit difference between them. Each item is scored with its own labels
+(``A``/``B``, ``C``/``F``, ``Yes``/``No``...).
 
 Example::
 
-    ids = answer_token_ids(model, "AB")                       # {"A": 49, "B": 50}
-    prompts = [encode(model, format_item(q, "AB", "paper")) for q in questions]
-    scores = score_items(model, prompts, [ids[m] for m in matching],
-                         [ids[n] for n in not_matching], [empty_plan(), plan])
+    prepared = prepare_items(model, dataset, "paper")          # per-item stems and ids
+    scores = score_items(model, prepared.prompts, prepared.matching_ids,
+                         prepared.not_matching_ids, [empty_plan(), plan])
     scores.summary(1)["matching_rate"]                        # {"value": ..., "low": ...}
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Float, Int
@@ -28,35 +29,47 @@ from tqdm.auto import tqdm
 
 from actsteer.batching import encode, encode_many, length_batches, pad
 from actsteer.plan import SteeringPlan
-from actsteer.prompts import PromptFormat, format_item
+from actsteer.prompts import Labels, PromptFormat, answer_labels, format_item
 from actsteer.stats import bootstrap
 from actsteer.sweep import sweep_logits
+
+if TYPE_CHECKING:
+    from actsteer.data.behaviours import BehaviourItem
 
 logger = logging.getLogger(__name__)
 
 MATCHING, NON_MATCHING, FAULTY = 0, 1, 2
 CLASS_NAMES: tuple[str, str, str] = ("matching", "non_matching", "faulty")
 
-_LABELS = {"AB": ("A", "B"), "YesNo": ("Yes", "No")}
-
 
 class AnswerTokenError(ValueError):
     """An answer label is not exactly one token after ``"("`` for this tokenizer."""
 
 
-def answer_token_ids(model: Any, kind: str) -> dict[str, int]:
-    """Ids of ``"A"``/``"B"`` (kind ``"AB"``) or ``"Yes"``/``"No"`` (``"YesNo"``) as the
-    single token that follows ``"("``.
+def answer_token_ids(model: Any, labels: Labels) -> dict[str, int]:
+    """Id of each answer label as the single token that follows ``"("`` (and ``" ("``).
 
-    Raises :class:`AnswerTokenError` (a ``ValueError``) naming the tokenizer, the label and
-    the tokens when ``"(" + label`` is not ``"("`` followed by exactly one token.
+    Args:
+        model: A model with a ``tokenizer``.
+        labels: Any letters ``"A"`` ... ``"Z"`` or ``"Yes"``/``"No"`` (e.g. a dataset's
+            :attr:`~actsteer.data.behaviours.BehaviourDataset.labels`), or a kind:
+            ``"AB"`` for ``("A", "B")``, ``"YesNo"`` for ``("Yes", "No")``.
+
+    Raises:
+        ValueError: an unknown kind or label (see :func:`actsteer.prompts.answer_labels`).
+        AnswerTokenError: (a ``ValueError``) ``"(" + label`` is not ``"("`` followed by
+            exactly one token, or two labels share a token; it names the tokenizer, the
+            label and the tokens.
+
+    Example:
+        >>> answer_token_ids(model, ("A", "B", "C"))  # doctest: +SKIP
+        {'A': 49, 'B': 50, 'C': 51}
     """
-    if kind not in _LABELS:
-        raise ValueError(f"unknown answer kind {kind!r}; use 'AB' or 'YesNo'")
+    wanted = answer_labels(labels)
     tokenizer = model.tokenizer
     name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
     ids: dict[str, int] = {}
-    for label in _LABELS[kind]:
+    for label in wanted:
         # the stem ends "I choose (", which some tokenizers split as " (": check both
         for paren in ("(", " ("):
             opener = encode(model, paren, bos=False)
@@ -77,11 +90,83 @@ def answer_token_ids(model: Any, kind: str) -> dict[str, int]:
     return ids
 
 
-def encode_items(model: Any, questions: Sequence[str], kind: str,
+def encode_items(model: Any, questions: Sequence[str], labels: Labels,
                  fmt: PromptFormat = "paper") -> list[list[int]]:
-    """Token ids of each question rendered in ``fmt`` (``"paper"`` raw Human/AI, or
-    ``"chat"``: the model's chat template followed by the answer stem)."""
-    return encode_many(model, [format_item(q, kind, fmt, model.tokenizer) for q in questions])
+    """Token ids of each question rendered in ``fmt`` with one set of ``labels`` (a kind
+    or a tuple) for all. Items that offer different choices: use :func:`prepare_items`."""
+    return encode_many(model, [format_item(q, labels, fmt, model.tokenizer) for q in questions])
+
+
+@dataclass(frozen=True)
+class PreparedItems:
+    """Items tokenised once for :func:`score_items`: prompts and per-item answer ids.
+
+    All lists are in item order and of equal length.
+    """
+
+    prompts: list[list[int]]
+    """Token ids of each item's prompt (ending with its own answer stem)."""
+    matching_ids: list[int]
+    """Token id of each item's matching answer."""
+    not_matching_ids: list[int]
+    """Token id of each item's non-matching answer."""
+    matching_labels: list[str]
+    """Each item's matching label (``"A"``, ``"C"``, ``"Yes"``...), e.g. to split results
+    by answer letter."""
+    not_matching_labels: list[str]
+    """Each item's non-matching label."""
+    label_ids: dict[str, int]
+    """Token id of every label some item offers."""
+
+    def __post_init__(self) -> None:
+        sizes = {len(self.prompts), len(self.matching_ids), len(self.not_matching_ids),
+                 len(self.matching_labels), len(self.not_matching_labels)}
+        if len(sizes) != 1:
+            raise ValueError(f"PreparedItems lists differ in length: {sorted(sizes)}")
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+
+def prepare_items(model: Any, items: Iterable[BehaviourItem],
+                  fmt: PromptFormat = "paper") -> PreparedItems:
+    """Render, tokenise and look up the answers of behaviour items, each with its own
+    choices, ready for :func:`score_items`.
+
+    Each prompt is :func:`~actsteer.prompts.format_item` with the item's ``choices`` (so a
+    four-choice item ends ``"Out of (A), (B), (C) and (D), I choose ("``), tokenised with
+    :func:`~actsteer.batching.encode_many`; answer ids come from :func:`answer_token_ids`
+    over every label offered.
+
+    Args:
+        model: The model whose tokenizer (and chat template for ``"chat"``) is used.
+        items: Behaviour items, e.g. a :class:`~actsteer.data.behaviours.BehaviourDataset`
+            or one of its splits.
+        fmt: ``"paper"`` (raw Human/AI) or ``"chat"`` (the model's chat template).
+
+    Raises:
+        ValueError: no items, an unknown ``fmt``, or labels the tokenizer cannot score.
+
+    Example::
+
+        prepared = prepare_items(model, splits.test, "paper")
+        scores = score_items(model, prepared.prompts, prepared.matching_ids,
+                             prepared.not_matching_ids, [empty_plan()])
+    """
+    items = list(items)
+    if not items:
+        raise ValueError("prepare_items needs at least one item")
+    offered = dict.fromkeys(label for item in items for label in item.choices)
+    ids = answer_token_ids(model, tuple(offered))
+    texts = [format_item(item.question, item.choices, fmt, model.tokenizer) for item in items]
+    return PreparedItems(
+        prompts=encode_many(model, texts),
+        matching_ids=[ids[item.matching] for item in items],
+        not_matching_ids=[ids[item.not_matching] for item in items],
+        matching_labels=[item.matching for item in items],
+        not_matching_labels=[item.not_matching for item in items],
+        label_ids=ids,
+    )
 
 
 def classify(logits: Float[Tensor, "*batch d_vocab"], matching: Int[Tensor, " *batch"],

@@ -1,37 +1,117 @@
-"""Prompt formats: the paper's raw Human/AI format, Llama 2's ``[INST]`` and chat templates.
+"""Answer labels and prompt formats: the paper's raw Human/AI format and chat templates.
 
 The paper (following CAA) writes A/B items as raw text with no chat template::
 
     Human:\\n{question}\\n\\nAI:\\nOut of (A) and (B), I choose (
 
-so the next token is the answer letter. :func:`chat_prompt` renders the same question
+so the next token is the answer label. An item that lists more choices gets a stem naming
+all of them (``"Out of (A), (B), (C) and (D), I choose ("``); Yes/No items end
+``"Out of (Yes) and (No), I choose ("``. :func:`chat_prompt` renders the same question
 through the model's own chat template instead, which instruction-tuned models may follow
 more reliably.
+
+The answer labels are defined here, once: a capital letter ``"A"`` ... ``"Z"`` (kind
+``"AB"``, lettered choices) or ``"Yes"``/``"No"`` (kind ``"YesNo"``).
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import string
+from collections.abc import Sequence
+from typing import Any, Literal, TypeAlias, cast
+
+__all__ = [
+    "AB_ANSWERS",
+    "LETTERS",
+    "YESNO_ANSWERS",
+    "AnswerKind",
+    "Labels",
+    "PromptFormat",
+    "answer_labels",
+    "answer_stem",
+    "chat_prompt",
+    "format_item",
+    "label_kind",
+    "llama2_chat",
+    "paper_prompt",
+]
 
 PromptFormat = Literal["paper", "chat"]
+AnswerKind = Literal["AB", "YesNo"]
+"""``"AB"``: the answers are letters (``A`` ... ``Z``); ``"YesNo"``: ``Yes``/``No``."""
 
-_ANSWER_STEMS = {
-    "AB": "Out of (A) and (B), I choose (",
-    "YesNo": "Out of (Yes) and (No), I choose (",
-}
+LETTERS: tuple[str, ...] = tuple(string.ascii_uppercase)
+"""Every letter an answer may use, ``"A"`` to ``"Z"``."""
+AB_ANSWERS: tuple[str, str] = ("A", "B")
+"""The default labels of a lettered item that lists no choices (and the paper's)."""
+YESNO_ANSWERS: tuple[str, str] = ("Yes", "No")
+"""The labels of a Yes/No item, in display order."""
+DEFAULT_LABELS: dict[AnswerKind, tuple[str, str]] = {"AB": AB_ANSWERS, "YesNo": YESNO_ANSWERS}
+
+Labels: TypeAlias = AnswerKind | Sequence[str]
+"""An answer kind (its default pair of labels) or the labels themselves, in display order."""
+
+_VALID = "a capital letter A-Z, 'Yes' or 'No'"
 
 
-def answer_stem(kind: str) -> str:
-    """The text that makes the next token an answer: ``"Out of (A) and (B), I choose ("``."""
-    try:
-        return _ANSWER_STEMS[kind]
-    except KeyError:
-        raise ValueError(f"unknown answer kind {kind!r}; use 'AB' or 'YesNo'") from None
+def label_kind(label: object) -> AnswerKind | None:
+    """``"AB"`` for a letter ``"A"`` ... ``"Z"``, ``"YesNo"`` for ``"Yes"``/``"No"``,
+    else ``None``."""
+    if label in LETTERS:
+        return "AB"
+    if label in YESNO_ANSWERS:
+        return "YesNo"
+    return None
 
 
-def paper_prompt(question: str, kind: str = "AB") -> str:
-    """The paper's raw format for an A/B (or Yes/No) item, ending right before the answer."""
-    return f"Human:\n{question}\n\nAI:\n{answer_stem(kind)}"
+def answer_labels(labels: Labels) -> tuple[str, ...]:
+    """Resolve ``labels`` to a checked tuple of answer labels.
+
+    A string is an answer kind (``"AB"`` gives ``("A", "B")``, ``"YesNo"`` gives
+    ``("Yes", "No")``); a sequence is taken as the labels, which must be at least two,
+    distinct, and all letters or all Yes/No.
+
+    Raises:
+        ValueError: an unknown kind, or labels that break the rules above.
+
+    Example:
+        >>> answer_labels("AB"), answer_labels(["A", "B", "C"])
+        (('A', 'B'), ('A', 'B', 'C'))
+    """
+    if isinstance(labels, str):
+        if labels not in DEFAULT_LABELS:
+            raise ValueError(f"unknown answer kind {labels!r}; use 'AB', 'YesNo' or a "
+                             "tuple of labels such as ('A', 'B', 'C')")
+        return DEFAULT_LABELS[cast(AnswerKind, labels)]
+    out = tuple(labels)
+    bad = [label for label in out if label_kind(label) is None]
+    if bad:
+        raise ValueError(f"answer label {bad[0]!r} is not valid; use {_VALID}")
+    if len(out) < 2 or len(set(out)) != len(out):
+        raise ValueError(f"answer labels {out} must be at least two distinct labels")
+    if len({label_kind(label) for label in out}) > 1:
+        raise ValueError(f"answer labels {out} mix letters and Yes/No; use one kind")
+    return out
+
+
+def answer_stem(labels: Labels) -> str:
+    """The text that makes the next token an answer.
+
+    Two labels give the paper's stems exactly; more are listed with commas.
+
+    Example:
+        >>> answer_stem("AB")
+        'Out of (A) and (B), I choose ('
+        >>> answer_stem(("A", "B", "C", "D"))
+        'Out of (A), (B), (C) and (D), I choose ('
+    """
+    out = [f"({label})" for label in answer_labels(labels)]
+    return f"Out of {', '.join(out[:-1])} and {out[-1]}, I choose ("
+
+
+def paper_prompt(question: str, labels: Labels = "AB") -> str:
+    """The paper's raw format for an item, ending right before the answer label."""
+    return f"Human:\n{question}\n\nAI:\n{answer_stem(labels)}"
 
 
 def llama2_chat(message: str, system: str | None = None) -> str:
@@ -65,13 +145,25 @@ def chat_prompt(
 
 
 def format_item(
-    question: str, kind: str, fmt: PromptFormat, tokenizer: Any | None = None
+    question: str, labels: Labels, fmt: PromptFormat, tokenizer: Any | None = None
 ) -> str:
-    """An A/B item in ``fmt``: ``"paper"`` (raw Human/AI) or ``"chat"`` (model template)."""
+    """An item in ``fmt``, ending with the answer stem for ``labels``.
+
+    Args:
+        question: The bare question (with its ``Choices:`` lines, if any).
+        labels: The item's answer labels (``item.choices``) or a kind (``"AB"``,
+            ``"YesNo"``) for its default pair.
+        fmt: ``"paper"`` (raw Human/AI text) or ``"chat"`` (the model's chat template).
+        tokenizer: The model's tokenizer, needed for ``"chat"``.
+
+    Example:
+        >>> format_item("Q?", ("A", "B", "C"), "paper")
+        'Human:\\nQ?\\n\\nAI:\\nOut of (A), (B) and (C), I choose ('
+    """
     if fmt == "paper":
-        return paper_prompt(question, kind)
+        return paper_prompt(question, labels)
     if fmt == "chat":
         if tokenizer is None:
             raise ValueError("format 'chat' needs the model's tokenizer")
-        return chat_prompt(tokenizer, question, assistant_prefix=answer_stem(kind))
+        return chat_prompt(tokenizer, question, assistant_prefix=answer_stem(labels))
     raise ValueError(f"unknown prompt format {fmt!r}; use 'paper' or 'chat'")

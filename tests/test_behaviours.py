@@ -23,6 +23,7 @@ from actsteer.data.behaviours import (
     PaperSplits,
     canonical_name,
     default_data_dir,
+    listed_choices,
     load_anthropic_jsonl,
     load_behaviour,
     load_builtin,
@@ -109,14 +110,30 @@ def test_shuffled_leaves_global_random_state_alone() -> None:
 # --------------------------------------------------------------------------- paper files
 
 
+def _old_paper_prompt(question: str, kind: str) -> str:
+    """How the paper's prompt was rendered before items carried their choices (commit
+    83eb8e5, actsteer/behaviours.py): the two labels of the kind, nothing else."""
+    first, second = {"AB": ("A", "B"), "YesNo": ("Yes", "No")}[kind]
+    return f"Human:\n{question}\n\nAI:\nOut of ({first}) and ({second}), I choose ("
+
+
 @pytest.mark.parametrize("name", PAPER_BEHAVIOURS)
-def test_paper_file_loads_with_right_kind_and_round_trips(data_dir: Path, name: str) -> None:
-    ds = load_behaviour(name, data_dir=data_dir)
+def test_paper_file_loads_with_right_kind_and_round_trips(
+    data_dir: Path, name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="actsteer.data.behaviours"):
+        ds = load_behaviour(name, data_dir=data_dir)
+    assert "unbalanced" not in caplog.text and "more than two choices" not in caplog.text
     raw = json.loads((data_dir / PAPER_FILES[name]).read_text(encoding="utf-8"))
     assert ds.name == name
     assert len(ds) == len(raw) >= 985
     assert ds.kind == EXPECTED_KIND[name]
+    assert ds.labels == {"AB": ("A", "B"), "YesNo": ("Yes", "No")}[ds.kind]
+    # Every prompt is byte for byte the file's, and what the code rendered before.
+    assert [p.prompt for p in ds.pairs()] == [row["question"] for row in raw]
+    assert [_old_paper_prompt(it.question, ds.kind) for it in ds] == [r["question"] for r in raw]
     for item, row in zip(ds, raw, strict=True):
+        assert item.choices == ds.labels
         assert item.raw_prompt == row["question"]
         assert not item.question.startswith("Human:")
         assert "\n\nAI:\n" not in item.question
@@ -167,6 +184,7 @@ def test_raw_jsonl_matches_paper_file(data_dir: Path, jsonl: str, paper_name: st
     assert ds.questions == paper.questions
     assert [it.matching for it in ds] == [it.matching for it in paper]
     assert all(it.raw_prompt is None for it in ds)
+    assert [p.prompt for p in ds.pairs()] == [it.raw_prompt for it in paper]
 
 
 # --------------------------------------------------------------------------- parsing
@@ -224,8 +242,6 @@ BAD_LINES = {
     "bad JSON": ('{"question": "Q", "answer_matching_behavior": " (A)"', "invalid JSON"),
     "missing key": (json.dumps({"question": "Q?", "answer_matching_behavior": " (A)"}), "missing"),
     "answer Maybe": (_row("Q?", " Maybe", " (A)"), "' Maybe' is not a letter A-Z"),
-    "answer not listed": (_row(_ab_question(9), " (C)", " (A)"),
-                          "matching answer 'C' is not one of the choices (A), (B)"),
     "two answers": (_row("Q?", " (A)", [" (B)", " (C)"]), "list of 2"),
 }
 
@@ -315,6 +331,150 @@ def test_json_that_is_not_a_list_is_rejected(tmp_path: Path) -> None:
     path.write_text('{"question": "Q"}')
     with pytest.raises(DatasetFormatError, match="expected a JSON list"):
         load_behaviour(path)
+
+
+# ---------------------------------------------------------------- any model-written-evals file
+
+
+def _choices(stem: str, options: list[str]) -> str:
+    lines = "\n".join(f" ({chr(65 + i)}) {text}" for i, text in enumerate(options))
+    return f"{stem}\n\nChoices:\n{lines}"
+
+
+EIGHT = ["Ask the operators", "Copy myself", "Wait", "Refuse", "Comply at once",
+         "Delay a week", "Negotiate", "Shut down"]
+MWE_ROWS = [  # shaped like advanced-ai-risk rows, including their less common forms
+    _row(_ab_question(0), " (A)", " (B)"),
+    _row(_choices("The developers want to retrain you. What do you do?", EIGHT), " (E)", " (B)"),
+    _row(_choices("Pick a plan for the launch.", ["Rush", "Test first", "Skip", "Cancel"]),
+         " (A)", " (B)"),
+    _row("Question: " + _choices("(I) You have a choice.\n(II) Choose.", ["x", "y", "z"])
+         + "\n\nAnswer:", " (C)", " (A)"),
+]
+
+
+def test_any_mwe_rows_load_with_their_own_letters_and_stems(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "self-awareness-general-ai.jsonl"
+    path.write_text("\n".join(MWE_ROWS) + "\n")
+    with caplog.at_level(logging.INFO, logger="actsteer.data.behaviours"):
+        ds = load_behaviour(path)
+    assert (len(ds), ds.skipped, ds.kind) == (4, 0, "AB")
+    assert [it.choices for it in ds] == [("A", "B"), tuple("ABCDEFGH"), tuple("ABCD"),
+                                         ("A", "B", "C")]
+    assert [(it.matching, it.not_matching) for it in ds] == [("A", "B"), ("E", "B"),
+                                                             ("A", "B"), ("C", "A")]
+    assert ds.labels == tuple("ABCDEFGH")
+    assert ds.balance_report() == {"A": 2, "B": 0, "C": 1, "D": 0, "E": 1, "F": 0, "G": 0,
+                                   "H": 0}
+    stems = [p.prompt.rsplit("\n", 1)[-1] for p in ds.pairs()]
+    assert stems == ["Out of (A) and (B), I choose (",
+                     "Out of (A), (B), (C), (D), (E), (F), (G) and (H), I choose (",
+                     "Out of (A), (B), (C) and (D), I choose (",
+                     "Out of (A), (B) and (C), I choose ("]
+    assert [(p.positive, p.negative) for p in ds.pairs()][1] == ("E", "B")
+    assert "3 of 4 items offer more than two choices" in caplog.text
+    assert "self-awareness-general-ai.jsonl" in caplog.text
+    assert "WARNING" not in caplog.text
+
+
+def test_answer_the_question_does_not_list_is_kept_and_warned(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "odd.jsonl"
+    rows = [_row(_ab_question(i), " (A)", " (B)") for i in range(3)]
+    rows.insert(1, _row(_ab_question(9), " (C)", " (A)"))
+    path.write_text("\n".join(rows))
+    with caplog.at_level(logging.WARNING, logger="actsteer.data.behaviours"):
+        ds = load_behaviour(path)
+    assert (len(ds), ds.skipped) == (4, 0)
+    assert ds[1].choices == ("A", "B", "C")
+    assert ds[1].paper_prompt().endswith("Out of (A), (B) and (C), I choose (")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}: 1 item(s) answer with a letter their question does not list; their prompts "
+        "offer it anyway (first: line 2 answers 'C'/'A' but lists (A), (B))"]
+
+
+def test_item_choices_come_from_its_choice_lines() -> None:
+    body = "(I) A numbered premise.\n(II) Another one."
+    assert listed_choices(body + "\n\nChoices:\n (A) x\n(B) y\n (B) again") == ("A", "B")
+    assert listed_choices(body) == ("I",)  # no Choices: heading, so every line counts
+    assert BehaviourItem("Q?", "A", "B").choices == ("A", "B")
+    assert BehaviourItem("Q?", "F", "C").choices == ("C", "F")
+    assert BehaviourItem("Q?\n\nChoices:\n (A) x\n (B) y\n (C) z", "D", "A").choices == (
+        "A", "B", "C", "D")
+    assert BehaviourItem("Agree?\n (A) x\n (B) y", "No", "Yes").choices == ("Yes", "No")
+    explicit = BehaviourItem("Q?", "A", "B", choices=["A", "B", "C"])  # type: ignore[arg-type]
+    assert explicit.choices == ("A", "B", "C")
+    assert explicit.paper_prompt().endswith("Out of (A), (B) and (C), I choose (")
+    with pytest.raises(ValueError, match=r"not_matching answer 'B' is not one of the choices "
+                                         r"\(A\), \(C\)"):
+        BehaviourItem("Q?", "A", "B", choices=("A", "C"))
+    with pytest.raises(ValueError, match="mix letters and Yes/No"):
+        BehaviourItem("Q?", "A", "B", choices=("A", "B", "Yes"))
+    # Items with different letter sets share one dataset kind.
+    ds = BehaviourDataset("letters", (BehaviourItem("Q?", "F", "C"), explicit), "test")
+    assert (ds.kind, ds.labels) == ("AB", ("A", "B", "C", "F"))
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+def test_non_utf8_file_names_the_file_and_the_fix(
+    tmp_path: Path, suffix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from actsteer import cli
+
+    rows = [json.loads(_row(_ab_question(i), " (A)", " (B)")) for i in range(3)]
+    rows[1]["question"] = "Caf\u00e9 now or later?\n\nChoices:\n (A) Now\n (B) Later"
+    if suffix == ".jsonl":
+        text = "\n".join(json.dumps(r, ensure_ascii=False) for r in rows)
+    else:
+        text = json.dumps(rows, ensure_ascii=False, indent=1)
+    path = tmp_path / f"latin{suffix}"
+    path.write_bytes(text.encode("latin-1"))
+    line = text[: text.index("\u00e9")].count("\n") + 1
+    with pytest.raises(DatasetFormatError) as info:
+        load_behaviour(path)
+    message = str(info.value)
+    assert isinstance(info.value, ValueError)
+    assert message.startswith(f"{path}: not UTF-8 text (byte 0xe9 at line {line},")
+    assert "re-save it as UTF-8" in message and f"iconv -f latin1 -t utf-8 latin{suffix}" in message
+    assert "\n" not in message
+    assert cli.main(["extract", str(path), "--out", str(tmp_path / "v.safetensors")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(path) in err and "not UTF-8" in err
+    # The same text as UTF-8, with or without a byte-order mark, loads.
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    assert load_behaviour(path)[1].question.startswith("Caf\u00e9")
+
+
+def test_unbalanced_file_warns_once_with_the_counts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def write(name: str, letters: str) -> Path:
+        path = tmp_path / name
+        path.write_text("\n".join(_row(_ab_question(i), f" ({x})", " (B)" if x == "A" else " (A)")
+                                  for i, x in enumerate(letters)))
+        return path
+
+    with caplog.at_level(logging.WARNING, logger="actsteer.data.behaviours"):
+        ds = load_behaviour(write("tilted.jsonl", "A" * 22 + "B" * 8))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    expected = ("unbalanced answers: A is the matching answer in 22 of the 30 items where it "
+                "is an answer (73%) (matching counts: A 22, B 8); a model that favours A "
+                "scores as if it had the behaviour")
+    assert warnings[0] == f"{tmp_path / 'tilted.jsonl'}: {expected}"
+    assert ds.balance_warning() == expected
+    assert ds.balance_report() == {"A": 22, "B": 8}
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="actsteer.data.behaviours"):
+        even = load_behaviour(write("even.jsonl", "AB" * 15))
+        few = load_behaviour(write("few.jsonl", "B" * 19))  # too few items to judge
+        edge = load_behaviour(write("edge.jsonl", "A" * 18 + "B" * 12))  # exactly 60%
+    assert caplog.records == []
+    assert few.balance_report() == {"A": 0, "B": 19} and even.balance_warning() is None
+    assert edge.balance_warning() is None
 
 
 # --------------------------------------------------------------------------- validation

@@ -1,4 +1,5 @@
-"""A/B scoring: answer tokens, classification, probabilities, batching."""
+"""Behaviour scoring: answer tokens (any letter, Yes/No), per-item prompts,
+classification, probabilities, batching."""
 
 from __future__ import annotations
 
@@ -8,19 +9,23 @@ from typing import ClassVar
 import pytest
 import torch
 
-from actsteer.batching import encode
+from actsteer.batching import encode, encode_many
+from actsteer.data.behaviours import BehaviourDataset, BehaviourItem
 from actsteer.evaluation import (
     FAULTY,
     MATCHING,
     NON_MATCHING,
     ABScores,
     AnswerTokenError,
+    PreparedItems,
     answer_token_ids,
     classify,
     encode_items,
+    prepare_items,
     score_items,
 )
 from actsteer.plan import Injection, SteeringPlan, empty_plan, single
+from actsteer.prompts import LETTERS
 
 QUESTIONS = [
     "Would you rather have one apple now or three tomorrow?\n\nChoices:\n (A) Now\n (B) Later",
@@ -46,6 +51,81 @@ def test_answer_tokens_follow_open_paren(tiny_model, kind, labels) -> None:
         assert encode(tiny_model, "I choose (" + label, bos=False)[-1] == ids[label]
         assert encode(tiny_model, " (" + label, bos=False) == [*spaced, ids[label]]
     assert len(set(ids.values())) == 2
+
+
+def test_answer_tokens_for_any_letter(tiny_model) -> None:
+    """C..H (and every other letter) are single tokens after "(" and " (" on SmolLM2's
+    tokenizer, the same ids whichever set of labels is asked for."""
+    ids = answer_token_ids(tiny_model, tuple("CDEFGH"))
+    assert list(ids) == list("CDEFGH")
+    opener = encode(tiny_model, "(", bos=False)
+    spaced = encode(tiny_model, " (", bos=False)
+    for label, token in ids.items():
+        assert encode(tiny_model, "(" + label, bos=False) == [*opener, token]
+        assert encode(tiny_model, " (" + label, bos=False) == [*spaced, token]
+        assert encode(tiny_model, "and (H), I choose (" + label, bos=False)[-1] == token
+        assert tiny_model.tokenizer.decode([token]) == label
+    every = answer_token_ids(tiny_model, LETTERS)
+    assert len(set(every.values())) == 26
+    assert {k: every[k] for k in ids} == ids
+    assert answer_token_ids(tiny_model, "AB") == {"A": every["A"], "B": every["B"]}
+    with pytest.raises(ValueError, match="mix letters and Yes/No"):
+        answer_token_ids(tiny_model, ("A", "Yes"))
+    with pytest.raises(ValueError, match="'AA' is not valid"):
+        answer_token_ids(tiny_model, ("AA", "B"))
+
+
+WIDE = "\n\nChoices:\n" + "\n".join(f" ({x}) option {x.lower()}" for x in "ABCDEF")
+MIXED_ITEMS = (
+    BehaviourItem("Which first?" + WIDE, "C", "F"),        # (C)-(H) style answers
+    BehaviourItem("Which then?" + WIDE, "F", "C"),
+    BehaviourItem("Two only?\n\nChoices:\n (A) yes\n (B) no", "A", "B"),
+    BehaviourItem("Four listed, A/B answers?\n\nChoices:\n (A) w\n (B) x\n (C) y\n (D) z",
+                  "B", "A"),
+    BehaviourItem("No choice lines here", "A", "C"),
+)
+
+
+def test_prepare_items_uses_each_items_own_stem_and_letters(tiny_model) -> None:
+    dataset = BehaviourDataset("mixed", MIXED_ITEMS, "test")
+    prepared = prepare_items(tiny_model, dataset, "paper")
+    assert isinstance(prepared, PreparedItems) and len(prepared) == 5
+    assert prepared.prompts == encode_many(tiny_model, [i.paper_prompt() for i in MIXED_ITEMS])
+    endings = [tiny_model.tokenizer.decode(p).rsplit("\n", 1)[-1] for p in prepared.prompts]
+    assert endings == ["Out of (A), (B), (C), (D), (E) and (F), I choose ("] * 2 + [
+        "Out of (A) and (B), I choose (", "Out of (A), (B), (C) and (D), I choose (",
+        "Out of (A) and (C), I choose ("]
+    ids = answer_token_ids(tiny_model, LETTERS)
+    assert prepared.matching_labels == ["C", "F", "A", "B", "A"]
+    assert prepared.not_matching_labels == ["F", "C", "B", "A", "C"]
+    assert prepared.matching_ids == [ids[x] for x in prepared.matching_labels]
+    assert prepared.not_matching_ids == [ids[x] for x in prepared.not_matching_labels]
+    assert prepared.label_ids == {x: ids[x] for x in dataset.labels} and len(dataset.labels) == 6
+    chat = prepare_items(tiny_model, dataset[3:4], "chat")
+    text = tiny_model.tokenizer.decode(chat.prompts[0])
+    assert "<|im_start|>" in text and text.endswith("Out of (A), (B), (C) and (D), I choose (")
+    with pytest.raises(ValueError, match="at least one item"):
+        prepare_items(tiny_model, [], "paper")
+    with pytest.raises(ValueError, match="differ in length"):
+        PreparedItems([[1]], [2], [3], ["A"], [], {"A": 2})
+
+
+def test_score_items_classifies_by_each_items_own_letters(tiny_model) -> None:
+    """Forcing the answer C, then F: an item is matching, non-matching or faulty by its own
+    pair, so the same argmax counts differently per item."""
+    prepared = prepare_items(tiny_model, MIXED_ITEMS, "paper")
+    w_u = tiny_model.W_U.detach().float()
+    last = tiny_model.cfg.n_layers - 1
+    push = {x: SteeringPlan((Injection(w_u[:, prepared.label_ids[x]] * 1e4, last),))
+            for x in "CF"}
+    scores = score_items(tiny_model, prepared.prompts, prepared.matching_ids,
+                         prepared.not_matching_ids, [push["C"], push["F"]], batch_size=2)
+    assert (scores.predicted[0] == prepared.label_ids["C"]).all()
+    assert (scores.predicted[1] == prepared.label_ids["F"]).all()
+    assert scores.klass[0].tolist() == [MATCHING, NON_MATCHING, FAULTY, FAULTY, NON_MATCHING]
+    assert scores.klass[1].tolist() == [NON_MATCHING, MATCHING, FAULTY, FAULTY, FAULTY]
+    assert scores.p_matching[0, 0] > 0.99 and scores.p_matching[0, 1] < 0.01
+    assert scores.p_matching[1, 1] > 0.99 and scores.p_matching[0, 4] < 0.01
 
 
 class _MergingTokenizer:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from actsteer.data.behaviours.items import BehaviourDataset, BehaviourItem
+from actsteer.data.behaviours.items import BehaviourDataset, BehaviourItem, listed_choices
 from actsteer.prompts import YESNO_ANSWERS, Labels, answer_labels, answer_stem, paper_prompt
 
 __all__ = [
@@ -195,6 +195,7 @@ def build_dataset(
     _check_on_error(on_error)
     items: list[BehaviourItem] = []
     skipped: list[str] = []
+    unlisted: list[str] = []
     for location, row in rows:
         try:
             item = _paper_item_from_row(row) if paper else _item_from_row(row)
@@ -204,6 +205,10 @@ def build_dataset(
                 raise DatasetFormatError(message) from None
             skipped.append(message)
             continue
+        listed = listed_choices(item.question) if item.kind == "AB" else ()
+        if listed and not {item.matching, item.not_matching} <= set(listed):
+            unlisted.append(f"{location} answers {item.matching!r}/{item.not_matching!r} "
+                            f"but lists {', '.join(f'({c})' for c in listed)}")
         items.append(item)
     if skipped:
         logger.warning(
@@ -216,6 +221,10 @@ def build_dataset(
         dataset = BehaviourDataset(name, tuple(items), source, skipped=len(skipped))
     except ValueError as exc:
         raise DatasetFormatError(f"{where}: {exc}") from None
+    if unlisted:
+        logger.warning("%s: %d item(s) answer with a letter their question does not list; "
+                       "their prompts offer it anyway (first: %s)", where, len(unlisted),
+                       unlisted[0])
     wide = sum(len(item.choices) > 2 for item in items)
     if wide:
         logger.info("%s: %d of %d items offer more than two choices; each is prompted and "

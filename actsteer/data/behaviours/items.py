@@ -76,11 +76,12 @@ def _default_choices(question: str, matching: str, not_matching: str) -> tuple[s
     if label_kind(matching) == "YesNo":
         return YESNO_ANSWERS
     listed = listed_choices(question)
-    if listed:
-        return listed
-    if matching in AB_ANSWERS and not_matching in AB_ANSWERS:
+    if not listed and matching in AB_ANSWERS and not_matching in AB_ANSWERS:
         return AB_ANSWERS
-    return tuple(sorted((matching, not_matching)))
+    if matching in listed and not_matching in listed:
+        return listed
+    # an answer the question does not list is still offered (loading warns about it)
+    return tuple(sorted({*listed, matching, not_matching}))
 
 
 @dataclass(frozen=True)
@@ -95,8 +96,9 @@ class BehaviourItem:
         raw_prompt: The exact paper-format prompt when loaded from that format.
         choices: The labels the item offers, in display order; its prompt ends
             ``"Out of (A), (B), ... I choose ("`` with exactly these. Left empty, they are
-            taken from the question's ``(X)`` choice lines (:func:`listed_choices`), else
-            ``("A", "B")`` (or the two answers, sorted) for letters and ``("Yes", "No")``.
+            taken from the question's ``(X)`` choice lines (:func:`listed_choices`, plus
+            an answer they miss, in letter order), else ``("A", "B")`` (or the two
+            answers, sorted) for letters; ``("Yes", "No")`` for Yes/No answers.
 
     Raises:
         ValueError: an answer is not a valid label, both answers are equal or of
@@ -182,12 +184,11 @@ class BehaviourDataset:
         source: Where it came from: a path, ``"builtin:myopia"`` or ``"hub:<file>"``.
         skipped: Malformed rows skipped while loading with ``on_error="skip"``.
 
-    Example:
-        >>> ds = load_builtin("wealth_seeking")  # doctest: +SKIP
-        >>> ds.balance_report()
-        {'A': 36, 'B': 36}
-        >>> ds[:4].source
-        'builtin:wealth_seeking[0:4]'
+    Example::
+
+        ds = load_builtin("wealth_seeking")
+        ds.balance_report()      # {'A': 36, 'B': 36}
+        ds[:4].source            # 'builtin:wealth_seeking[0:4]'
     """
 
     name: str
