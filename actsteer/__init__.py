@@ -18,9 +18,9 @@ from actsteer.extraction import (
     caa_vector,
     contrastive_activations,
     corpus_mean,
-    mean_difference_vector,
     read_activations,
 )
+from actsteer.generation import generate
 from actsteer.models import (
     EMBEDDED_MODEL,
     LLAMA2_MODELS,
@@ -40,7 +40,7 @@ from actsteer.plan import (
 )
 from actsteer.prompts import chat_prompt, format_item, llama2_chat, paper_prompt
 from actsteer.sites import SITES, HookSiteError, hook_name
-from actsteer.steering import generate, run, steer
+from actsteer.steering import run, steer
 from actsteer.vector import (
     SteeringVector,
     VectorFileError,

@@ -168,15 +168,23 @@ def test_nests_with_run_with_cache(tiny_model, vectors):
 
 
 @pytest.mark.parametrize("mode", ["all", "prompt", "generated", "from"])
-def test_cached_and_uncached_generation_agree(tiny_any, vectors, mode):
+def test_transformer_lens_generate_cached_and_uncached_agree(tiny_any, vectors, mode):
+    """TransformerLens's own generate loop: HookedTransformer's calls forward() directly
+    (the tracker falls back to sequence lengths), the bridge's calls the model."""
     plan = single(vectors[0], 1, 6.0, positions=Positions(mode, 3))
-    cached = actsteer.generate(tiny_any, "The weather today is", plan, max_new_tokens=6)
-    uncached = actsteer.generate(tiny_any, "The weather today is", plan, max_new_tokens=6,
-                                 use_past_kv_cache=False)
-    assert cached == uncached
+    tokens = torch.tensor([encode(tiny_any, "The weather today is")])
+
+    def continuation(plan, use_cache):
+        with torch.no_grad(), steer(tiny_any, plan) as handle:
+            handle.new_prompt()
+            out = tiny_any.generate(tokens, max_new_tokens=6, do_sample=False, verbose=False,
+                                    use_past_kv_cache=use_cache, stop_at_eos=False)
+        return out[0, tokens.shape[1]:].tolist()
+
+    cached = continuation(plan, True)
+    assert cached == continuation(plan, False)
     if mode != "all":
-        assert cached != actsteer.generate(tiny_any, "The weather today is", None,
-                                           max_new_tokens=6)
+        assert cached != continuation(actsteer.empty_plan(), True)
 
 
 def test_wrong_plans_raise_before_forward(tiny_model, vectors):
@@ -197,3 +205,119 @@ def test_other_sites_steer(tiny_model, vectors):
     for site in ("attn_out", "mlp_out", "resid_pre", "resid_mid"):
         moved = run(tiny_model, batch, single(vectors[0].at(2), 2, 3.0, site=site))
         assert not torch.allclose(moved, base), site
+
+
+# -- regression tests for defects found by an independent probe (issue 12) ----------------
+
+def _centred(x: torch.Tensor) -> torch.Tensor:
+    return x - x.mean(-1, keepdim=True)
+
+
+def _parity(hooked, bridge, layer: int, width: int) -> None:
+    batch = _batch(hooked)
+    vector = torch.randn(width, generator=torch.Generator().manual_seed(3)) * 4
+    real = batch.attention_mask.bool()
+    for site in actsteer.SITES:
+        plan = single(vector, layer, 3.0, site=site, positions=Positions.from_index(1))
+        ours, theirs = run(hooked, batch, plan), run(bridge, batch, plan)
+        gap = (_centred(ours) - _centred(theirs))[real].abs().max()
+        assert gap < 1e-3, (site, float(gap))
+        moved = (_centred(ours) - _centred(run(hooked, batch)))[real].abs().max()
+        assert moved > 0.1, site
+
+
+def test_every_site_steers_the_same_on_both_backends(tiny_model, tiny_bridge):
+    """The bridge's hook_resid_mid is the MLP norm's input; resid_mid must still reach
+    the residual stream, as on HookedTransformer."""
+    _parity(tiny_model, tiny_bridge, 2, 64)
+
+
+@pytest.mark.slow
+def test_every_site_steers_the_same_on_both_backends_smol(smol, smol_bridge):
+    _parity(smol, smol_bridge, 5, 576)
+
+
+def test_resid_mid_goes_to_attn_out_only_where_it_is_the_mlp_input(tiny_model, tiny_bridge,
+                                                                   vectors):
+    from actsteer.steering import injection_hook
+
+    injection = single(vectors[0].at(2), 2, 1.0, site="resid_mid").injections[0]
+    assert injection_hook(tiny_model, injection) == "blocks.2.hook_resid_mid"
+    assert injection_hook(tiny_bridge, injection) == "blocks.2.hook_attn_out"
+
+
+def _left_padded(model):
+    batch = _batch(model, "left")
+    assert int(batch.starts.max()) > 0  # the test needs rows that do not start at column 0
+    return batch
+
+
+def test_direct_call_counts_from_each_rows_first_token(tiny_any, vectors):
+    """``with steer(...): model(tokens, attention_mask=...)`` reads row starts itself."""
+    batch = _left_padded(tiny_any)
+    plan = single(vectors[0], 1, 4.0, positions=Positions.from_index(2))
+    with torch.no_grad(), steer(tiny_any, plan):
+        direct = tiny_any(batch.tokens, attention_mask=batch.attention_mask)
+    torch.testing.assert_close(direct, run(tiny_any, batch, plan), atol=0, rtol=0)
+    for row, text in enumerate(TEXTS):  # and each row as if alone
+        start = int(batch.starts[row])
+        torch.testing.assert_close(direct[row, start:], run(tiny_any, [text], plan)[0],
+                                   atol=1e-4, rtol=0)
+
+
+def test_resumed_forward_counts_from_each_rows_first_token(tiny_model, vectors):
+    """The sweep's path: a forward resumed with start_at_layer, tokens= and attention_mask=."""
+    batch = _left_padded(tiny_model)
+    plan = single(vectors[0], 2, 4.0, positions=Positions.from_index(2))
+    with torch.no_grad():
+        resid = tiny_model(batch.tokens, attention_mask=batch.attention_mask, stop_at_layer=2)
+        with steer(tiny_model, plan):
+            resumed = tiny_model(resid, start_at_layer=2, tokens=batch.tokens,
+                                 attention_mask=batch.attention_mask)
+    torch.testing.assert_close(resumed, run(tiny_model, batch, plan), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("mode", ["prompt", "generated", "from"])
+def test_each_new_prompt_resets_positions(tiny_any, vectors, mode):
+    """Unrelated calls in one steer block do not inherit each other's prompt length or
+    row starts (a short unpadded prompt first, then a longer left-padded batch)."""
+    plan = single(vectors[0], 1, 4.0, positions=Positions(mode, 2))
+    batch = _left_padded(tiny_any)
+    short = pad(tiny_any, [encode(tiny_any, "x y")])
+    assert short.tokens.shape[1] < batch.tokens.shape[1]
+    with torch.no_grad(), steer(tiny_any, plan):
+        tiny_any(short.tokens, attention_mask=short.attention_mask)
+        second = tiny_any(batch.tokens, attention_mask=batch.attention_mask)
+        third = tiny_any(short.tokens)
+    torch.testing.assert_close(second, run(tiny_any, batch, plan), atol=0, rtol=0)
+    torch.testing.assert_close(third, run(tiny_any, short, plan), atol=0, rtol=0)
+
+
+def test_steer_removes_its_forward_pre_hook(tiny_any, vectors):
+    before = len(tiny_any._forward_pre_hooks)
+    with pytest.raises(RuntimeError, match="boom"), steer(tiny_any, single(vectors[0], 1, 1.0)):
+        assert len(tiny_any._forward_pre_hooks) == before + 1
+        raise RuntimeError("boom")
+    assert len(tiny_any._forward_pre_hooks) == before
+
+
+def test_overflowing_delta_is_refused_before_any_forward(tiny_model):
+    huge = actsteer.SteeringPlan((actsteer.Injection(torch.full((64,), 1e30), 1, 1e10,
+                                                     label="huge"),))
+    with pytest.raises(ValueError, match=r"huge at blocks\.1\.hook_resid_post.*overflows.*"
+                                         r"smaller coefficient"), steer(tiny_model, huge):
+        pass
+    assert _actsteer_hooks(tiny_model) == 0 and len(tiny_model._forward_pre_hooks) == 0
+
+
+def test_delta_overflowing_only_in_the_models_dtype_is_refused(tiny_folder, tiny_model):
+    half = actsteer.load_model(tiny_folder, dtype="float16")
+    plan = actsteer.SteeringPlan((actsteer.Injection(torch.full((64,), 1e5), 1, 1e3,
+                                                     label="big"),))
+    assert torch.isfinite(plan.injections[0].delta).all()  # finite in float32
+    with pytest.raises(ValueError, match=r"big at .*overflows float32/float16"), \
+            steer(half, plan):
+        pass
+    assert _actsteer_hooks(half) == 0 and len(half._forward_pre_hooks) == 0
+    with steer(tiny_model, plan):  # a float32 model holds it
+        pass
