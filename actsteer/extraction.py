@@ -1,8 +1,10 @@
-"""Build steering vectors from activations: contrastive (CAA), corpus means, PCA, probes.
+"""Build steering vectors from activations: contrastive pairs (CAA, or any aggregator in
+:mod:`actsteer.aggregators`: PCA, probes, your own) and corpus means.
 
 Every extractor reads all requested layers in one forward pass per batch, stops the
 forward at the deepest layer it needs, and keeps only the read positions (never a full
-activation cache).
+activation cache). :func:`caa_vector` also records per-layer diagnostics of the pairs
+(:mod:`actsteer.diagnostics`) in the vector's metadata.
 
 Example::
 
@@ -22,7 +24,9 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from actsteer.aggregators import Aggregator, Method, resolve_aggregator
 from actsteer.batching import PaddingSide, encode, encode_many, length_batches, pad
+from actsteer.diagnostics import diagnostics_to_meta, vector_diagnostics
 from actsteer.models import model_info
 from actsteer.sites import check_layers
 from actsteer.vector import SteeringVector, VectorMeta
@@ -32,8 +36,6 @@ logger = logging.getLogger(__name__)
 ReadPosition = Literal["last", "answer", "answer_mean", "mean"]
 """``last``: the final token; ``answer``: the first token of the appended answer;
 ``answer_mean``: mean over the answer's tokens; ``mean``: mean over all real tokens."""
-
-Method = Literal["mean_diff", "pca", "probe"]
 
 Span = tuple[int, int]
 
@@ -149,64 +151,26 @@ def contrastive_activations(
     return acts[0::2], acts[1::2]
 
 
-def _pca_direction(diffs: Float[Tensor, "n d"]) -> Float[Tensor, " d"]:
-    """First principal direction of the paired differences, signed and scaled to agree with
-    the mean difference (its projection on the direction).
-
-    The differences are not centred: centring would remove the consistent shift that the
-    pairs share, which is the behaviour direction, leaving only item-to-item noise.
-    """
-    mean = diffs.mean(0)
-    if diffs.shape[0] < 2:
-        return mean
-    _, _, vh = torch.linalg.svd(diffs, full_matrices=False)
-    component = vh[0]
-    projection = torch.dot(mean, component)
-    if projection < 0:
-        component, projection = -component, -projection
-    return component * projection
-
-
-def _probe_direction(positive: Float[Tensor, "n d"], negative: Float[Tensor, "n d"],
-                     *, l2: float = 1e-2, steps: int = 100) -> Float[Tensor, " d"]:
-    """Logistic-regression weight separating positive from negative activations, scaled
-    so that its projection of the mean difference equals the mean difference's."""
-    x = torch.cat([positive, negative]).double()
-    y = torch.cat([torch.ones(len(positive)), torch.zeros(len(negative))]).double()
-    centre, spread = x.mean(0), x.std(0).clamp_min(1e-6)
-    z = (x - centre) / spread
-    weight = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
-    bias = torch.zeros((), dtype=torch.float64, requires_grad=True)
-    optimiser = torch.optim.LBFGS([weight, bias], max_iter=steps, line_search_fn="strong_wolfe")
-
-    def closure() -> Tensor:
-        optimiser.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(z @ weight + bias, y)
-        loss = loss + l2 * weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    with torch.enable_grad():
-        optimiser.step(closure)
-    direction = (weight.detach() / spread).float()  # back to activation coordinates
-    unit = direction / direction.norm().clamp_min(1e-12)
-    mean_diff = (positive - negative).mean(0)
-    return unit * torch.dot(mean_diff, unit)
-
-
 def directions_from_pairs(positive: Float[Tensor, "n layer d"],
                           negative: Float[Tensor, "n layer d"],
-                          method: Method = "mean_diff") -> Float[Tensor, "layer d"]:
-    """Per-layer direction from paired activations by ``method``."""
-    if method == "mean_diff":
-        return (positive - negative).mean(0)
-    if method == "pca":
-        return torch.stack([_pca_direction(positive[:, j] - negative[:, j])
-                            for j in range(positive.shape[1])])
-    if method == "probe":
-        return torch.stack([_probe_direction(positive[:, j], negative[:, j])
-                            for j in range(positive.shape[1])])
-    raise ValueError(f"unknown method {method!r}; use mean_diff, pca or probe")
+                          method: Method | str | Aggregator = "mean_diff"
+                          ) -> Float[Tensor, "layer d"]:
+    """Per-layer directions from paired activations by ``method``: a built-in name
+    (:data:`actsteer.aggregators.AGGREGATORS`) or any aggregator callable."""
+    _, aggregate = resolve_aggregator(method)
+    return _aggregate(aggregate, positive, negative)
+
+
+def _aggregate(aggregate: Aggregator, positive: Tensor, negative: Tensor) -> Tensor:
+    if positive.shape != negative.shape or positive.dim() != 3:
+        raise ValueError(f"positive and negative must share a [pair, layer, d_model] shape, "
+                         f"got {tuple(positive.shape)} and {tuple(negative.shape)}")
+    directions = aggregate(positive, negative)
+    if not isinstance(directions, Tensor) or directions.shape != positive.shape[1:]:
+        shape = tuple(directions.shape) if isinstance(directions, Tensor) else type(directions)
+        raise ValueError(f"the aggregator returned {shape}; it must return directions "
+                         f"[layer, d_model] = {tuple(positive.shape[1:])}")
+    return directions
 
 
 def _meta(model: Any, **fields: Any) -> VectorMeta:
@@ -223,14 +187,16 @@ def caa_vector(
     layers: Sequence[int] | None = None,
     site: str = "resid_post",
     read: ReadPosition = "last",
-    method: Method = "mean_diff",
+    method: Method | str | Aggregator = "mean_diff",
     dataset: str = "",
+    diagnostics: bool = True,
+    folds: int = 5,
     batch_size: int = 16,
     padding_side: PaddingSide = "left",
     progress: bool = False,
 ) -> SteeringVector:
     """Contrastive activation addition: mean over pairs of (positive − negative)
-    activations at ``read``, for every layer (or ``method="pca"``/``"probe"``).
+    activations at ``read``, for every layer (or another aggregator, see ``method``).
 
     One batched forward per group of pairs reads every layer at once and stops after the
     deepest layer needed; only the read positions are kept (never a full cache).
@@ -244,28 +210,45 @@ def caa_vector(
         read: ``"last"`` token (the paper), ``"answer"`` (the answer's first token),
             ``"answer_mean"`` (mean over the answer's tokens) or ``"mean"`` (all tokens).
         method: ``"mean_diff"`` (CAA), ``"pca"`` (first singular direction of the
-            uncentred differences, signed and scaled to the mean difference's projection) or
-            ``"probe"`` (logistic-regression direction separating the two sides).
+            uncentred differences, signed and scaled to the mean difference's projection),
+            ``"probe"`` (logistic-regression direction separating the two sides), or any
+            callable ``f(positive, negative) -> [layer, d_model]`` over ``[pair, layer,
+            d_model]`` activations (see :mod:`actsteer.aggregators`); ``meta.method``
+            records the name.
+        diagnostics: also measure, per layer, how consistent the pair differences are
+            and how well the direction separates held-out pairs
+            (:func:`actsteer.diagnostics.vector_diagnostics`, ``folds``-fold
+            cross-fitting with the same aggregator) into ``meta.diagnostics``. Cheap for
+            ``mean_diff``; costs ``folds`` extra fits per layer for ``"probe"``.
         batch_size, padding_side: batching only; results equal one-at-a-time.
 
     Returns:
         A :class:`SteeringVector` with ``directions`` of shape ``[n_layers, d_model]`` and
-        metadata recording the model, site, read position, method and dataset.
+        metadata recording the model, site, read position, method, dataset and (unless
+        ``diagnostics=False``) the per-layer diagnostics, keyed by layer as a string.
 
     Example:
         >>> pairs = [ContrastivePair(paper_prompt(q), "A", "B") for q in questions]
         >>> vector = caa_vector(model, pairs, dataset="myopia")
         >>> vector.directions.shape            # (n_layers, d_model)
     """
+    name, aggregate = resolve_aggregator(method)
+    if diagnostics and folds < 2:
+        raise ValueError(f"folds must be >= 2 for cross-fitted diagnostics, got {folds}; "
+                         "or pass diagnostics=False")
     layer_list = list(range(model.cfg.n_layers)) if layers is None else list(layers)
     positive, negative = contrastive_activations(
         model, pairs, layers=layer_list, site=site, read=read, batch_size=batch_size,
         padding_side=padding_side, progress=progress)
+    measured = (diagnostics_to_meta(vector_diagnostics(
+        positive, negative, layer_list, folds=folds, aggregator=aggregate))
+        if diagnostics else {})
     return SteeringVector(
-        directions_from_pairs(positive, negative, method),
+        _aggregate(aggregate, positive, negative),
         tuple(layer_list),
         site,
-        _meta(model, read_position=read, method=method, dataset=dataset, n_items=len(pairs)),
+        _meta(model, read_position=read, method=name, dataset=dataset, n_items=len(pairs),
+              diagnostics=measured),
     )
 
 
@@ -294,31 +277,3 @@ def corpus_mean(
                             batch_size=batch_size, padding_side=padding_side,
                             progress=progress, desc=desc)
     return acts.mean(0)
-
-
-def mean_difference_vector(
-    model: Any,
-    positive_texts: Sequence[str],
-    negative_texts: Sequence[str],
-    *,
-    layers: Sequence[int] | None = None,
-    site: str = "resid_post",
-    read: Literal["last", "mean"] = "last",
-    max_tokens: int = 512,
-    batch_size: int = 8,
-    dataset: str = "",
-    progress: bool = False,
-) -> SteeringVector:
-    """``mean(positive) − mean(negative)`` of corpus activations, e.g. the paper's skill
-    vector ``mean(text) − mean(code)`` (not normalised)."""
-    layer_list = list(range(model.cfg.n_layers)) if layers is None else list(layers)
-    kwargs: dict[str, Any] = dict(layers=layer_list, site=site, read=read,
-                                  max_tokens=max_tokens, batch_size=batch_size,
-                                  progress=progress)
-    positive = corpus_mean(model, positive_texts, desc="positive corpus", **kwargs)
-    negative = corpus_mean(model, negative_texts, desc="negative corpus", **kwargs)
-    return SteeringVector(
-        positive - negative, tuple(layer_list), site,
-        _meta(model, read_position=read, method="corpus_mean_diff", dataset=dataset,
-              n_items=len(positive_texts) + len(negative_texts)),
-    )
