@@ -303,7 +303,7 @@ def generate(
     Args:
         model: a HookedTransformer or TransformerBridge (:func:`actsteer.load_model`).
         prompts: one prompt (returns a ``str``) or several (returns one ``str`` each, in
-            order). Prompts are tokenised as :func:`actsteer.encode` does (BOS added when
+            order). Prompts are tokenised as :func:`actsteer.batching.encode` does (BOS added when
             the model expects it; apply a chat template yourself, e.g.
             :func:`actsteer.chat_prompt`).
         plan: what to add, where; ``None`` or an empty plan generates unsteered. Every

@@ -53,7 +53,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch
 
 import actsteer
-from actsteer.batching import length_batches, pad
+from actsteer.batching import encode, length_batches, pad
 from actsteer.data.behaviours import load_builtin
 from actsteer.extraction import ContrastivePair, caa_vector
 from actsteer.models import embedded_model_path, quiet_deprecation
@@ -217,7 +217,7 @@ def main() -> None:
     items = list(load_builtin("myopia"))
     questions = items[: min(n_questions, len(items))]
     prompts = [paper_prompt(item.question, item.kind) for item in questions]
-    sequences = [actsteer.encode(model, p) for p in prompts]
+    sequences = [encode(model, p) for p in prompts]
     report["config"].update(n_questions=len(sequences), paper_questions=paper_questions,
                             mean_tokens=statistics.mean(len(s) for s in sequences))
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from actsteer import encode, single
+from actsteer import single
 from actsteer.accuracy import next_token_accuracy
+from actsteer.batching import encode
 from actsteer.stats import bootstrap
 
 DOCS = ["the cat sat on the mat and the cat sat", "one two three four five six",

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 import actsteer
-from actsteer import Injection, Positions, SteeringPlan, encode, pad, run, single
-from actsteer.bake import PLAN_FILE, BakeError, bake, bias_edits, save_baked_hf
+from actsteer import Injection, Positions, SteeringPlan, run, single
+from actsteer.baking import PLAN_FILE, BakeError, bake, bias_edits, save_baked_hf
+from actsteer.batching import encode, pad
 
 TEXTS = ["Human:\nWould you like $5 now or $50 next week?\n\nAI:\nI choose (",
          "The capital of France is", "a"]
@@ -105,7 +106,7 @@ def test_plans_that_do_not_fit_raise_before_copying(tiny_model):
 
 
 def test_verification_catches_an_edit_the_model_ignores(tiny_model, monkeypatch):
-    import actsteer.bake as bake_module
+    import actsteer.baking as bake_module
 
     monkeypatch.setattr(bake_module, "_edit_hooked", lambda *args: None)
     with pytest.raises(BakeError, match="differs from hook steering"):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from actsteer import Positions, encode, encode_many, single, steer
+from actsteer import Positions, single, steer
+from actsteer.batching import encode, encode_many
 from actsteer.generation import generate, generate_tokens
 from actsteer.prompts import chat_prompt
 

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 import actsteer.models as models
-from actsteer import encode, generate, hub, paths
+from actsteer import generate, hub, paths
+from actsteer.batching import encode
 from actsteer.prompts import chat_prompt, llama2_chat, paper_prompt
 from actsteer.sites import HookSiteError, check_layers, hook_name
 

@@ -9,7 +9,8 @@ import warnings
 import pytest
 import torch
 
-from actsteer import Positions, combined, encode, pad, run, simultaneous, single
+from actsteer import Positions, combined, run, simultaneous, single
+from actsteer.batching import encode, pad
 from actsteer.plan import SteeringPlan, vector_digest
 from actsteer.vector import VectorFileError
 
@@ -65,7 +66,7 @@ def test_damaged_or_mismatched_plan_files_raise_clearly(vectors, tmp_path) -> No
     plan = _plan(vectors)
     path = plan.save(tmp_path / "plan.json")
     (tmp_path / "plan.json").write_text("{not json")
-    with pytest.raises(VectorFileError, match="plan.json"):
+    with pytest.raises(VectorFileError, match=r"plan\.json"):
         SteeringPlan.load(path)
     data = plan.to_dict()
     data["injections"][0]["vector"] = "0" * 16

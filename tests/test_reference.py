@@ -14,7 +14,8 @@ import pytest
 import torch
 
 import actsteer
-from actsteer import encode, pad, run, single
+from actsteer import run, single
+from actsteer.batching import encode, pad
 
 
 @contextlib.contextmanager

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import actsteer
-from actsteer import Positions, combined, encode, pad, run, simultaneous, single, steer
+from actsteer import Positions, combined, run, simultaneous, single, steer
+from actsteer.batching import encode, pad
 from actsteer.extraction import ContrastivePair, caa_vector
 
 TEXTS = ["hello there friend", "another, longer text about many things at once", "x y"]

@@ -11,14 +11,12 @@ from actsteer import (
     Positions,
     combined,
     empty_plan,
-    encode,
-    pad,
     simultaneous,
     single,
     steer,
 )
-from actsteer.batching import length_batches
 from actsteer.accuracy import Documents, accuracy_sweep, count_hits
+from actsteer.batching import encode, length_batches, pad
 from actsteer.sweep import PrefixCache, start_layer, supports_prefix_reuse, sweep_logits
 
 TEXTS = [
