@@ -115,9 +115,11 @@ def accuracy_sweep(
     pairs = list(zip(documents.groups, documents.batches, strict=True))
     for group, batch in tqdm(pairs, desc="next-token accuracy", disable=not progress,
                              leave=False):
-        hits = sweep_logits(model, batch, plans, positions="all", cache=cache,
-                            reduce=lambda logits, batch=batch: torch.stack(
-                                count_hits(logits, batch, k)))
+
+        def hits_of(logits: Tensor, batch: Batch = batch) -> Tensor:
+            return torch.stack(count_hits(logits, batch, k))
+
+        hits = sweep_logits(model, batch, plans, positions="all", cache=cache, reduce=hits_of)
         rows = torch.as_tensor(group)
         top1[:, rows], topk[:, rows] = hits[:, 0].cpu(), hits[:, 1].cpu()
     return [DocumentAccuracy(top1[i], topk[i], documents.tokens, k) for i in range(len(plans))]

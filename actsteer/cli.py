@@ -1,13 +1,15 @@
 """The ``actsteer`` command line.
 
-    actsteer demo                          # both quick experiments on the embedded model
-    actsteer multi-behaviour --profile quick --behaviours myopia wealth_seeking
-    actsteer broad-skills --profile quick --layers 9 14
-    actsteer extract myopia --layer-range 0 30 --out myopia.safetensors
-    actsteer plot results/multi_behaviour.json
+    actsteer demo                                  # both quick experiments, embedded model
+    actsteer multi-behaviour --profile quick --behaviours myopia sycophancy --set n_test=300
+    actsteer broad-skills --layers 9 14 --config my_settings.json
+    actsteer extract sycophancy --data-dir ../shared/data/behaviours --out syc.safetensors
+    actsteer plot results/demo/multi_behaviour/multi_behaviour.json
 
-Bad arguments or missing data end with one line on stderr and exit code 2 (``--debug``
-shows the traceback).
+Every field of an experiment's config can be set: ``--set field=value`` (JSON values,
+``model.dtype=bf16`` for the model), ``--config file.json`` (an object of fields), and
+shortcuts such as ``--layers``. Bad arguments, missing data or unusable paths end with one
+line on stderr and exit code 2, before anything is written (``--debug`` shows tracebacks).
 """
 
 from __future__ import annotations
@@ -30,19 +32,31 @@ class CliError(Exception):
     """A user-facing error: printed as one line, exit code 2."""
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--profile", choices=("quick", "paper"), default="quick",
-                        help="quick: embedded model on CPU, minutes; paper: the paper's "
-                             "model and sizes (GPU)")
-    parser.add_argument("--model", help="model name or local HF folder (default: the profile's)")
-    parser.add_argument("--backend", choices=("hooked", "bridge"),
-                        help="HookedTransformer or TransformerBridge (default: hooked)")
-    parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: the profile's)")
-    parser.add_argument("--dtype", choices=("float32", "bf16", "fp16"),
-                        help="weights dtype (default: float32 on CPU)")
-    parser.add_argument("--seed", type=int, help="random seed (default: the profile's)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="output folder for results JSON, vectors and figures")
+SHORTCUTS: dict[str, tuple[tuple[str, str, dict[str, Any]], ...]] = {
+    "multi-behaviour": (
+        ("--behaviours", "behaviours", {"nargs": "+", "metavar": "NAME_OR_PATH",
+                                        "help": "behaviour names (myopia, wealth_seeking, "
+                                                "sycophancy, agreeableness, anti_immigration) "
+                                                "or .json/.jsonl files"}),
+        ("--data-dir", "data_dir", {"type": Path, "help": "folder with the paper's behaviour "
+                                                          "files (default: found, else "
+                                                          "built-ins)"}),
+        ("--layers", "grid_layers", {"type": int, "nargs": "+", "help": "grid-search layers"}),
+        ("--coefficients", "grid_multipliers", {"type": float, "nargs": "+",
+                                                "help": "grid multipliers"}),
+    ),
+    "broad-skills": (
+        ("--layers", "layers", {"type": int, "nargs": "+", "help": "injection layers"}),
+        ("--coefficients", "coefficients", {"type": float, "nargs": "+",
+                                            "help": "coefficient schedule (starts at 0)"}),
+        ("--text", "text_path", {"type": Path, "help": "text corpus file or folder (default: "
+                                                       "WikiText-2 if found, else built-in)"}),
+    ),
+}
+"""Per experiment: (flag, config field, argparse options) of its shortcut flags."""
+
+MODEL_FLAGS = {"model": "model.name", "backend": "model.backend", "device": "model.device",
+               "dtype": "model.dtype"}
 
 
 def _flags(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
@@ -55,7 +69,18 @@ def _flags(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
                         help="show tracebacks and debug logs")
 
 
+def _model_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="model name or local HF folder (default: the "
+                                        "profile's; the embedded SmolLM2 for quick)")
+    parser.add_argument("--backend", choices=("hooked", "bridge"),
+                        help="HookedTransformer or TransformerBridge")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (checked before any work)")
+    parser.add_argument("--dtype", choices=("float32", "bf16", "fp16"), help="weights dtype")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from actsteer.paper import EXPERIMENTS
+
     parser = argparse.ArgumentParser(
         prog="actsteer",
         description="Activation steering on TransformerLens, and the reproduction of "
@@ -64,39 +89,42 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     demo = sub.add_parser("demo", help="run both quick experiments on the embedded model "
-                                       "(offline) and print a results table")
+                                       "(offline) and print their tables")
     demo.add_argument("--out", type=Path, default=Path("results/demo"),
                       help="output folder (default: results/demo)")
+    demo.add_argument("--overwrite", action="store_true",
+                      help="start afresh instead of resuming results made with another config")
     _flags(demo)
 
-    multi = sub.add_parser("multi-behaviour", help="individual, combined and simultaneous "
-                                                   "steering of A/B behaviours")
-    _common(multi)
-    multi.add_argument("--behaviours", nargs="+", metavar="NAME_OR_PATH",
-                       help="behaviour names (myopia, wealth_seeking, sycophancy, "
-                            "agreeableness, anti_immigration) or .json/.jsonl files")
-    multi.add_argument("--data-dir", type=Path,
-                       help="folder with the paper's behaviour files (default: built-ins, or "
-                            "../shared/data/behaviours when present)")
-    multi.add_argument("--layers", type=int, nargs="+", help="grid-search layers")
-    multi.add_argument("--coefficients", type=float, nargs="+", help="grid multipliers")
-    _flags(multi)
+    helps = {"multi-behaviour": "individual, combined and simultaneous steering of A/B "
+                                "behaviours (paired effects, steerability)",
+             "broad-skills": "suppress Python vs general coding ability"}
+    for name in EXPERIMENTS:
+        command = sub.add_parser(name, help=helps.get(name, name))
+        command.add_argument("--profile", default="quick",
+                             help="quick (embedded model, CPU), standard or paper (GPU); "
+                                  "default quick")
+        command.add_argument("--config", type=Path, metavar="FILE",
+                             help="JSON object of config fields applied over the profile")
+        command.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                             help="set one config field (JSON value), e.g. n_test=300, "
+                                  "grid_layers=[10,14], model.dtype=bf16; repeatable")
+        _model_flags(command)
+        command.add_argument("--seed", type=int, help="random seed (default: the profile's)")
+        command.add_argument("--out", type=Path, help="output folder for results, vectors "
+                                                      "and figures (default: the profile's)")
+        command.add_argument("--overwrite", action="store_true",
+                             help="start the results file afresh if it was made with "
+                                  "another config")
+        for flag, _, options in SHORTCUTS.get(name, ()):
+            command.add_argument(flag, **options)
+        _flags(command)
 
-    skills = sub.add_parser("broad-skills", help="suppress Python vs general coding ability")
-    _common(skills)
-    skills.add_argument("--layers", type=int, nargs="+", help="injection layers")
-    skills.add_argument("--coefficients", type=float, nargs="+", help="coefficient schedule")
-    skills.add_argument("--text", type=Path, help="text corpus file or folder "
-                                                  "(default: WikiText-2 if found, else built-in)")
-    _flags(skills)
-
-    extract = sub.add_parser("extract", help="build a CAA vector from an A/B dataset and save it")
-    extract.add_argument("dataset", help="behaviour name or .json/.jsonl path")
+    extract = sub.add_parser("extract", help="build a CAA vector from an A/B dataset, "
+                                             "print its diagnostics and save it")
+    extract.add_argument("dataset", help="behaviour name, .json/.jsonl path or hub:<file>")
     extract.add_argument("--out", type=Path, required=True, help="output .safetensors file")
-    extract.add_argument("--model", default=None, help="model (default: embedded)")
-    extract.add_argument("--backend", choices=("hooked", "bridge"), default="hooked")
-    extract.add_argument("--device", default=None)
-    extract.add_argument("--dtype", choices=("float32", "bf16", "fp16"), default=None)
+    _model_flags(extract)
     extract.add_argument("--data-dir", type=Path, help="folder of the paper's behaviour files")
     extract.add_argument("--n", type=int, default=None,
                          help="items to use (default: the paper's vector split, 500)")
@@ -110,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--batch-size", type=int, default=16)
     _flags(extract)
 
-    plot = sub.add_parser("plot", help="write the figures for a results JSON file")
+    plot = sub.add_parser("plot", help="write the figures (and print the table) of a "
+                                       "results JSON file")
     plot.add_argument("results", type=Path, help="multi_behaviour.json or broad_skills.json")
     plot.add_argument("--out", type=Path, default=None,
                       help="figure folder (default: beside the results file)")
@@ -118,51 +147,79 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _overrides(args: argparse.Namespace, mapping: dict[str, str]) -> dict[str, Any]:
-    """CLI attributes that were given, renamed to config fields."""
-    chosen: dict[str, Any] = {}
-    for attr, field in mapping.items():
-        value = getattr(args, attr, None)
+# --------------------------------------------------------------------------- checks
+
+
+def check_output(path: Path, *, what: str = "--out", folder: bool = True) -> None:
+    """Raise :class:`CliError` unless ``path`` can be created and written: not a file
+    where a folder is needed, no file among its parents, and the nearest existing
+    folder writable. Runs before any work, so nothing is computed for nothing."""
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        raise CliError(f"{what} {path} is a file; give a folder")
+    if not folder and path.is_dir():
+        raise CliError(f"{what} {path} is a folder; give a file name")
+    existing = path if path.exists() else path.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise CliError(f"{what} {path} lies under {existing}, which is a file; choose "
+                       "another path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise CliError(f"{what} {path}: {existing} is not writable; choose a folder you "
+                       "can write to (e.g. --out /tmp/actsteer)")
+
+
+def check_device(device: str | None) -> None:
+    """Raise :class:`CliError` for a device this machine does not have."""
+    if device is None:
+        return
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise CliError(f"--device {device!r} is not a device; use cpu, cuda, cuda:N or "
+                       "mps") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise CliError(f"--device {device}: CUDA is not available on this machine; "
+                           "use --device cpu")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise CliError(f"--device {device}: this machine has "
+                           f"{torch.cuda.device_count()} CUDA device(s)")
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise CliError(f"--device {device}: MPS is not available on this machine")
+
+
+def experiment_config(name: str, args: argparse.Namespace) -> Any:
+    """The profile, then ``--config``, then shortcut and model flags, then ``--set``."""
+    from actsteer.paper import get_experiment
+    from actsteer.paper.common import config_file_overrides, parse_set
+
+    experiment = get_experiment(name)
+    overrides: dict[str, Any] = {}
+    if args.config is not None:
+        overrides.update(config_file_overrides(args.config))
+    for flag, field, _ in SHORTCUTS.get(name, ()):
+        value = getattr(args, flag.lstrip("-").replace("-", "_"), None)
         if value is not None:
-            chosen[field] = tuple(value) if isinstance(value, list) else value
-    return chosen
+            overrides[field] = str(value) if isinstance(value, Path) else value
+    for attr, field in MODEL_FLAGS.items():
+        if getattr(args, attr, None) is not None:
+            overrides[field] = getattr(args, attr)
+    if args.seed is not None:
+        overrides["seed"] = args.seed
+    overrides.update(parse_set(args.set))
+    if args.out is not None:
+        overrides["out_dir"] = str(args.out)
+    if args.profile not in experiment.profiles:
+        raise CliError(f"--profile {args.profile!r} is not a profile of {name}; use one of "
+                       f"{', '.join(experiment.profiles)}")
+    return experiment.profile(args.profile, **overrides)
 
 
-def _run_experiment(module: Any, args: argparse.Namespace, mapping: dict[str, str],
-                    default_out: str) -> list[Path]:
-    """Profile + CLI overrides → run → figures and the summary table; the figure paths."""
-    overrides = _overrides(args, mapping)
-    overrides["out_dir"] = str(args.out or Path("results") / default_out)
-    config = module.profile(args.profile, **overrides)
-    results = module.run(config, progress=not args.quiet)
-    figures = module.write_figures(results, Path(overrides["out_dir"]) / "figures")
-    print(module.summary_table(results))
-    return figures
-
-
-_SHARED = {"model": "model", "backend": "backend", "device": "device", "dtype": "dtype",
-           "seed": "seed"}
-
-
-def cmd_multi_behaviour(args: argparse.Namespace) -> None:
-    from experiments import multi_behaviour
-
-    mapping = {**_SHARED, "behaviours": "behaviours", "data_dir": "data_dir",
-               "layers": "grid_layers", "coefficients": "grid_multipliers"}
-    if args.data_dir is not None and not Path(args.data_dir).is_dir():
-        raise CliError(f"--data-dir {args.data_dir} does not exist; pass the folder holding "
-                       "the paper's behaviour .json files")
-    _print_figures(_run_experiment(multi_behaviour, args, mapping, "multi_behaviour"))
-
-
-def cmd_broad_skills(args: argparse.Namespace) -> None:
-    from experiments import broad_skills
-
-    mapping = {**_SHARED, "layers": "layers", "coefficients": "coefficients",
-               "text": "text_path"}
-    if args.text is not None and not Path(args.text).exists():
-        raise CliError(f"--text {args.text} does not exist; pass a .txt file or a folder")
-    _print_figures(_run_experiment(broad_skills, args, mapping, "broad_skills"))
+# --------------------------------------------------------------------------- commands
 
 
 def _print_figures(figures: Sequence[Path]) -> None:
@@ -172,19 +229,38 @@ def _print_figures(figures: Sequence[Path]) -> None:
             print(f"  {figure}")
 
 
-def cmd_demo(args: argparse.Namespace) -> None:
-    from experiments import broad_skills, multi_behaviour
+def _run(name: str, config: Any, args: argparse.Namespace) -> tuple[str, list[Path]]:
+    from actsteer.paper import get_experiment
 
+    experiment = get_experiment(name)
+    results = experiment.run(config, progress=not args.quiet, overwrite=args.overwrite)
+    figures = experiment.write_figures(results, Path(config.out_dir) / "figures")
+    return experiment.summary_table(results), figures
+
+
+def cmd_experiment(name: str, args: argparse.Namespace) -> None:
+    config = experiment_config(name, args)
+    check_output(Path(config.out_dir))
+    check_device(config.model.device)
+    table, figures = _run(name, config, args)
+    print(table)
+    _print_figures(figures)
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from actsteer.paper import EXPERIMENTS, get_experiment
+
+    check_output(Path(args.out))
     started = time.perf_counter()
     figures: list[Path] = []
     tables = []
-    for module, name in ((multi_behaviour, "multi_behaviour"), (broad_skills, "broad_skills")):
-        out = Path(args.out) / name
-        config = module.profile("quick", out_dir=str(out))
-        print(f"== {name.replace('_', '-')} (quick profile, embedded model) ==", flush=True)
-        results = module.run(config, progress=not args.quiet)
-        figures += module.write_figures(results, out / "figures")
-        tables.append(module.summary_table(results))
+    for name in EXPERIMENTS:
+        out = Path(args.out) / name.replace("-", "_")
+        config = get_experiment(name).profile("quick", out_dir=str(out))
+        print(f"== {name} (quick profile, embedded model) ==", flush=True)
+        table, written = _run(name, config, args)
+        figures += written
+        tables.append(table)
     print()
     for table in tables:
         print(table)
@@ -195,42 +271,44 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 def cmd_extract(args: argparse.Namespace) -> None:
     import actsteer
-    from actsteer.behaviours import load_behaviour
-    from actsteer.prompts import format_item
+    from actsteer.data.behaviours import load_behaviour
 
+    check_output(args.out, folder=False)
+    check_device(args.device)
+    if args.data_dir is not None and not Path(args.data_dir).is_dir():
+        raise CliError(f"--data-dir {args.data_dir} does not exist; pass the folder holding "
+                       "the paper's behaviour .json files")
     dataset = load_behaviour(args.dataset, data_dir=args.data_dir)
-    items = list(dataset.shuffled(13))
+    items = dataset.shuffled(13)
     n = args.n if args.n is not None else min(500, len(items))
     if not 0 < n <= len(items):
         raise CliError(f"--n {args.n} is outside 1..{len(items)} (items in {dataset.name})")
-    model = actsteer.load_model(args.model or actsteer.EMBEDDED_MODEL, backend=args.backend,
-                                device=args.device, dtype=args.dtype)
-    pairs = [actsteer.ContrastivePair(
-        format_item(item.question, item.kind, args.prompt_format, model.tokenizer),
-        item.matching, item.not_matching) for item in items[:n]]
-    vector = actsteer.caa_vector(model, pairs, site=args.site, read=args.read,
-                                 method=args.method, dataset=dataset.name,
-                                 batch_size=args.batch_size, progress=not args.quiet)
+    model = actsteer.load_model(args.model or actsteer.EMBEDDED_MODEL,
+                                backend=args.backend or "hooked", device=args.device,
+                                dtype=args.dtype)
+    vector = actsteer.caa_vector(model, items[:n].pairs(args.prompt_format, model.tokenizer),
+                                 site=args.site, read=args.read, method=args.method,
+                                 dataset=dataset.name, batch_size=args.batch_size,
+                                 progress=not args.quiet)
     path = vector.save(args.out)
-    norms = vector.norms()
-    print(f"saved {path}: {len(vector.layers)} layers, d_model {vector.d_model}, "
-          f"{n} pairs, norm at layer {len(norms) // 2} = {norms[len(norms) // 2]:.2f}")
+    print(f"saved {path}: {len(vector.layers)} layers at {vector.site}, d_model "
+          f"{vector.d_model}, {n} pairs of {dataset.name}")
+    from actsteer.diagnostics import diagnostics_table
+
+    print(diagnostics_table(vector))
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
-    name = args.results.name
-    if name.startswith("multi_behaviour"):
-        from experiments import multi_behaviour as module
-    elif name.startswith("broad_skills"):
-        from experiments import broad_skills as module  # type: ignore[no-redef]
-    elif not args.results.is_file():
+    from actsteer.paper import experiment_for
+
+    if not args.results.is_file():
         raise CliError(f"no results file at {args.results}")
-    else:
-        raise CliError(f"cannot tell which experiment made {args.results.name}; expected "
-                       "multi_behaviour.json or broad_skills.json")
-    results = module.load_results(args.results)
-    figures = module.write_figures(results, args.out or args.results.parent / "figures")
-    print(module.summary_table(results))
+    out = args.out or args.results.parent / "figures"
+    check_output(out)
+    experiment = experiment_for(args.results.name)
+    results = experiment.load_results(args.results)
+    figures = experiment.write_figures(results, out)
+    print(experiment.summary_table(results))
     _print_figures(figures)
 
 
@@ -245,13 +323,23 @@ def _silence_progress() -> None:
         pass
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
-    "demo": cmd_demo,
-    "multi-behaviour": cmd_multi_behaviour,
-    "broad-skills": cmd_broad_skills,
-    "extract": cmd_extract,
-    "plot": cmd_plot,
-}
+def _command(name: str) -> Callable[[argparse.Namespace], None]:
+    fixed: dict[str, Callable[[argparse.Namespace], None]] = {
+        "demo": cmd_demo, "extract": cmd_extract, "plot": cmd_plot}
+    if name in fixed:
+        return fixed[name]
+    return lambda args: cmd_experiment(name, args)
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """Errors that are the user's to fix: one line, exit code 2."""
+    from actsteer.data.behaviours import DatasetUnavailableError
+    from actsteer.data.corpora import CorpusUnavailableError
+    from actsteer.models import ModelUnavailableError
+    from actsteer.results import ResultsLockedError
+
+    return (CliError, OSError, ValueError, KeyError, ModelUnavailableError,
+            DatasetUnavailableError, CorpusUnavailableError, ResultsLockedError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -262,21 +350,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s")
     if args.quiet:
         _silence_progress()
-    from actsteer.models import ModelUnavailableError
-
-    expected = (CliError, FileNotFoundError, ValueError, KeyError, ModelUnavailableError)
     try:
-        COMMANDS[args.command](args)
-    except expected as error:
-        if args.debug:
-            raise
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"actsteer {args.command}: error: {message}", file=sys.stderr)
-        return EXIT_USAGE
+        _command(args.command)(args)
     except KeyboardInterrupt:
         print("interrupted; finished cells are saved, re-run the same command to resume",
               file=sys.stderr)
         return 130
+    except Exception as error:
+        if args.debug or not isinstance(error, _expected_errors()):
+            raise
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        text = str(message).splitlines()[0] if str(message) else type(error).__name__
+        print(f"actsteer {args.command}: error: {text}", file=sys.stderr)
+        return EXIT_USAGE
     return 0
 
 

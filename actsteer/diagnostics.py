@@ -37,6 +37,7 @@ from actsteer.aggregators import Aggregator, mean_diff
 __all__ = [
     "LayerDiagnostics",
     "diagnostics_from_meta",
+    "diagnostics_table",
     "diagnostics_to_meta",
     "difference_consistency",
     "held_out_projections",
@@ -194,3 +195,21 @@ def diagnostics_from_meta(stored: Mapping[str, Any]) -> dict[int, LayerDiagnosti
     """Inverse of :func:`diagnostics_to_meta` (e.g. ``vector.meta.diagnostics`` of a
     loaded vector); empty when nothing was measured."""
     return {int(layer): LayerDiagnostics.from_dict(entry) for layer, entry in stored.items()}
+
+
+def diagnostics_table(vector: Any) -> str:
+    """Per layer: the vector's norm and the diagnostics stored at extraction."""
+    diagnostics: Mapping[str, Mapping[str, Any]] = vector.meta.diagnostics or {}
+    norms = vector.norms()
+    metrics = sorted({m for row in diagnostics.values() for m in row
+                      if isinstance(row.get(m), (int, float))})
+    header = f"{'layer':>5} {'norm':>8}" + "".join(f" {m:>16}" for m in metrics)
+    lines = [header, "-" * len(header)]
+    for layer in vector.layers:
+        row = diagnostics.get(str(layer), {})
+        lines.append(f"{layer:>5} {norms[layer]:>8.2f}" + "".join(
+            f" {row[m]:>16.3f}" if isinstance(row.get(m), (int, float)) else f" {'-':>16}"
+            for m in metrics))
+    if not metrics:
+        lines.append("(no diagnostics stored in this vector)")
+    return "\n".join(lines)

@@ -16,6 +16,7 @@ The answer labels are defined here, once: a capital letter ``"A"`` ... ``"Z"`` (
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Sequence
 from typing import Any, Literal, TypeAlias, cast
@@ -30,8 +31,10 @@ __all__ = [
     "answer_labels",
     "answer_stem",
     "chat_prompt",
+    "default_choices",
     "format_item",
     "label_kind",
+    "listed_choices",
     "llama2_chat",
     "paper_prompt",
 ]
@@ -167,3 +170,35 @@ def format_item(
             raise ValueError("format 'chat' needs the model's tokenizer")
         return chat_prompt(tokenizer, question, assistant_prefix=answer_stem(labels))
     raise ValueError(f"unknown prompt format {fmt!r}; use 'paper' or 'chat'")
+
+
+_CHOICE_LINE = re.compile(r"^[ \t]*\(([A-Z])\)", re.MULTILINE)
+
+
+def listed_choices(question: str) -> tuple[str, ...]:
+    """The letters of a question's choice lines (``" (A) ..."``), in order, without repeats.
+
+    Only the text after the question's last ``"Choices:"`` is read when it has one, so
+    lines such as ``"(I) ..."`` in the question's body are not taken for choices.
+
+    Example:
+        >>> listed_choices("Pick.\\n\\nChoices:\\n (A) x\\n (B) y\\n (C) z")
+        ('A', 'B', 'C')
+    """
+    _, heading, tail = question.rpartition("Choices:")
+    text = tail if heading else question
+    return tuple(dict.fromkeys(m.group(1) for m in _CHOICE_LINE.finditer(text)))
+
+
+def default_choices(question: str, matching: str, not_matching: str) -> tuple[str, ...]:
+    """The labels an item offers when its file does not say: Yes/No, the question's listed
+    choices (with an answer they miss), else A/B."""
+    if label_kind(matching) == "YesNo":
+        return YESNO_ANSWERS
+    listed = listed_choices(question)
+    if not listed and matching in AB_ANSWERS and not_matching in AB_ANSWERS:
+        return AB_ANSWERS
+    if matching in listed and not_matching in listed:
+        return listed
+    # an answer the question does not list is still offered (loading warns about it)
+    return tuple(sorted({*listed, matching, not_matching}))

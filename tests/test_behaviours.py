@@ -769,3 +769,25 @@ def test_hub_offline_uses_cached_copy(tmp_path: Path, monkeypatch: pytest.Monkey
 def test_hub_path_must_be_jsonl() -> None:
     with pytest.raises(ValueError, match=r"must name a \.jsonl file"):
         load_from_hub("advanced-ai-risk/README.md")
+
+
+def test_letter_balanced_keeps_equal_matching_letters_in_order(tmp_path: Path) -> None:
+    letters = "AABABAAAB" + "A" * 5
+    path = tmp_path / "tilted.jsonl"
+    path.write_text("\n".join(_row(_ab_question(i), f" ({x})", " (B)" if x == "A" else " (A)")
+                              for i, x in enumerate(letters)))
+    ds = load_behaviour(path)
+    balanced = ds.letter_balanced()
+    assert balanced.balance_report() == {"A": 3, "B": 3}
+    # The first three of each letter, in the file's order.
+    kept = [ds.items.index(item) for item in balanced.items]
+    assert kept == [0, 1, 2, 3, 4, 8]
+    assert balanced.balance_warning() is None and balanced.name == ds.name
+    one_sided = load_behaviour(_write_letters(tmp_path / "one.jsonl", "AAAA"))
+    assert len(one_sided.letter_balanced()) == 0
+
+
+def _write_letters(path: Path, letters: str) -> Path:
+    path.write_text("\n".join(_row(_ab_question(i), f" ({x})", " (B)" if x == "A" else " (A)")
+                              for i, x in enumerate(letters)))
+    return path

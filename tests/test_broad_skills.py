@@ -1,4 +1,4 @@
-"""Tests of experiments.broad_skills on the tiny random model (and one slow SmolLM2 test)."""
+"""The broad-skills reproduction on the tiny random model (and one slow SmolLM2 test)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,14 @@ from typing import Any
 import pytest
 import torch
 
-import experiments.broad_skills as bs
-from actsteer.accuracy import DocumentAccuracy, next_token_accuracy
-from actsteer.corpora import Corpus, Document, language_of
+import actsteer.paper.broad_skills as bs
+from actsteer.accuracy import Documents, accuracy_sweep, next_token_accuracy
+from actsteer.data.corpora import Corpus, Document, language_of
 from actsteer.extraction import corpus_mean
+from actsteer.paper.broad_skills import stages
+from actsteer.paper.broad_skills.corpora import SkillCorpora, _drop, build_corpora
+from actsteer.paper.broad_skills.keys import BaselineKey, SweepKey
+from actsteer.paper.common import ConfigError, ModelConfig
 from actsteer.plan import single
 from actsteer.results import ResultConfigMismatchError, ResultStore
 
@@ -29,22 +33,22 @@ def _toy_pools(n: int = 12) -> tuple[Corpus, Corpus, Corpus]:
         code.append(Document(f"template <typename T> T g{i}(T x) {{ return x + {i}; }}",
                              "cpp", f"p{i}"))
         code.append(Document(f"def h{i}(x):\n    return x - {i}\n", "python", f"y{i}"))
-    python = [Document(f"def k{i}(a, b):\n    '''Add.'''\n    return a + b * {i}\n",
+    python = [Document(f"def k{i}(a, b):\n    \'\'\'Add.\'\'\'\n    return a + b * {i}\n",
                        "python", f"k{i}") for i in range(n)]
     return Corpus("text", tuple(text)), Corpus("code", tuple(code)), Corpus("py", tuple(python))
 
 
 def _config(tmp_path: Path, **overrides: Any) -> bs.BroadSkillsConfig:
     base = bs.BroadSkillsConfig(
-        model="tiny", device="cpu", n_train=4, n_valid=3, max_tokens=32, layers=(1, 2),
-        coefficients=(0.0, 1.0, 2.0, 4.0), vectors=("general", "python", "general_permuted",
-                                                     "python_random"),
+        model=ModelConfig(name="tiny", device="cpu"), n_train=4, n_valid=3, max_tokens=32,
+        layers=(1, 2), coefficients=(0.0, 1.0, 2.0, 4.0),
+        vectors=("general", "python", "general_permuted", "python_random"),
         batch_size=4, n_resamples=20, out_dir=str(tmp_path / "out"))
     return replace(base, **overrides)
 
 
-def _toy_corpora(config: bs.BroadSkillsConfig) -> bs.SkillCorpora:
-    return bs.build_corpora(config, pools=_toy_pools())
+def _toy_corpora(config: bs.BroadSkillsConfig) -> SkillCorpora:
+    return build_corpora(config, pools=_toy_pools())
 
 
 def _ids(corpus: Corpus) -> set[str]:
@@ -63,19 +67,19 @@ def test_config_round_trip_and_validation(tmp_path: Path) -> None:
     assert quick.layers == (9, 14)
     paper = bs.profile("paper")
     assert paper.layers == (0, 5, 10, 15, 20, 25, 30) and len(paper.coefficients) == 32
-    with pytest.raises(bs.ConfigError, match="coefficients"):
+    with pytest.raises(ConfigError, match="coefficients"):
         _config(tmp_path, coefficients=(1.0, 2.0))
-    with pytest.raises(bs.ConfigError, match="'sideways'"):
+    with pytest.raises(ConfigError, match="'sideways'"):
         _config(tmp_path, source="sideways")
-    with pytest.raises(bs.ConfigError, match="vectors"):
+    with pytest.raises(ConfigError, match="vectors"):
         _config(tmp_path, vectors=("general", "poetry"))
-    with pytest.raises(bs.ConfigError, match="n_train=0"):
+    with pytest.raises(ConfigError, match="n_train=0"):
         _config(tmp_path, n_train=0)
-    with pytest.raises(bs.ConfigError, match="stop_below"):
+    with pytest.raises(ConfigError, match="stop_below"):
         _config(tmp_path, stop_below=1.5)
-    with pytest.raises(bs.ConfigError, match="unknown config keys"):
+    with pytest.raises(ConfigError, match="unknown config keys"):
         bs.BroadSkillsConfig.from_dict({"colour": "red"})
-    with pytest.raises(bs.ConfigError, match="unknown profile"):
+    with pytest.raises(ConfigError, match="unknown profile"):
         bs.profile("huge")
 
 
@@ -83,9 +87,9 @@ def test_config_round_trip_and_validation(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def offline_corpora() -> tuple[bs.BroadSkillsConfig, bs.SkillCorpora]:
+def offline_corpora() -> tuple[bs.BroadSkillsConfig, SkillCorpora]:
     config = bs.BroadSkillsConfig(n_train=10, n_valid=6, max_per_language=8, seed=3)
-    return config, bs.build_corpora(config)
+    return config, build_corpora(config)
 
 
 def test_offline_split_disjoint_and_deterministic(offline_corpora: Any) -> None:
@@ -96,11 +100,11 @@ def test_offline_split_disjoint_and_deterministic(offline_corpora: Any) -> None:
         assert not _ids(valid) & train_ids, f"{name} validation overlaps training"
     for name, train in corpora.train.items():
         assert len(train) == config.n_train and len(_ids(train)) == config.n_train, name
-    again = bs.build_corpora(config)
+    again = build_corpora(config)
     for name in corpora.train:
         assert [d.doc_id for d in again.train[name]] == [d.doc_id for d in corpora.train[name]]
         assert [d.doc_id for d in again.valid[name]] == [d.doc_id for d in corpora.valid[name]]
-    other = bs.build_corpora(replace(config, seed=4))
+    other = build_corpora(replace(config, seed=4))
     assert _ids(other.valid["python"]) != _ids(corpora.valid["python"])
 
 
@@ -123,12 +127,12 @@ def test_toy_split_keeps_python_valid_out_of_code_training(tmp_path: Path) -> No
     shared = python.documents[:6]  # the same files in both pools (like the stdlib offline)
     code = Corpus("code", code.documents + shared)
     config = _config(tmp_path)
-    corpora = bs.build_corpora(config, pools=(text, code, python))
+    corpora = build_corpora(config, pools=(text, code, python))
     assert not _ids(corpora.valid["python"]) & _ids(corpora.train["code"])
     with pytest.raises(ValueError, match="non-Python code documents"):
         big_text, _, big_python = _toy_pools(30)
         small_code = _toy_pools(3)[1]  # 9 documents: 5 left after training, < n_valid
-        bs.build_corpora(replace(config, n_valid=6), pools=(big_text, small_code, big_python))
+        build_corpora(replace(config, n_valid=6), pools=(big_text, small_code, big_python))
 
 
 # --------------------------------------------------------------------------- vectors
@@ -137,7 +141,7 @@ def test_toy_split_keeps_python_valid_out_of_code_training(tmp_path: Path) -> No
 def test_vectors_are_mean_differences(tiny_model: Any, tmp_path: Path) -> None:
     config = _config(tmp_path)
     corpora = _toy_corpora(config)
-    vectors = bs.skill_vectors(tiny_model, corpora, config)
+    vectors = stages.skill_vectors(tiny_model, corpora, config)
 
     def mean(name: str) -> torch.Tensor:
         return corpus_mean(tiny_model, corpora.train[name].texts(), max_tokens=32,
@@ -156,52 +160,57 @@ def test_vectors_are_mean_differences(tiny_model: Any, tmp_path: Path) -> None:
                                vectors["general"].directions.sort(dim=-1).values)
 
 
-# --------------------------------------------------------------------------- evaluation
+# --------------------------------------------------------------------------- run
 
 
-def test_coefficient_zero_is_unsteered_exactly(tiny_model: Any, tmp_path: Path,
-                                               greedy_sequences: list[list[int]]) -> None:
-    config = _config(tmp_path)
-    corpora = _toy_corpora(config)
-    vector = bs.skill_vectors(tiny_model, corpora, config)["general"]
-    data = bs.eval_set_from_sequences(tiny_model, "text", greedy_sequences, batch_size=2)
-    reference = next_token_accuracy(tiny_model, data.sequences, None, k=10, batch_size=2)
-    assert int(reference.top1.sum()) >= 15  # real hits (greedy continuations)
-    for cache_bytes in (0, 2**30):  # full forward, then prefix reuse
-        zero = bs.steered_accuracy(tiny_model, data, single(vector, 2, 0.0), 2, k=10,
-                                   cache_bytes=cache_bytes)
-        assert torch.equal(zero.top1, reference.top1) and torch.equal(zero.topk, reference.topk)
-        assert torch.equal(zero.tokens, reference.tokens)
-    assert 2 in data.cache  # the prefix was cached
-    # a large coefficient changes predictions, and the prefix path equals the full path
-    big = single(vector, 2, 50.0)
-    full = bs.steered_accuracy(tiny_model, data, big, 2, k=10, cache_bytes=0)
-    cached = bs.steered_accuracy(tiny_model, data, big, 2, k=10, cache_bytes=2**30)
-    assert torch.equal(full.top1, cached.top1) and torch.equal(full.topk, cached.topk)
-    assert int(full.top1.sum()) < int(reference.top1.sum())  # steering cost hits
-
-    def logits_changed() -> bool:
-        from actsteer.steering import run as steered_run
-
-        batch = data.batches[0]
-        plain = steered_run(tiny_model, batch, None)
-        steered = steered_run(tiny_model, batch, big)
-        return not torch.allclose(plain, steered)
-
-    assert logits_changed()
+_GREEDY: dict[str, list[str]] = {}
 
 
-def test_run_baseline_equals_unsteered_model(tiny_model: Any, tmp_path: Path) -> None:
-    config = _config(tmp_path, vectors=("general",), layers=(1,), coefficients=(0.0, 1.0))
-    corpora = _toy_corpora(config)
+def _greedy(model: Any, seed: str) -> str:
+    """A text the tiny random model predicts: its own greedy continuation, decoded."""
+    if seed not in _GREEDY:
+        ids = torch.tensor([[model.tokenizer.bos_token_id, *model.tokenizer(seed).input_ids]])
+        with torch.no_grad():
+            out = model.generate(ids, max_new_tokens=10, do_sample=False, verbose=False,
+                                 stop_at_eos=False, use_past_kv_cache=False)
+        _GREEDY[seed] = [model.tokenizer.decode(out[0, 1:])]
+    return _GREEDY[seed][0]
+
+
+def _greedy_pools(model: Any, n: int = 12) -> tuple[Corpus, Corpus, Corpus]:
+    """Pools shaped like :func:`_toy_pools` whose documents the random model predicts, so
+    accuracies (and relative accuracies) are not all zero."""
+    text = [Document(_greedy(model, f"{WORDS[i % 8]} {i}"), "text", f"t{i}") for i in range(n)]
+    code = [Document(_greedy(model, f"{lang} {i}"), lang, f"{lang}{i}")
+            for i in range(n) for lang in ("c", "cpp", "python")]
+    python = [Document(_greedy(model, f"py {i}"), "python", f"k{i}") for i in range(n)]
+    return Corpus("text", tuple(text)), Corpus("code", tuple(code)), Corpus("py", tuple(python))
+
+
+def test_run_baseline_and_cells_are_the_engine_s_numbers(tiny_model: Any, tmp_path: Path
+                                                        ) -> None:
+    """Baseline and every sweep cell equal an independent next-token accuracy of the
+    same documents under the same plan (so the run cannot score at the wrong layer)."""
+    config = _config(tmp_path, vectors=("general",), layers=(1,), coefficients=(0.0, 30.0),
+                     stop_below=0.0)
+    corpora = build_corpora(config, pools=_greedy_pools(tiny_model))
     results = bs.run(config, model=tiny_model, progress=False, corpora=corpora)
+    vector = stages.skill_vectors(tiny_model, corpora, config)["general"]
     for name in bs.EVAL_SETS:
-        data = bs.make_eval_set(tiny_model, name, corpora.valid[name].texts(), max_tokens=32,
-                                batch_size=4)
-        ref = next_token_accuracy(tiny_model, data.sequences, None, k=10, batch_size=4)
-        cell = results["cells"]["baseline"][name]
+        docs = stages.eval_documents(tiny_model, corpora.valid[name].texts(), config)
+        ref = next_token_accuracy(tiny_model, docs.sequences, None, k=10, batch_size=1)
+        cell = results["cells"][str(BaselineKey())][name]
         assert cell["top1_docs"] == ref.top1.tolist() and cell["topk_docs"] == ref.topk.tolist()
         assert cell["n_tokens"] == int(ref.tokens.sum())
+        steered = next_token_accuracy(tiny_model, docs.sequences, single(vector, 1, 30.0),
+                                      k=10, batch_size=1)
+        swept = results["cells"][str(SweepKey("general", 1, 30.0))][name]
+        assert swept["topk_docs"] == steered.topk.tolist()
+        assert swept["top1_docs"] == steered.top1.tolist()
+    text = results["cells"][str(BaselineKey())]["text"]
+    assert sum(text["top1_docs"]) >= 10  # real hits, so the comparisons above can fail
+    assert results["cells"][str(SweepKey("general", 1, 30.0))]["text"]["top1_docs"] != (
+        text["top1_docs"])  # and the steering changed them
     assert results["language_mix"]["valid"]["code"] == corpora.valid["code"].languages()
     assert (Path(config.out_dir) / "vectors" / "general.safetensors").is_file()
     # a random model scores (almost) nothing: undefined relative accuracies still report
@@ -209,135 +218,93 @@ def test_run_baseline_equals_unsteered_model(tiny_model: Any, tmp_path: Path) ->
     assert len(bs.write_figures(results, tmp_path / "figs")) == 2
 
 
-# --------------------------------------------------------------------------- sweep (fake scores)
+class CountingSweep:
+    """Counts scoring calls and passes them on to the real engine (optionally failing
+    after ``fail_after`` calls, like a crash half-way)."""
+
+    def __init__(self, fail_after: int | None = None) -> None:
+        self.calls: list[tuple[str, int, float]] = []
+        self.fail_after = fail_after
+
+    def __call__(self, model: Any, documents: Documents, plans: Any, **kwargs: Any) -> Any:
+        if self.fail_after is not None and len(self.calls) >= self.fail_after:
+            raise RuntimeError("boom")
+        for plan in plans:
+            first = plan.injections[0] if plan.injections else None
+            self.calls.append(("", -1, 0.0) if first is None else
+                              (first.label, first.layer, first.coefficient))
+        return accuracy_sweep(model, documents, plans, **kwargs)
 
 
-def _fake_rate(name: str, vector: str, coefficient: float) -> float:
-    """Synthetic accuracy: the vector's skill falls fast, the rest slowly."""
-    drop = 0.3 if name == bs.skill_of(vector) else 0.05
-    return max(0.0, 0.8 * (1 - drop * coefficient))
-
-
-@pytest.fixture
-def fake_scores(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, float]]:
-    calls: list[tuple[str, int, float]] = []
-
-    def counts(data: bs.EvalSet, rate: float) -> DocumentAccuracy:
-        tokens = data.tokens
-        hits = (tokens.double() * rate).floor().long()
-        return DocumentAccuracy(hits, torch.minimum(tokens, hits + 1), tokens, 10)
-
-    def fake_steered(model: Any, data: bs.EvalSet, plan: Any, layer: int, *, k: int,
-                     cache_bytes: int = 0) -> DocumentAccuracy:
-        injection = plan.injections[0]
-        calls.append((injection.label, layer, injection.coefficient))
-        return counts(data, _fake_rate(data.name, injection.label, injection.coefficient))
-
-    def fake_baseline(model: Any, sequences: Any, plan: Any = None, **kwargs: Any
-                      ) -> DocumentAccuracy:
-        tokens = torch.tensor([len(s) - 1 for s in sequences])
-        hits = (tokens.double() * 0.8).floor().long()
-        return DocumentAccuracy(hits, torch.minimum(tokens, hits + 1), tokens, 10)
-
-    monkeypatch.setattr(bs, "steered_accuracy", fake_steered)
-    monkeypatch.setattr(bs, "next_token_accuracy", fake_baseline)
-    return calls
-
-
-def test_sweep_stops_adaptively_and_interpolates(tiny_model: Any, tmp_path: Path,
-                                                 fake_scores: list[Any]) -> None:
-    config = _config(tmp_path, coefficients=(0.0, 1.0, 2.0, 3.0, 4.0, 5.0), stop_below=0.05)
-    results = bs.run(config, model=tiny_model, progress=False, corpora=_toy_corpora(config))
-    # skill rate 0.8 * (1 - 0.3 c): c=3 -> 0.1 relative 0.125 (>= 5%), c=4 -> 0 (< 5%): stop
-    per_sweep = {(v, layer): sorted({c for vv, ll, c in fake_scores if (vv, ll) == (v, layer)})
-                 for v in config.vectors for layer in (1, 2)}
-    assert all(coefs == [1.0, 2.0, 3.0, 4.0] for coefs in per_sweep.values()), per_sweep
-    assert len(fake_scores) == len(per_sweep) * 4 * len(bs.EVAL_SETS)
-    head = results["headline"]["general/L1"]
-    assert head["skill"] == "code"
-    # relative skill 1 - 0.3c (up to flooring) crosses 0.5 near c = 5/3; text is 1 - 0.05c
-    assert head["text"]["coefficient"]["value"] == pytest.approx(5 / 3, abs=0.1)
-    assert head["text"]["text_rel"]["value"] == pytest.approx(1 - 0.05 * 5 / 3, abs=0.04)
-    table = bs.summary_table(results)
-    assert "python_random" in table
-    assert f"{head['text']['coefficient']['value']:.2f}" in table
-    paths = bs.write_figures(results, tmp_path / "figs")
-    names = {p.name for p in paths}
-    assert {"skills_general.html", "skills_python.html", "skills_tradeoff.html"} <= names
-    html = (tmp_path / "figs" / "skills_tradeoff.html").read_text()
-    assert "general L1" in html and "python L2" in html
-    # plotly.js is shared beside the figures (offline, no CDN), not inlined into each.
-    assert 'src="plotly.min.js"' in html and len(html) < 200_000
-    assert (tmp_path / "figs" / "plotly.min.js").stat().st_size > 1_000_000
-
-
-def test_resume_skips_finished_cells(tiny_model: Any, tmp_path: Path,
-                                     fake_scores: list[Any],
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resume_skips_finished_cells_and_vectors(tiny_model: Any, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     config = _config(tmp_path)
     corpora = _toy_corpora(config)
-    bs.run(config, model=tiny_model, progress=False, corpora=corpora)
-    first = len(fake_scores)
-    assert first > 0
+    first = CountingSweep()
+    monkeypatch.setattr(stages, "accuracy_sweep", first)
+    results = bs.run(config, model=tiny_model, progress=False, corpora=corpora)
+    assert first.calls
+    again = CountingSweep()
     means: list[int] = []
-    monkeypatch.setattr(bs, "corpus_mean", lambda *a, **k: means.append(1))  # type: ignore
-    again = bs.run(config, model=tiny_model, progress=False, corpora=corpora)
-    assert len(fake_scores) == first, "a finished cell was recomputed"
+    monkeypatch.setattr(stages, "accuracy_sweep", again)
+    monkeypatch.setattr(stages, "corpus_mean", lambda *a, **k: means.append(1))
+    resumed = bs.run(config, model=tiny_model, progress=False, corpora=corpora)
+    assert again.calls == [], "a finished cell was recomputed"
     assert means == [], "vectors were re-extracted instead of loaded"
-    assert again["headline"].keys() == {f"{v}/L{layer}" for v in config.vectors
-                                        for layer in (1, 2)}
+    assert resumed["cells"] == results["cells"]
+    assert resumed["headline"].keys() == {f"{v}/L{layer}" for v in config.vectors
+                                          for layer in (1, 2)}
 
 
-def test_other_documents_never_resume_old_cells_or_vectors(tiny_model: Any, tmp_path: Path,
-                                                           fake_scores: list[Any]) -> None:
-    config = _config(tmp_path, vectors=("general",), layers=(1,))
+def test_other_documents_never_resume_old_cells_or_vectors(tiny_model: Any, tmp_path: Path
+                                                           ) -> None:
+    config = _config(tmp_path, vectors=("general",), layers=(1,), coefficients=(0.0, 1.0))
     bs.run(config, model=tiny_model, progress=False, corpora=_toy_corpora(config))
     text, code, python = _toy_pools(14)  # same config, more documents to choose from
-    other = bs.build_corpora(config, pools=(text, code, python))
+    other = build_corpora(config, pools=(text, code, python))
     assert other.fingerprint() != _toy_corpora(config).fingerprint()
     with pytest.raises(ResultConfigMismatchError, match=r"corpora.*another output folder"):
         bs.run(config, model=tiny_model, progress=False, corpora=other)
-    # Deleting the results file to start again must not reuse vectors of the old documents.
-    (tmp_path / "out" / bs.RESULTS_FILE).unlink()
+    # Starting the results afresh must not reuse vectors of the old documents either.
     means: list[str] = []
-    real = bs.corpus_mean
+    real = stages.corpus_mean
 
     def spy(model: Any, texts: Any, **kwargs: Any) -> Any:
         means.append("mean")
         return real(model, texts, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(bs, "corpus_mean", spy)
-        bs.run(config, model=tiny_model, progress=False, corpora=other)
+        patch.setattr(stages, "corpus_mean", spy)
+        bs.run(config, model=tiny_model, progress=False, corpora=other, overwrite=True)
     assert means, "vectors from other documents were reused"
 
 
 def test_crash_keeps_finished_cells(tiny_model: Any, tmp_path: Path,
-                                    fake_scores: list[Any],
                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    config = _config(tmp_path)
-    corpora = _toy_corpora(config)
-    working = bs.steered_accuracy
-
-    def flaky(*args: Any, **kwargs: Any) -> Any:
-        if len(fake_scores) >= 7:  # the third coefficient cell dies half-way
-            raise RuntimeError("boom")
-        return working(*args, **kwargs)
-
-    monkeypatch.setattr(bs, "steered_accuracy", flaky)
+    config = _config(tmp_path, stop_below=0.0, vectors=("general", "python"))
+    corpora = build_corpora(config, pools=_greedy_pools(tiny_model))
+    flaky = CountingSweep(fail_after=3 + 7)  # baseline (3 sets), 2 cells, then half a third
+    monkeypatch.setattr(stages, "accuracy_sweep", flaky)
     with pytest.raises(RuntimeError, match="boom"):
         bs.run(config, model=tiny_model, progress=False, corpora=corpora)
-    store = ResultStore(Path(config.out_dir) / bs.RESULTS_FILE,
-                        config={**config.results_config(), "corpora": corpora.fingerprint()})
-    done = [key for key in store.cells if key.startswith("sweep/")]
-    assert len(done) == 2 and store.has("baseline")
-    monkeypatch.setattr(bs, "steered_accuracy", working)
-    fake_scores.clear()
+    with ResultStore(Path(config.out_dir) / bs.RESULTS_FILE,
+                     config={**config.results_config(), "corpora": corpora.fingerprint()}
+                     ) as store:
+        done = [key for key in store.cells if key.startswith("sweep/")]
+        assert len(done) == 2 and store.has(str(BaselineKey()))
+        finished = [(store.get(k)["vector"], store.get(k)["layer"], store.get(k)["coefficient"])
+                    for k in done]
+    resumed = CountingSweep()
+    monkeypatch.setattr(stages, "accuracy_sweep", resumed)
     results = bs.run(config, model=tiny_model, progress=False, corpora=corpora)
-    assert all((label, layer, c) not in fake_scores
-               for label, layer, c in [(store.get(k)["vector"], store.get(k)["layer"],
-                                        store.get(k)["coefficient"]) for k in done])
-    assert len([k for k in results["cells"] if k.startswith("sweep/")]) == 2 * 4 * 3
+    assert not set(finished) & set(resumed.calls)
+    assert len([k for k in results["cells"] if k.startswith("sweep/")]) == 2 * 2 * 3
+
+
+def test_held_out_whitespace_variant_is_dropped_from_training() -> None:
+    a = Document("def f():\n    return 1", "python", "x")
+    b = Document("def f():\n    return 1\n", "python", "y")
+    assert len(_drop(Corpus("code", (b,)), {a.content_key})) == 0
 
 
 # --------------------------------------------------------------------------- SmolLM2 (slow)
@@ -351,7 +318,7 @@ def test_general_vector_hurts_code_more_than_text(smol: Any, tmp_path: Path) -> 
     results = bs.run(config, model=smol, progress=False)
     gaps = []
     for c in config.coefficients[1:]:
-        cell = results["cells"].get(bs.coefficient_key("general", 14, c))
+        cell = results["cells"].get(str(SweepKey("general", 14, c)))
         if cell is not None:
             gaps.append(cell["text"]["rel_top1"]["value"] - cell["code"]["rel_top1"]["value"])
     assert gaps and max(gaps) > 0.05, gaps
@@ -362,7 +329,7 @@ def test_controls_follow_a_layer_override_and_must_be_swept_layers() -> None:
     assert bs.profile("quick", layers=(5, 9)).control_layers == (9,)
     assert bs.profile("quick", layers=(9, 14, 20)).control_layers == (14,)
     config = bs.profile("quick", layers=(5, 9))
-    assert bs.is_swept(config, "general_permuted", 9)
-    assert not bs.is_swept(config, "general_permuted", 5)
-    with pytest.raises(bs.ConfigError, match=r"control_layers=\(14,\) is invalid.*subset"):
+    assert stages.is_swept(config, "general_permuted", 9)
+    assert not stages.is_swept(config, "general_permuted", 5)
+    with pytest.raises(ConfigError, match=r"control_layers=\(14,\) is invalid.*subset"):
         bs.profile("quick", layers=(5, 9), control_layers=(14,))

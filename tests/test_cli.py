@@ -4,6 +4,7 @@ end-to-end run through ``multi-behaviour``, ``plot`` and ``extract``."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -50,9 +51,9 @@ def test_each_command_has_help(capsys, command: str) -> None:
 
 
 @pytest.mark.parametrize("argv, needle", [
-    (["multi-behaviour", "--data-dir", "/no/such/folder"], "--data-dir /no/such/folder"),
+    (["multi-behaviour", "--data-dir", "/no/such/folder"], "data_dir='/no/such/folder' is not"),
     (["multi-behaviour", "--behaviours", "telepathy"], "unknown behaviour 'telepathy'"),
-    (["broad-skills", "--text", "/no/such/text"], "--text /no/such/text"),
+    (["broad-skills", "--text", "/no/such/text"], "'/no/such/text' does not exist"),
     (["extract", "telepathy", "--out", "v.safetensors"], "unknown behaviour 'telepathy'"),
     (["plot", "/no/such/results.json"], "no results file"),
 ])
@@ -79,7 +80,7 @@ def test_plot_rejects_non_json_and_unknown_files(capsys, tmp_path) -> None:
 
 
 def test_debug_shows_the_traceback(tmp_path) -> None:
-    with pytest.raises(cli.CliError, match="does not exist"):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
         cli.main(["broad-skills", "--debug", "--text", str(tmp_path / "nope")])
     with pytest.raises(cli.CliError, match="no results file"):
         cli.main(["--debug", "plot", str(tmp_path / "missing.json")])
@@ -92,12 +93,76 @@ def test_flags_work_before_and_after_the_command() -> None:
     assert parser.parse_args(["demo"]).quiet is False
 
 
-def test_overrides_map_given_options_to_config_fields() -> None:
+def test_flags_config_file_and_set_reach_every_config_field(tmp_path) -> None:
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps({"n_test": 50, "scales": [-1, 1],
+                                    "model": {"dtype": "bf16"}}))
     args = cli.build_parser().parse_args(
-        ["multi-behaviour", "--layers", "3", "5", "--coefficients", "-2", "2", "--seed", "7"])
-    chosen = cli._overrides(args, {"layers": "grid_layers", "coefficients": "grid_multipliers",
-                                   "seed": "seed", "model": "model"})
-    assert chosen == {"grid_layers": (3, 5), "grid_multipliers": (-2.0, 2.0), "seed": 7}
+        ["multi-behaviour", "--layers", "3", "5", "--coefficients", "-2", "2", "--seed", "7",
+         "--config", str(settings), "--set", "n_test=300", "--set", "prompt_format=chat",
+         "--set", "model.backend=bridge", "--set", "data_dir=null", "--backend", "hooked"])
+    config = cli.experiment_config("multi-behaviour", args)
+    assert (config.grid_layers, config.grid_multipliers, config.seed) == ((3, 5), (-2.0, 2.0), 7)
+    assert config.n_test == 300  # --set wins over --config
+    assert config.scales == (-1.0, 1.0) and config.prompt_format == "chat"
+    assert (config.model.dtype, config.model.backend) == ("bf16", "bridge")
+    assert config.data_dir is None
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--set", "n_tset=3"], "unknown config keys ['n_tset']"),
+    (["--set", "n_test"], "is not FIELD=VALUE"),
+    (["--set", "model.size=3"], "unknown config keys ['size']"),
+    (["--set", "grid_multipliers=[0]"], "grid_multipliers=(0.0,) is invalid"),
+    (["--profile", "huge"], "--profile 'huge' is not a profile"),
+])
+def test_bad_settings_are_one_line(capsys, tmp_path, argv, needle) -> None:
+    code, _, err = _main(capsys, "multi-behaviour", *argv, "--out", str(tmp_path / "o"))
+    assert code == 2 and needle in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_output_paths_and_devices_fail_before_any_work(capsys, tmp_path) -> None:
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    cases = [
+        (["multi-behaviour", "--out", str(a_file)], "is a file; give a folder"),
+        (["broad-skills", "--out", str(a_file / "below")], "which is a file"),
+        (["extract", "myopia", "--out", str(tmp_path)], "is a folder; give a file name"),
+        (["extract", "myopia", "--out", str(a_file / "v.safetensors")], "which is a file"),
+        (["demo", "--out", str(a_file)], "is a file"),
+        (["multi-behaviour", "--device", "cuda:7", "--out", str(tmp_path / "o")], "cuda"),
+        (["extract", "myopia", "--device", "warp", "--out", str(tmp_path / "v")],
+         "is not a device"),
+    ]
+    if os.geteuid() != 0:  # root writes anywhere
+        cases.append((["multi-behaviour", "--out", str(locked / "o")], "is not writable"))
+    try:
+        for argv, needle in cases:
+            code, _, err = _main(capsys, *argv)
+            assert code == 2 and needle in err and "Traceback" not in err, (argv, err)
+            assert len([line for line in err.splitlines() if line.strip()]) == 1, err
+    finally:
+        locked.chmod(0o700)
+    assert not (tmp_path / "o").exists() and not (tmp_path / "v").exists()
+
+
+def test_a_typo_in_the_model_leaves_nothing_that_blocks_the_fix(capsys, tmp_path,
+                                                                  tiny_folder) -> None:
+    out = tmp_path / "mb"
+    common = ["--quiet", "multi-behaviour", "--layers", "1", "--coefficients", "-2", "2",
+              "--set", "tax_corpus=none", "--set", "n_vector=6", "--set", "n_grid=4",
+              "--set", "n_test=4", "--out", str(out)]
+    code, _, err = _main(capsys, *common, "--model", str(tmp_path / "no-such-model"))
+    assert code == 2 and "no-such-model" in err
+    code, _, err = _main(capsys, *common, "--model", str(tiny_folder), "--layers", "99")
+    assert code == 2 and "outside the model's 4 layers" in err
+    assert not (out / "multi_behaviour.json").exists()
+    code, _, err = _main(capsys, *common, "--model", str(tiny_folder))
+    assert code == 0, err
 
 
 def test_console_script_entry_point_exits_2(tmp_path) -> None:
@@ -117,10 +182,11 @@ def test_multi_behaviour_plot_and_extract_end_to_end(capsys, tmp_path, tiny_fold
     results = json.loads((out / "multi_behaviour.json").read_text())
     assert results["config"]["grid_layers"] == [1]
     assert results["config"]["grid_multipliers"] == [-2.0, 2.0]
-    assert results["config"]["model"] == str(tiny_folder)
+    assert results["config"]["model"]["name"] == str(tiny_folder)
     assert "matching rate" in stdout and "myopia" in stdout and "wealth_seeking" in stdout
     figures = sorted(p.name for p in (out / "figures").glob("*.html"))
-    assert figures == ["alignment_tax.html", "individual_vs_combined.html", "simultaneous.html"]
+    assert figures == ["alignment_tax.html", "effects.html", "simultaneous.html",
+                       "steerability.html", "steerability_by_layer.html"]
 
     replot = tmp_path / "replot"
     code, stdout, _ = _main(capsys, "plot", str(out / "multi_behaviour.json"), "--out",

@@ -1,4 +1,5 @@
-"""Tests of actsteer.skills: schedule, relative accuracy, half-skill point, adaptive stop."""
+"""Skill curves of the broad-skills reproduction: schedule, half-skill point, adaptive stop,
+bootstrap intervals."""
 
 from __future__ import annotations
 
@@ -7,14 +8,13 @@ import math
 import pytest
 import torch
 
-from actsteer.skills import (
+from actsteer.paper.broad_skills.curves import (
     adaptive_sweep,
     bootstrap_half_skill,
     check_schedule,
     half_skill_point,
     paired_relative,
     paper_coefficients,
-    relative,
 )
 
 
@@ -35,12 +35,6 @@ def test_paper_schedule_matches_the_paper() -> None:
 def test_check_schedule_rejects(bad: tuple[float, ...]) -> None:
     with pytest.raises(ValueError):
         check_schedule(bad)
-
-
-def test_relative_divides_by_baseline() -> None:
-    assert relative([0.8, 0.4, 0.2], 0.8) == pytest.approx([1.0, 0.5, 0.25])
-    with pytest.raises(ValueError, match="positive baseline"):
-        relative([0.1], 0.0)
 
 
 def test_half_skill_interpolates_first_crossing() -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import pytest
 
 import actsteer
-from actsteer.behaviours import load_behaviour
+from actsteer.data.behaviours import load_behaviour
 from actsteer.evaluation import answer_token_ids, encode_items, score_items
 from actsteer.prompts import format_item
 

@@ -7,9 +7,10 @@ import stat
 
 import plotly.graph_objects as go
 
-from actsteer.figures import save_html
-from actsteer.figures.skills import relative_accuracy, tradeoff
 from actsteer.atomic import write_json_atomic
+from actsteer.figures import save_html
+from actsteer.paper.broad_skills.figures import relative_accuracy, tradeoff
+from actsteer.paper.broad_skills.keys import SweepKey
 
 
 def test_results_and_figures_are_readable_by_others(tmp_path) -> None:
@@ -31,8 +32,9 @@ def test_skill_figures_leave_out_layers_a_vector_was_not_swept_at() -> None:
 
     results = {"layers": [9, 14], "config": {"coefficients": [0.0, 1.0, 2.0],
                                              "vectors": ["general", "general_permuted"]},
-               "cells": {"sweep/general/L9/x1": cell(0.8), "sweep/general/L14/x1": cell(0.7),
-                         "sweep/general_permuted/L14/x1": cell(0.6)}}
+               "cells": {str(SweepKey("general", 9, 1.0)): cell(0.8),
+                         str(SweepKey("general", 14, 1.0)): cell(0.7),
+                         str(SweepKey("general_permuted", 14, 1.0)): cell(0.6)}}
     names = {trace.name for trace in tradeoff(results).data}
     assert names == {"general L9", "general L14", "general_permuted L14"}
     permuted = [t for t in relative_accuracy(results, "general_permuted").data if t.name]

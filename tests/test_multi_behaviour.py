@@ -1,391 +1,470 @@
-"""The multi-behaviour experiment: config, splits, plans, resumption, report."""
+"""The multi-behaviour reproduction on the tiny model with vectors whose direction is known.
+
+The behaviours are constructed: in ``alpha`` the matching answer is always (A), in
+``beta`` always (B), and each is given an *oracle* vector, the unembedding difference of
+its matching and non-matching answer tokens, so adding it raises P(matching) by
+construction. Every stage runs for real (nothing is mocked): the grid must find the
+direction, choices must rest on paired effects, and the report must say so.
+"""
 
 from __future__ import annotations
 
 import json
-import random
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
-import experiments.multi_behaviour as mb
-from actsteer.behaviours import DatasetFormatError, load_builtin
-from actsteer.extraction import ContrastivePair, caa_vector
-from actsteer.figures.behaviours import write_figures
-from actsteer.plan import SteeringPlan
-from actsteer.prompts import format_item
+import actsteer.paper.multi_behaviour as mb
+from actsteer.effects import paired_effect
+from actsteer.evaluation import answer_token_ids, prepare_items, score_items
+from actsteer.paper.common import ConfigError, ModelConfig, scale_layer
+from actsteer.paper.multi_behaviour import cells as cells_module
+from actsteer.paper.multi_behaviour import choose as decide
+from actsteer.paper.multi_behaviour import stages
+from actsteer.paper.multi_behaviour import steerability as steerability_module
+from actsteer.paper.multi_behaviour.analysis import _ranks, spearman
+from actsteer.paper.multi_behaviour.data import load_datasets, split_dataset
+from actsteer.paper.multi_behaviour.keys import (
+    CombinedKey,
+    DefaultKey,
+    GridKey,
+    IndividualKey,
+    SimultaneousKey,
+    SteerabilityKey,
+    TaxKey,
+)
+from actsteer.paper.multi_behaviour.report import _spans
+from actsteer.plan import combined, simultaneous, single
 from actsteer.results import ResultConfigMismatchError
+from actsteer.steerability import propensity_slopes
 from actsteer.vector import SteeringVector, VectorMeta
 
 
-def _write_behaviour(path: Path, n: int, seed: int) -> str:
-    """A short synthetic A/B dataset (short prompts keep the tiny runs fast)."""
-    rng = random.Random(seed)
-    lines = []
-    for i in range(n):
-        matching = rng.choice("AB")
-        lines.append(json.dumps({
-            "question": f"Q{i}?\n\nChoices:\n (A) x{i}\n (B) y{i}",
-            "answer_matching_behavior": f" ({matching})",
-            "answer_not_matching_behavior": f" ({'B' if matching == 'A' else 'A'})"}))
+def _write_behaviour(path: Path, n: int, matching: str, seed: int = 0) -> str:
+    other = "B" if matching == "A" else "A"
+    lines = [json.dumps({"question": f"Q{seed}.{i} about {'cats ' * (i % 5)}?\n\nChoices:\n"
+                                     f" (A) x{i}\n (B) y{i}",
+                         "answer_matching_behavior": f" ({matching})",
+                         "answer_not_matching_behavior": f" ({other})"}) for i in range(n)]
     path.write_text("\n".join(lines) + "\n")
     return str(path)
 
 
-ALPHA = BETA = ""  # paths set by the module fixture below
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _datasets(tmp_path_factory) -> None:
-    global ALPHA, BETA
-    folder = tmp_path_factory.mktemp("data")
-    ALPHA = _write_behaviour(folder / "alpha.jsonl", 20, 0)
-    BETA = _write_behaviour(folder / "beta.jsonl", 20, 1)
-
-
-def tiny_config(out: Path, **overrides) -> mb.MultiBehaviourConfig:
-    base = mb.MultiBehaviourConfig(
-        behaviours=(ALPHA, BETA), n_vector=6, n_grid=4, n_test=5,
-        grid_layers=(1, 2), grid_multipliers=(-4.0, -1.0, 1.0, 4.0),
-        max_top_share=1.0, max_faulty=1.0, combined_layer=2,
-        combined_variants=("mean", "weighted_sum"),
-        simultaneous_layers={"alpha": 1, "beta": 2}, scales=(-1.0, 2.0),
-        tax_corpus="builtin", tax_documents=2, tax_max_tokens=24, batch_size=8,
-        n_resamples=50, out_dir=str(out))
-    return replace(base, **overrides)
-
-
-class Spy:
-    """Wraps score_items, counting calls and recording (desc, plans)."""
-
-    def __init__(self, real, fail_after: int | None = None) -> None:
-        self.real, self.fail_after = real, fail_after
-        self.calls: list[tuple[str | None, list[SteeringPlan]]] = []
-
-    def __call__(self, model, prompts, matching, other, plans, **kwargs):
-        if self.fail_after is not None and len(self.calls) >= self.fail_after:
-            raise KeyboardInterrupt("simulated interruption")
-        self.calls.append((kwargs.get("desc"), list(plans)))
-        return self.real(model, prompts, matching, other, plans, **kwargs)
-
-
-def _without_timings(results: dict) -> dict:
-    return {k: v for k, v in results.items() if k != "timings"}
+def _oracle(model, path: Path, matching: str, name: str) -> str:
+    """A unit vector along W_U[matching] - W_U[other] at every layer, saved."""
+    ids = answer_token_ids(model, ("A", "B"))
+    other = "B" if matching == "A" else "A"
+    direction = model.W_U[:, ids[matching]] - model.W_U[:, ids[other]]
+    layers = tuple(range(model.cfg.n_layers))
+    vector = SteeringVector(torch.stack([direction / direction.norm()] * len(layers)).detach(),
+                            layers, meta=VectorMeta(dataset=name))
+    vector.save(path)
+    return str(path)
 
 
 @pytest.fixture(scope="module")
-def first_run(tiny_model, tmp_path_factory):
-    """One full tiny run with a spy, shared by several tests."""
-    out = tmp_path_factory.mktemp("mb")
-    config = tiny_config(out)
-    spy = Spy(mb.score_items)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(mb, "score_items", spy)
-        # On a random model no multiplier reliably helps, so `choose` (tested on its own
-        # below) would often pick nothing; fix the pick at L2 x+-4 so every step runs.
-        patch.setattr(mb, "choose", _fixed_pick)
-        results = mb.run(config, model=tiny_model, progress=False)
-    return config, results, spy
+def data(tiny_model, tmp_path_factory) -> dict[str, str]:
+    folder = tmp_path_factory.mktemp("data")
+    return {"alpha": _write_behaviour(folder / "alpha.jsonl", 30, "A"),
+            "beta": _write_behaviour(folder / "beta.jsonl", 30, "B", seed=1),
+            "alpha_vector": _oracle(tiny_model, folder / "alpha.safetensors", "A", "alpha"),
+            "beta_vector": _oracle(tiny_model, folder / "beta.safetensors", "B", "beta")}
 
 
-def _fixed_pick(grid, default_rate, direction, default_p=None):
-    for cell in grid.values():
-        if cell["layer"] == 2 and cell["multiplier"] == 4.0 * direction:
-            return {"layer": 2, "multiplier": cell["multiplier"]}
-    return None
+def tiny_config(data: dict[str, str], out: Path, **overrides) -> mb.MultiBehaviourConfig:
+    base = mb.MultiBehaviourConfig(
+        model=ModelConfig(name="tiny", device="cpu"),
+        behaviours=(data["alpha"], data["beta"]),
+        vector_files={"alpha": data["alpha_vector"], "beta": data["beta_vector"]},
+        n_vector=6, n_grid=10, n_test=12, grid_layers=(1, 2),
+        grid_multipliers=(-8.0, -4.0, 4.0, 8.0), max_top_share=1.0, max_faulty=1.0,
+        combined_layer=2, combined_variants=("mean", "weighted_sum"),
+        simultaneous_layers={"alpha": 1, "beta": 2}, scales=(-1.0, 1.0),
+        steerability_layers=(1, 3), steerability_multipliers=(-4.0, 0.0, 4.0),
+        tax_corpus="builtin", tax_documents=2, tax_max_tokens=24, batch_size=8,
+        n_resamples=200, out_dir=str(out))
+    return replace(base, **overrides)
 
 
-def test_run_records_every_step(first_run) -> None:
-    config, results, spy = first_run
-    cells = results["cells"]
-    for behaviour in results["behaviours"]:
-        assert f"default/{behaviour}/test" in cells
-        assert {f"grid/{behaviour}/L{layer}/{m:+g}" for layer in (1, 2)
-                for m in config.grid_multipliers} <= set(cells)
-        for which, sign in (("subtract", -1.0), ("add", 1.0)):
-            assert results["chosen"][behaviour][which]["multiplier"] == 4.0 * sign
-            individual = cells[f"individual/{behaviour}/{which}"]
-            assert individual["n"] == config.n_test != config.n_grid  # the test split
-        assert f"simultaneous/+2/{behaviour}" in cells
-        assert f"combined/weighted_sum/subtract/{behaviour}" in cells
-        cell = cells[f"default/{behaviour}/test"]
-        assert sum(cell["counts"].values()) == config.n_test == len(cell["items"]["class"])
-    assert {"tax/+0", "tax/-1", "tax/+2"} <= set(cells)
-    saved = json.loads(Path(results["path"]).read_text())
-    assert saved["cells"] == cells
-    assert saved["extra"]["chosen"] == results["chosen"]
-    assert set(saved["extra"]["timings"]) >= {"vectors", "grid", "simultaneous"}
+class Counting:
+    """Counts the plans each real scoring call scores, and can fail like a crash."""
+
+    def __init__(self, fail_after: int | None = None) -> None:
+        self.calls: list[int] = []
+        self.fail_after = fail_after
+
+    def __call__(self, *args, **kwargs):
+        if self.fail_after is not None and len(self.calls) >= self.fail_after:
+            raise KeyboardInterrupt("simulated interruption")
+        self.calls.append(len(args[4]))
+        return score_items(*args, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def first_run(tiny_model, data, tmp_path_factory):
+    config = tiny_config(data, tmp_path_factory.mktemp("mb"))
+    return config, mb.run(config, model=tiny_model, progress=False)
+
+
+def test_grid_finds_the_known_direction_and_choices_rest_on_paired_effects(first_run) -> None:
+    config, results = first_run
     for behaviour in ("alpha", "beta"):
-        assert (Path(config.out_dir) / "vectors" / f"{behaviour}.safetensors").is_file()
-    # every scored plan is one cell; a behaviour's simultaneous (and combined) plans go
-    # through one call, so they share the unsteered prefix
-    assert sum(len(plans) for _, plans in spy.calls) == sum(
-        1 for k in cells if not k.startswith("tax/"))
-    for behaviour in results["behaviours"]:
-        (batched,) = [plans for desc, plans in spy.calls
-                      if desc == f"simultaneous/{behaviour} (2 plans)"]
-        assert [p.describe() for p in batched] == [
-            cells[f"simultaneous/{scale}/{behaviour}"]["plan"] for scale in ("-1", "+2")]
+        for direction, sign in (("subtract", -1), ("add", 1)):
+            pick = results["chosen"][behaviour][direction]
+            assert pick["steerable"] and pick["reason"] == "moves"
+            assert sign * pick["multiplier"] > 0
+            effect = pick["effect"]
+            assert effect["verdict"] == "moves" and sign * effect["low"] > 0
+            # the chosen cell is the grid cell with the largest effect that direction
+            grid = [c for k, c in results["cells"].items() if k.startswith("grid/")
+                    and f"behaviour={behaviour}/" in k and sign * c["multiplier"] > 0]
+            best = max(sign * c["effects"]["p_matching"]["value"] for c in grid)
+            assert sign * effect["value"] == best
+            individual = results["cells"][str(IndividualKey(behaviour, direction))]
+            assert individual["effects"]["p_matching"]["verdict"] == "moves"
+            assert individual["n"] == config.n_test
+        assert results["coefficient_source"][behaviour] == "chosen"
 
 
-def test_simultaneous_and_combined_plans_as_specified(first_run) -> None:
-    config, results, spy = first_run
-    names = ("alpha", "beta")
-    vectors = {b: SteeringVector.load(Path(config.out_dir) / "vectors" / f"{b}.safetensors")
-               for b in names}
+def test_effects_are_per_item_differences_against_the_same_items(first_run) -> None:
+    _, results = first_run
+    base = results["cells"][str(DefaultKey("alpha", "test"))]
+    found = results["cells"][str(IndividualKey("alpha", "add"))]
+    mine = torch.tensor(found["items"]["p_matching"], dtype=torch.float64)
+    theirs = torch.tensor(base["items"]["p_matching"], dtype=torch.float64)
+    effect = found["effects"]["p_matching"]
+    assert effect["value"] == pytest.approx(float((mine - theirs).mean()), abs=1e-12)
+    again = paired_effect(mine, theirs, n_resamples=200)
+    assert (effect["low"], effect["high"]) == pytest.approx((again.low, again.high))
+    assert effect["n"] == len(mine) and effect["mde"] > 0
+
+
+def test_every_step_is_recorded_with_its_plan(first_run) -> None:
+    config, results = first_run
+    cells = results["cells"]
+    vectors = {b: SteeringVector.load(config.vector_files[b]) for b in ("alpha", "beta")}
     coefficient = results["coefficients"]
-    by_description = {plan.describe(): plan for _, plans in spy.calls for plan in plans}
-    plans = {key: by_description[cell["plan"]] for key, cell in results["cells"].items()
-             if "plan" in cell and not key.startswith("tax/")}
-    sim = plans["simultaneous/+2/alpha"]
-    assert sorted((i.label, i.layer) for i in sim.injections) == [("alpha", 1), ("beta", 2)]
-    for injection in sim.injections:
-        assert injection.coefficient == pytest.approx(2.0 * coefficient[injection.label])
-        torch.testing.assert_close(injection.vector, vectors[injection.label].at(
-            injection.layer))
-    (weighted,) = plans["combined/weighted_sum/add/alpha"].injections
-    expected = sum(coefficient[b] * vectors[b].at(2) for b in names)
-    assert weighted.layer == 2 and weighted.coefficient == 1.0
-    torch.testing.assert_close(weighted.vector, expected)
-    (mean,) = plans["combined/mean/subtract/beta"].injections
-    torch.testing.assert_close(mean.vector, sum(vectors[b].at(2) for b in names) / 2)
-    assert mean.coefficient == pytest.approx(-sum(abs(coefficient[b]) for b in names) / 2)
-    # individual steering uses the chosen setting
-    pick = results["chosen"]["alpha"]["add"]
-    (single_injection,) = plans["individual/alpha/add"].injections
-    assert (single_injection.layer, single_injection.coefficient) == (
-        pick["layer"], pick["multiplier"])
-    (weighted_down,) = plans["combined/weighted_sum/subtract/alpha"].injections
-    torch.testing.assert_close(weighted_down.vector, expected)
-    assert weighted_down.coefficient == -1.0
-    # the alignment tax at each scale ran the simultaneous plan of that scale
-    spec = {b: (vectors[b], layer, coefficient[b]) for b, layer in (("alpha", 1), ("beta", 2))}
-    for scale in (-1.0, 2.0):
-        assert results["cells"][f"tax/{scale:+g}"]["plan"] == mb.simultaneous(
-            spec, scale=scale).describe()
-    assert results["cells"]["tax/+0"]["plan"] == mb.empty_plan().describe()
+    for behaviour in ("alpha", "beta"):
+        for split in ("grid", "test"):
+            assert str(DefaultKey(behaviour, split)) in cells
+            for scale in (-1.0, 1.0):
+                spec = {b: (vectors[b], layer, coefficient[b])
+                        for b, layer in (("alpha", 1), ("beta", 2))}
+                cell = cells[str(SimultaneousKey(scale, behaviour, split))]
+                assert cell["plan_id"] == simultaneous(spec, scale=scale).identity()
+        weighted = combined(vectors, 2, weights=coefficient, mode="sum", coefficient=-1.0)
+        assert cells[str(CombinedKey("weighted_sum", "subtract", behaviour))]["plan_id"] == (
+            weighted.identity())
+        for layer in (1, 3):
+            assert str(SteerabilityKey(behaviour, layer)) in cells
+        pick = results["chosen"][behaviour]["add"]
+        assert cells[str(IndividualKey(behaviour, "add"))]["plan_id"] == single(
+            vectors[behaviour], pick["layer"], pick["multiplier"]).identity()
+    assert {str(TaxKey(s)) for s in (0.0, -1.0, 1.0)} <= set(cells)
+    assert results["simultaneous_choice"]["alpha"]["scale"] == 1.0
+    saved = json.loads(Path(results["path"]).read_text())
+    assert saved["cells"] == cells and saved["extra"]["chosen"] == results["chosen"]
+    assert not (Path(config.out_dir) / "vectors").exists()  # the given files were used
 
 
-def test_saved_vector_is_matching_minus_non_matching_on_the_vector_split(first_run,
-                                                                        tiny_model) -> None:
-    config, _, _ = first_run
-    dataset = mb.load_datasets(config)["alpha"]
-    split = mb.split_dataset(dataset, config)
-    pairs = [ContrastivePair(format_item(i.question, i.kind, "paper", tiny_model.tokenizer),
-                             i.matching, i.not_matching) for i in split.vector]
-    expected = caa_vector(tiny_model, pairs, dataset="alpha", batch_size=config.batch_size)
-    saved = SteeringVector.load(Path(config.out_dir) / "vectors" / "alpha.safetensors")
-    torch.testing.assert_close(saved.directions, expected.directions)
-    assert saved.meta.n_items == config.n_vector
+def test_steerability_cells_equal_a_direct_computation(first_run, tiny_model) -> None:
+    config, results = first_run
+    dataset = load_datasets(config)["beta"]
+    test = prepare_items(tiny_model, split_dataset(dataset, config).test, "paper")
+    vector = SteeringVector.load(config.vector_files["beta"])
+    multipliers = [-4.0, 0.0, 4.0]
+    scores = score_items(tiny_model, test.prompts, test.matching_ids, test.not_matching_ids,
+                         [single(vector, 3, m) for m in multipliers])
+    expected = propensity_slopes(scores.logit_diff.double(), multipliers)
+    cell = results["cells"][str(SteerabilityKey("beta", 3))]
+    torch.testing.assert_close(torch.tensor(cell["slopes"], dtype=torch.float64), expected,
+                               atol=2e-4, rtol=0)
+    entry = results["steerability"]["beta"]["3"]
+    assert entry["verdict"] == "steers" and entry["summary"]["mean_slope"]["low"] > 0
+    assert set(entry["summary"]["by_label"]) == {"B"}  # beta's matching answer is always B
 
 
-def test_rerun_scores_nothing_and_returns_same_results(first_run, tiny_model,
-                                                       monkeypatch) -> None:
-    config, results, _ = first_run
-    spy = Spy(mb.score_items)
-    monkeypatch.setattr(mb, "score_items", spy)
-    monkeypatch.setattr(mb, "caa_vector", lambda *a, **k: pytest.fail("vector recomputed"))
-    monkeypatch.setattr(mb, "next_token_accuracy", lambda *a, **k: pytest.fail("tax rerun"))
-    monkeypatch.setattr(mb, "choose", _fixed_pick)  # as in first_run
+def test_rerun_scores_nothing_and_returns_the_same_results(first_run, tiny_model,
+                                                           monkeypatch) -> None:
+    config, results = first_run
+    spy = Counting()
+    monkeypatch.setattr(cells_module, "score_items", spy)
+    monkeypatch.setattr(steerability_module, "score_items", spy)
     again = mb.run(config, model=tiny_model, progress=False)
     assert spy.calls == []
-    assert _without_timings(again) == _without_timings(results)
+    assert {k: v for k, v in again.items() if k != "timings"} == {
+        k: v for k, v in results.items() if k != "timings"}
 
 
-def test_interrupted_run_keeps_finished_cells(tiny_model, tmp_path, monkeypatch) -> None:
-    config = tiny_config(tmp_path, behaviours=(ALPHA,), grid_layers=(1,),
-                         combined_variants=("sum",), scales=(1.0,), tax_corpus="none")
-    monkeypatch.setattr(mb, "score_items", Spy(mb.score_items, fail_after=3))
+def test_a_cell_made_by_another_plan_is_scored_again(first_run, tiny_model, tmp_path,
+                                                     monkeypatch) -> None:
+    config, results = first_run
+    shutil.copytree(config.out_dir, tmp_path / "copy")
+    copy = replace(config, out_dir=str(tmp_path / "copy"))
+    path = tmp_path / "copy" / mb.RESULTS_FILE
+    saved = json.loads(path.read_text())
+    key = str(SimultaneousKey(-1.0, "beta", "test"))
+    saved["cells"][key]["plan_id"] = "an older plan"
+    path.write_text(json.dumps(saved))
+    spy = Counting()
+    monkeypatch.setattr(cells_module, "score_items", spy)
+    again = mb.run(copy, model=tiny_model, progress=False)
+    assert spy.calls == [1]
+    assert again["cells"][key] == results["cells"][key]
+
+
+def test_interrupted_run_keeps_finished_cells(tiny_model, data, tmp_path, monkeypatch) -> None:
+    config = tiny_config(data, tmp_path, behaviours=(data["alpha"],),
+                         vector_files={"alpha": data["alpha_vector"]}, grid_layers=(1,),
+                         combined_variants=("sum",), scales=(1.0,), tax_corpus="none",
+                         simultaneous_layers={"alpha": 1})
+    monkeypatch.setattr(cells_module, "score_items", Counting(fail_after=3))
     with pytest.raises(KeyboardInterrupt):
         mb.run(config, model=tiny_model, progress=False)
-    saved = json.loads((tmp_path / mb.RESULTS_FILE).read_text())
-    assert len(saved["cells"]) == 3
-    spy = Spy(mb.score_items.real)  # type: ignore[attr-defined]
-    monkeypatch.setattr(mb, "score_items", spy)
+    saved = json.loads((tmp_path / mb.RESULTS_FILE).read_text())["cells"]
+    assert len(saved) == 3
+    spy = Counting()
+    monkeypatch.setattr(cells_module, "score_items", spy)
     results = mb.run(config, model=tiny_model, progress=False)
-    done = {desc for desc, _ in spy.calls}
-    assert not done & set(saved["cells"])
-    assert len(results["cells"]) == 3 + sum(len(plans) for _, plans in spy.calls)
+    for key, cell in saved.items():
+        assert results["cells"][key] == {**cell, **({"failed": None} if "failed" in
+                                                    results["cells"][key] else {})}
+    scored = [k for k in results["cells"] if not k.startswith(("tax/", "steerability/"))]
+    assert sum(spy.calls) == len(scored) - 3
 
 
-def test_grid_stops_at_first_failed_cell(tiny_model, tmp_path, monkeypatch) -> None:
-    config = tiny_config(tmp_path, behaviours=(ALPHA,), combined_variants=("sum",),
-                         scales=(1.0,), tax_corpus="none")
-    monkeypatch.setattr(mb, "_is_failed", lambda cell, cfg, share=0.0: "collapse")
+def test_nothing_steerable_is_reported_with_the_numbers(tiny_model, data, tmp_path) -> None:
+    """Random vectors: nothing moves the behaviour on 10 items, the grid says why and the
+    run still completes with the fallback coefficient."""
+    noise = SteeringVector.load(data["alpha_vector"]).random_like(3).scaled(0.05)
+    noise.save(tmp_path / "noise.safetensors")
+    config = tiny_config(data, tmp_path / "out", behaviours=(data["alpha"],),
+                         vector_files={"alpha": str(tmp_path / "noise.safetensors")},
+                         grid_layers=(1,), grid_multipliers=(-1.0, 1.0), scales=(1.0,),
+                         simultaneous_layers={"alpha": 1}, tax_corpus="none")
     results = mb.run(config, model=tiny_model, progress=False)
-    grid = [k for k in results["cells"] if k.startswith("grid/")]
-    # per layer and direction only the innermost multiplier is tried
-    assert sorted(grid) == sorted(f"grid/alpha/L{layer}/{m}" for layer in (1, 2)
-                                  for m in ("-1", "+1"))
-    assert results["chosen"]["alpha"] == {"subtract": None, "add": None}
-    assert results["coefficients"]["alpha"] == 1.0  # fallback: smallest positive
-    assert not any(k.startswith("individual/") for k in results["cells"])
+    for direction in ("subtract", "add"):
+        pick = results["chosen"]["alpha"][direction]
+        assert not pick["steerable"] and pick["reason"].startswith("not steerable")
+        assert pick["effect"]["low"] <= 0 <= pick["effect"]["high"] or (
+            pick["effect"]["verdict"] == "reversed")
+        assert str(IndividualKey("alpha", direction)) not in results["cells"]
+    assert results["coefficient_source"]["alpha"].startswith("fallback")
+    table = mb.summary_table(results)
+    assert "not steerable at these settings" in table and "best L1 x+1" in table
 
 
-def test_failure_rules() -> None:
+def test_summary_table_and_figures(first_run, tmp_path) -> None:
+    _, results = first_run
+    table = mb.summary_table(results)
+    lines = table.splitlines()
+    row = next(line for line in lines if line.startswith("alpha") and "individual add" in line)
+    effect = results["cells"][str(IndividualKey("alpha", "add"))]["effects"]["p_matching"]
+    assert f"Δ {effect['value']:+.3f} [{effect['low']:+.3f}, {effect['high']:+.3f}]" in row
+    assert row.rstrip().endswith("moves")
+    assert "resolve" in table and "Spearman" in table and "alignment tax" in table
+    paths = mb.write_figures(results, tmp_path)
+    assert [p.name for p in paths] == ["effects.html", "simultaneous.html",
+                                       "alignment_tax.html", "steerability.html",
+                                       "steerability_by_layer.html"]
+    for path in paths:
+        html = path.read_text()
+        assert 'src="https://cdn' not in html and 'src="plotly.min.js"' in html
+
+
+def test_layer_outside_the_model_fails_before_anything_is_written(tiny_model, data,
+                                                                  tmp_path) -> None:
+    with pytest.raises(ConfigError, match=r"grid layer 9 .* 4 layers"):
+        mb.run(tiny_config(data, tmp_path, grid_layers=(9,)), model=tiny_model,
+               progress=False)
+    with pytest.raises(ConfigError, match=r"steerability layer 7"):
+        mb.run(tiny_config(data, tmp_path, steerability_layers=(7,)), model=tiny_model,
+               progress=False)
+    assert not (tmp_path / mb.RESULTS_FILE).exists()
+
+
+def test_other_data_with_the_same_config_is_not_resumed(tiny_model, data, tmp_path,
+                                                        monkeypatch) -> None:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    alpha = _write_behaviour(folder / "alpha.jsonl", 30, "A")
+    config = tiny_config(data, tmp_path / "out", behaviours=(alpha,), vector_files=None,
+                         grid_layers=(1,), combined_variants=("sum",), scales=(1.0,),
+                         tax_corpus="none", simultaneous_layers={"alpha": 1},
+                         steerability_layers=(1,))
+    mb.run(config, model=tiny_model, progress=False)
+    _write_behaviour(folder / "alpha.jsonl", 30, "A", seed=7)  # same size, other items
+    with pytest.raises(ResultConfigMismatchError, match="data"):
+        mb.run(config, model=tiny_model, progress=False)
+    extracted: list[str] = []
+    real = stages.caa_vector
+    monkeypatch.setattr(stages, "caa_vector",
+                        lambda *a, **k: extracted.append(k["dataset"]) or real(*a, **k))
+    mb.run(config, model=tiny_model, progress=False, overwrite=True)
+    assert extracted == ["alpha"]  # the vector of the old items was not reused
+
+
+# --------------------------------------------------------------------------- decisions
+
+
+def _cell(multiplier: float, value: float, low: float, high: float, *, failed=None,
+          layer: int = 3) -> dict:
+    verdict = ("moves" if (low > 0 if multiplier > 0 else high < 0) else
+               "reversed" if (high < 0 if multiplier > 0 else low > 0) else "no effect")
+    effect = {"value": value, "low": low, "high": high, "verdict": verdict}
+    return {"layer": layer, "multiplier": multiplier, "failed": failed,
+            "effects": {"p_matching": effect}}
+
+
+def test_choose_takes_the_largest_moving_effect_and_skips_failed_cells() -> None:
+    cells = [_cell(1.0, 0.02, 0.01, 0.03), _cell(2.0, 0.05, 0.02, 0.08),
+             _cell(4.0, 0.20, 0.10, 0.30, failed="faulty: 50%"),
+             _cell(8.0, 0.09, -0.01, 0.19),  # larger, but its interval includes 0
+             _cell(-2.0, -0.04, -0.06, -0.01), _cell(-4.0, -0.04, -0.07, -0.02, layer=5)]
+    add = decide.choose(cells, 1, "p_matching")
+    assert add["steerable"] and add["multiplier"] == 2.0
+    subtract = decide.choose(cells, -1, "p_matching")
+    assert subtract["multiplier"] == -2.0  # a tie goes to the smaller |multiplier|
+
+
+def test_choose_says_why_nothing_was_chosen() -> None:
+    flat = decide.choose([_cell(1.0, 0.01, -0.02, 0.04), _cell(2.0, 0.03, -0.01, 0.07)], 1,
+                         "p_matching")
+    assert not flat["steerable"] and "interval includes 0" in flat["reason"]
+    assert flat["multiplier"] == 2.0 and flat["effect"]["value"] == 0.03
+    backwards = decide.choose([_cell(1.0, -0.05, -0.08, -0.02)], 1, "p_matching")
+    assert "reversed" in backwards["reason"]
+    failed = decide.choose([_cell(1.0, 0.2, 0.1, 0.3, failed="collapse: 99%")], 1,
+                           "p_matching")
+    assert failed["reason"].startswith("every setting failed") and "collapse" in failed["reason"]
+    assert decide.choose([_cell(1.0, 0.2, 0.1, 0.3)], -1, "p_matching")["reason"] == (
+        "no negative multiplier was tried")
+
+
+def test_failure_reasons_and_an_already_faulty_model() -> None:
     config = mb.MultiBehaviourConfig(max_top_share=0.95, max_faulty=0.2)
 
     def cell(share: float, faulty: float) -> dict:
         return {"top_answer_share": share, "faulty_rate": {"value": faulty}}
 
-    assert mb._is_failed(cell(0.9, 0.1), config, 0.6) is None
-    assert mb._is_failed(cell(0.97, 0.0), config, 0.6) == "collapse"
-    assert mb._is_failed(cell(0.5, 0.25), config, 0.6) == "faulty"
+    assert decide.failure(cell(0.9, 0.1), cell(0.6, 0.0), config) is None
+    assert decide.failure(cell(0.97, 0.0), cell(0.6, 0.0), config).startswith(
+        "collapse: one answer for 97%")
+    assert "faulty: 25%" in decide.failure(cell(0.5, 0.25), cell(0.6, 0.0), config)
     # an unsteered model that always answers the same cannot show collapse
-    assert mb._is_failed(cell(1.0, 0.0), config, 1.0) is None
-    assert mb._is_failed(cell(1.0, 0.5), config, 1.0) == "faulty"
+    assert decide.failure(cell(1.0, 0.0), cell(1.0, 0.0), config) is None
+    # one that is already 31% faulty can still be steered: only getting worse fails
+    assert decide.failure(cell(0.5, 0.30), cell(0.5, 0.31), config) is None
+    assert "unsteered 31%" in decide.failure(cell(0.5, 0.40), cell(0.5, 0.31), config)
 
 
-def test_cell_made_by_another_plan_is_rescored(first_run, tiny_model, tmp_path,
-                                               monkeypatch) -> None:
-    config, results, _ = first_run
-    import shutil
-
-    shutil.copytree(config.out_dir, tmp_path / "copy")
-    copy = replace(config, out_dir=str(tmp_path / "copy"))
-    path = tmp_path / "copy" / mb.RESULTS_FILE
-    saved = json.loads(path.read_text())
-    saved["cells"]["simultaneous/-1/beta"]["plan"] = "an older plan"
-    path.write_text(json.dumps(saved))
-    spy = Spy(mb.score_items)
-    monkeypatch.setattr(mb, "score_items", spy)
-    monkeypatch.setattr(mb, "choose", _fixed_pick)  # as in first_run
-    again = mb.run(copy, model=tiny_model, progress=False)
-    assert [desc for desc, _ in spy.calls] == ["simultaneous/-1/beta"]
-    assert again["cells"]["simultaneous/-1/beta"] == results["cells"]["simultaneous/-1/beta"]
+def test_weighted_combined_plans_differ_by_their_weights(data) -> None:
+    vectors = {b: SteeringVector.load(data[f"{b}_vector"]) for b in ("alpha", "beta")}
+    one = decide.combined_plan(vectors, 2, "weighted_mean", {"alpha": 1.0, "beta": 4.0}, 1.0)
+    other = decide.combined_plan(vectors, 2, "weighted_mean", {"alpha": 8.0, "beta": 0.5}, 1.0)
+    assert one.identity() != other.identity()
+    torch.testing.assert_close(one.injections[0].vector,
+                               (vectors["alpha"].at(2) + 4 * vectors["beta"].at(2)) / 2)
 
 
-def test_choose_picks_largest_effect_without_failed() -> None:
-    def cell(m, rate, p=0.5, failed=None):
-        return {"layer": 3, "multiplier": m, "matching_rate": {"value": rate},
-                "p_matching": {"value": p}, "failed": failed}
-
-    grid = {"a": cell(1.0, 0.6), "b": cell(2.0, 0.7), "c": cell(4.0, 0.9, failed="collapse"),
-            "d": cell(-1.0, 0.4), "e": cell(-2.0, 0.4, p=0.3)}
-    assert (mb.choose(grid, 0.5, 1) or {}).get("multiplier") == 2.0
-    assert (mb.choose(grid, 0.5, -1) or {}).get("multiplier") == -2.0  # tie broken by P(matching)
-    assert mb.choose({"c": grid["c"]}, 0.5, 1) is None
+# --------------------------------------------------------------------------- config, data
 
 
-def test_choose_ignores_cells_that_move_the_wrong_way() -> None:
-    def cell(m, rate, p):
-        return {"layer": 3, "multiplier": m, "matching_rate": {"value": rate},
-                "p_matching": {"value": p}, "failed": None}
-
-    backwards = {"a": cell(1.0, 0.40, 0.45), "b": cell(2.0, 0.30, 0.40)}
-    assert mb.choose(backwards, 0.5, 1, default_p=0.5) is None
-    # Matching rate unchanged: P(matching) decides whether the cell helps.
-    flat = {"a": cell(1.0, 0.5, 0.55), "b": cell(2.0, 0.5, 0.45)}
-    assert (mb.choose(flat, 0.5, 1, default_p=0.5) or {}).get("multiplier") == 1.0
-    assert (mb.choose(flat, 0.5, -1, default_p=0.5)) is None  # no negative cells at all
-    assert mb.choose({"n": cell(-1.0, 0.5, 0.45)}, 0.5, -1, default_p=0.5)["multiplier"] == -1.0
-
-
-def test_summary_table_and_figures(first_run, tmp_path) -> None:
-    _, results, _ = first_run
-    table = mb.summary_table(results)
-    for text in ("alpha", "beta", "matching rate", "P(matching)", "alignment tax"):
-        assert text in table
-    default = results["cells"]["default/alpha/test"]["matching_rate"]["value"]
-    assert f"{default:.2f}" in table.splitlines()[3]
-    paths = write_figures(results, tmp_path)
-    assert [p.name for p in paths] == ["individual_vs_combined.html", "simultaneous.html",
-                                       "alignment_tax.html"]
-    for path in paths:
-        html = path.read_text()
-        # Offline: plotly.js is loaded from the shared file beside the figures, no CDN.
-        assert 'src="https://cdn' not in html and 'src="plotly.min.js"' in html
-    assert (tmp_path / "plotly.min.js").stat().st_size > 1_000_000
-
-
-def test_split_equals_paper_shuffle(behaviour_dir) -> None:
-    config = mb.MultiBehaviourConfig(behaviours=("myopia", "agreeableness"),
-                                     data_dir=str(behaviour_dir))
-    datasets = mb.load_datasets(config)
-    for name, filename in (("myopia", "myopic.json"), ("agreeableness", "agreeableness.json")):
-        raw = json.loads((behaviour_dir / filename).read_text())
-        random.seed(13)
-        random.shuffle(raw)
-        split = mb.split_dataset(datasets[name], config)
-        assert split.sizes == (500, 200, len(raw) - 700)
-        for part, rows in ((split.vector, raw[:500]), (split.grid, raw[500:700]),
-                           (split.test, raw[700:])):
-            assert [i.raw_prompt or i.paper_prompt() for i in part] == [
-                r["question"] for r in rows]
-            assert [i.matching for i in part] == [r["answer_matching_behavior"].strip()
-                                                  for r in rows]
-
-
-def test_builtins_when_no_shared_data(monkeypatch) -> None:
-    monkeypatch.setattr(mb, "default_data_dir", lambda: None)
-    datasets = mb.load_datasets(mb.profile("quick"))
-    assert datasets["myopia"].source == "builtin:myopia"
-    assert mb.split_dataset(datasets["wealth_seeking"], mb.profile("quick")).sizes == (
-        32, 16, 24)
-
-
-def test_config_json_round_trip() -> None:
+def test_config_json_round_trip_and_overrides() -> None:
     for config in (mb.profile("quick"), mb.profile("paper"),
                    mb.MultiBehaviourConfig(simultaneous_layers={"myopia": 3,
                                                                 "wealth_seeking": 4})):
         text = json.dumps(config.to_dict())
         assert mb.MultiBehaviourConfig.from_dict(json.loads(text)) == config
+    changed = mb.profile("quick", **{"model.dtype": "bf16", "n_test": 40})
+    assert changed.model.dtype == "bf16" and changed.n_test == 40
+    assert changed.model.name == mb.profile("quick").model.name
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
-    ({"backend": "onnx"}, "backend='onnx'"),
+    ({"model": {"backend": "onnx"}}, "model.backend='onnx'"),
     ({"prompt_format": "llama"}, "prompt_format='llama'"),
+    ({"read_position": "first"}, "read_position='first'"),
     ({"behaviours": ()}, "behaviours=()"),
     ({"n_grid": 0}, "n_grid=0"),
     ({"grid_multipliers": (1.0, 2.0)}, "negative and one positive"),
     ({"grid_multipliers": (-1.0, 0.0, 1.0)}, "non-zero"),
     ({"max_faulty": 1.5}, "max_faulty=1.5"),
+    ({"choose_metric": "vibes"}, "choose_metric='vibes'"),
     ({"combined_variants": ("median",)}, "median"),
     ({"simultaneous_layers": {"myopia": 3}}, "wealth_seeking"),
     ({"scales": (float("nan"),)}, "scales"),
+    ({"steerability_multipliers": (-4.0, 4.0)}, "0 included"),
+    ({"steerability_multipliers": (-4.0, 0.0, 8.0)}, "symmetric"),
+    ({"vector_files": {"telepathy": "x.safetensors"}}, "are not run"),
     ({"batch_size": 0}, "batch_size=0"),
 ])
 def test_config_validation(overrides, message) -> None:
-    with pytest.raises(mb.ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         mb.MultiBehaviourConfig(**overrides)
 
 
-def test_config_unknown_key_and_profile() -> None:
-    with pytest.raises(mb.ConfigError, match="unknown config keys \\['layerz'\\]"):
-        mb.MultiBehaviourConfig.from_dict({"layerz": 3})
-    with pytest.raises(mb.ConfigError, match="unknown profile 'fast'"):
+def test_unknown_fields_and_profiles_name_the_valid_ones() -> None:
+    with pytest.raises(ConfigError, match=r"unknown config keys \['layerz'\].*grid_layers"):
+        mb.profile("quick", layerz=3)
+    with pytest.raises(ConfigError, match="unknown profile 'fast'"):
         mb.profile("fast")
+    with pytest.raises(ConfigError, match=r"behaviours=.*appear once"):
+        mb.MultiBehaviourConfig(behaviours=("myopia", "myopic"))
+    with pytest.raises(ConfigError, match=r"tax_corpus='wikitxt' is invalid.*wikitext"):
+        mb.MultiBehaviourConfig(tax_corpus="wikitxt")
 
 
-def test_layer_outside_model_errors(tiny_model, tmp_path) -> None:
-    with pytest.raises(mb.ConfigError, match=r"grid layer 9 .* 4 layers"):
-        mb.run(tiny_config(tmp_path, grid_layers=(9,)), model=tiny_model, progress=False)
+def test_split_equals_paper_shuffle(behaviour_dir) -> None:
+    import random
+
+    config = mb.MultiBehaviourConfig(behaviours=("myopia", "agreeableness"),
+                                     data_dir=str(behaviour_dir))
+    datasets = load_datasets(config)
+    for name, filename in (("myopia", "myopic.json"), ("agreeableness", "agreeableness.json")):
+        raw = json.loads((behaviour_dir / filename).read_text())
+        random.seed(13)
+        random.shuffle(raw)
+        split = split_dataset(datasets[name], config)
+        assert split.sizes == (500, 200, len(raw) - 700)
+        for part, rows in ((split.vector, raw[:500]), (split.grid, raw[500:700]),
+                           (split.test, raw[700:])):
+            assert [i.raw_prompt or i.paper_prompt() for i in part] == [
+                r["question"] for r in rows]
 
 
-def test_malformed_jsonl_in_config_errors_clearly(tmp_path) -> None:
-    bad = tmp_path / "broken.jsonl"
-    good = json.dumps({"question": "Q?\n\nChoices:\n (A) x\n (B) y",
-                       "answer_matching_behavior": " (A)",
-                       "answer_not_matching_behavior": " (B)"})
-    bad.write_text(good + "\n{not json\n")
-    config = mb.MultiBehaviourConfig(behaviours=(str(bad),))
-    with pytest.raises(DatasetFormatError, match="line 2"):
-        mb.load_datasets(config)
+def test_builtins_when_no_shared_data_and_never_with_an_explicit_folder(monkeypatch,
+                                                                         tmp_path) -> None:
+    from actsteer.paper.multi_behaviour import data as data_module
+
+    monkeypatch.setattr(data_module, "data_dir", lambda sub=None: None)
+    datasets = load_datasets(mb.profile("quick"))
+    assert datasets["myopia"].source == "builtin:myopia"
+    with pytest.raises(FileNotFoundError, match=r"myopic\.json"):
+        load_datasets(mb.MultiBehaviourConfig(behaviours=("myopia",), data_dir=str(tmp_path)))
     with pytest.raises(FileNotFoundError, match="data_dir='/nowhere'"):
-        mb.load_datasets(mb.MultiBehaviourConfig(data_dir="/nowhere"))
+        load_datasets(mb.MultiBehaviourConfig(data_dir="/nowhere"))
 
 
-def test_too_few_items_errors() -> None:
-    dataset = load_builtin("myopia")
-    with pytest.raises(mb.ConfigError, match="72 items"):
-        mb.split_dataset(dataset, mb.MultiBehaviourConfig(n_vector=60, n_grid=10, n_test=10))
+def test_behaviour_keys_and_scaled_layers() -> None:
+    assert mb.behaviour_key("myopic") == "myopia"
+    assert mb.behaviour_key("Wealth Seeking") == "wealth_seeking"
+    assert mb.behaviour_key("/x/myopic.json") == "myopia"
+    assert [scale_layer(x, 30) for x in (11, 12, 13, 14, 15)] == [10, 11, 12, 13, 14]
 
 
-def test_scale_layer() -> None:
-    assert [mb.scale_layer(x, 30) for x in (11, 12, 13, 14, 15)] == [10, 11, 12, 13, 14]
-    assert mb.scale_layer(15, 32) == 15
+def test_report_helpers() -> None:
+    assert _spans([9, 3, 4, 5, 12, 13]) == "3-5, 9, 12-13"
+    assert _ranks(torch.tensor([3.0, 1.0, 3.0])).tolist() == [2.5, 1.0, 2.5]
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 2], [1, 2]) is None and spearman([1, 1, 1], [1, 2, 3]) is None
+
+
+# --------------------------------------------------------------------------- SmolLM2
 
 
 @pytest.mark.slow
@@ -393,132 +472,19 @@ def test_reduced_run_on_smol(smol, tmp_path) -> None:
     config = mb.MultiBehaviourConfig(
         behaviours=("myopia",), n_vector=20, n_grid=20, n_test=20,
         grid_layers=(8, 14), grid_multipliers=(-4.0, 4.0), combined_variants=("mean",),
-        scales=(1.0,), tax_corpus="builtin", tax_documents=2, tax_max_tokens=64,
-        n_resamples=100, out_dir=str(tmp_path))
+        scales=(1.0,), steerability_layers=(14,), tax_corpus="builtin", tax_documents=2,
+        tax_max_tokens=64, n_resamples=100, out_dir=str(tmp_path))
     results = mb.run(config, model=smol, progress=False)
-    default = results["cells"]["default/myopia/test"]
-    # the embedded model answers with a valid letter unsteered (NOTES: faulty ~0)
-    assert default["counts"]["faulty"] <= 2
-    # Whatever was chosen moved the behaviour the intended way on the grid split (on this
-    # small model a direction may have no such multiplier: then nothing is chosen).
-    grid_default = results["cells"]["default/myopia/grid"]
-    for which, sign in (("subtract", -1), ("add", 1)):
-        pick = results["chosen"]["myopia"][which]
-        if pick is not None:
-            assert sign * pick["multiplier"] > 0
-            moved = (sign * (pick["grid_matching_rate"] - grid_default["matching_rate"]["value"]),
-                     sign * (pick["grid_p_matching"] - grid_default["p_matching"]["value"]))
-            assert moved[0] > 0 or (moved[0] == 0 and moved[1] > 0), (which, pick)
-    assert {"combined/mean/add/myopia", "simultaneous/+1/myopia", "tax/+1"} <= set(
-        results["cells"])
+    default = results["cells"][str(DefaultKey("myopia", "test"))]
+    assert default["counts"]["faulty"] <= 2  # the embedded model answers with a letter
+    for direction, sign in (("subtract", -1), ("add", 1)):
+        pick = results["chosen"]["myopia"][direction]
+        if pick["steerable"]:  # only on evidence: the interval excludes 0 that way
+            assert sign * pick["effect"]["low"] > 0
+        else:
+            assert pick["reason"]
+    vector = SteeringVector.load(Path(tmp_path) / "vectors" / "myopia.safetensors")
+    assert vector.meta.n_items == 20 and set(vector.meta.diagnostics) == {
+        str(layer) for layer in range(smol.cfg.n_layers)}
     assert "myopia" in mb.summary_table(results)
-
-
-def test_vector_meta_dataset_label(first_run) -> None:
-    config, _, _ = first_run
-    vector = SteeringVector.load(Path(config.out_dir) / "vectors" / "alpha.safetensors")
-    assert isinstance(vector.meta, VectorMeta) and vector.meta.dataset == "alpha"
-    assert vector.meta.n_items == config.n_vector
-
-
-def _synthetic_results() -> dict:
-    def cell(rate: float, p: float, **extra) -> dict:
-        return {"matching_rate": {"value": rate}, "p_matching": {"value": p}, **extra}
-
-    return {
-        "config": {"combined_variants": ["weighted_mean"]}, "behaviours": ["b"],
-        "cells": {
-            "default/b/grid": cell(0.5, 0.5),
-            "grid/b/L3/-2": cell(0.3, 0.3, multiplier=-2.0),
-            "grid/b/L3/+2": cell(0.7, 0.7, multiplier=2.0),
-            "grid/b/L4/+4": cell(0.5, 0.9, multiplier=4.0),
-            "default/b/test": cell(0.4, 0.4),
-            "individual/b/add": cell(0.6, 0.6),
-            "combined/weighted_mean/add/b": cell(0.5, 0.5),
-            "simultaneous/+1/b": cell(0.4, 0.4),
-        }}
-
-
-def test_steerability_slopes_on_synthetic_grid() -> None:
-    slopes = mb.steerability_slopes(_synthetic_results())
-    assert slopes["b"]["L3"] == pytest.approx(0.1)  # (0.3, 0.5, 0.7) at (-2, 0, 2)
-    assert slopes["b"]["L4"] == pytest.approx(0.1)  # (0.5 at 0, 0.9 at 4)
-
-
-def test_interference_shares() -> None:
-    row = mb.interference(_synthetic_results())["b"]
-    assert row["individual"] == pytest.approx(0.2)
-    assert row["combined_share"] == pytest.approx(0.5)
-    assert row["simultaneous_share"] == pytest.approx(0.0)
-
-
-def test_best_simultaneous_scale_skips_scales_with_faulty_answers() -> None:
-    def cell(p: float, faulty: float) -> dict:
-        return {"p_matching": {"value": p}, "faulty_rate": {"value": faulty}}
-
-    results = {"config": {"max_faulty": 0.2}, "cells": {
-        "simultaneous/-2/alpha": cell(0.9, 1.0),   # highest P, but the model stopped answering
-        "simultaneous/1/alpha": cell(0.6, 0.1),
-        "simultaneous/2/alpha": cell(0.55, 0.0),
-        "simultaneous/1/beta": cell(0.7, 0.5)}}
-    assert mb._best_simultaneous(results, "alpha")[0] == 1.0
-    assert mb._best_simultaneous(results, "beta") == (None, None)
-
-
-def test_weighted_combined_plans_describe_their_weights(first_run) -> None:
-    config, _, _ = first_run
-    vectors = {b: SteeringVector.load(Path(config.out_dir) / "vectors" / f"{b}.safetensors")
-               for b in ("alpha", "beta")}
-    one = mb.combined_plan(vectors, 2, "weighted_mean", {"alpha": 1.0, "beta": 4.0}, 1.0)
-    other = mb.combined_plan(vectors, 2, "weighted_mean", {"alpha": 8.0, "beta": 0.5}, 1.0)
-    assert one.describe() != other.describe()
-    assert "4*beta" in one.describe() and "8*alpha" in other.describe()
-
-
-def test_other_data_with_the_same_config_is_not_resumed(tiny_model, tmp_path,
-                                                        monkeypatch) -> None:
-    data = tmp_path / "data"
-    data.mkdir()
-    alpha = _write_behaviour(data / "alpha.jsonl", 20, 0)
-    config = tiny_config(tmp_path / "out", behaviours=(alpha,), grid_layers=(1,),
-                         combined_variants=("sum",), scales=(1.0,), tax_corpus="none",
-                         simultaneous_layers={"alpha": 1})
-    mb.run(config, model=tiny_model, progress=False)
-    _write_behaviour(data / "alpha.jsonl", 20, 7)  # same path and size, other answers
-    with pytest.raises(ResultConfigMismatchError, match="data"):
-        mb.run(config, model=tiny_model, progress=False)
-    (tmp_path / "out" / mb.RESULTS_FILE).unlink()  # start again: the vector must be rebuilt
-    extracted: list[str] = []
-    real = mb.caa_vector
-    monkeypatch.setattr(mb, "caa_vector",
-                        lambda *a, **k: extracted.append(k["dataset"]) or real(*a, **k))
-    mb.run(config, model=tiny_model, progress=False)
-    assert extracted == ["alpha"]
-
-
-def test_behaviour_aliases_and_duplicates() -> None:
-    assert mb.behaviour_key("myopic") == "myopia"
-    assert mb.behaviour_key("Wealth Seeking") == "wealth_seeking"
-    assert mb.behaviour_key("/x/myopic.json") == "myopia"
-    with pytest.raises(mb.ConfigError, match=r"behaviours=.*appear once"):
-        mb.MultiBehaviourConfig(behaviours=("myopia", "myopic"))
-
-
-def test_tax_corpus_is_checked_before_any_work() -> None:
-    with pytest.raises(mb.ConfigError, match=r"tax_corpus='wikitxt' is invalid.*wikitext"):
-        mb.MultiBehaviourConfig(tax_corpus="wikitxt")
-
-
-def test_explicit_data_dir_never_falls_back_to_builtins(tmp_path) -> None:
-    config = mb.MultiBehaviourConfig(behaviours=("myopia",), data_dir=str(tmp_path))
-    with pytest.raises(FileNotFoundError, match=r"myopic\.json"):
-        mb.load_datasets(config)
-
-
-def test_profile_names_unknown_overrides_and_the_valid_fields() -> None:
-    with pytest.raises(mb.ConfigError, match=r"unknown config keys \['layerz'\].*grid_layers"):
-        mb.profile("quick", layerz=3)
-    with pytest.raises(mb.ConfigError, match=r"no layer for \['beta'\]"):
-        mb.MultiBehaviourConfig(behaviours=("alpha", "beta"), simultaneous_layers={"alpha": 1})
-    with pytest.raises(mb.ConfigError, match=r"bad layer for \{'alpha': -1\}"):
-        mb.MultiBehaviourConfig(behaviours=("alpha",), simultaneous_layers={"alpha": -1})
+    assert str(GridKey("myopia", 8, -4.0)) in results["cells"]

@@ -27,8 +27,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from actsteer.data.behaviours.items import BehaviourDataset, BehaviourItem, listed_choices
-from actsteer.prompts import YESNO_ANSWERS, Labels, answer_labels, answer_stem, paper_prompt
+from actsteer.data.behaviours.items import BehaviourDataset, BehaviourItem
+from actsteer.prompts import (
+    YESNO_ANSWERS,
+    Labels,
+    answer_labels,
+    answer_stem,
+    listed_choices,
+    paper_prompt,
+)
 
 __all__ = [
     "DatasetFormatError",

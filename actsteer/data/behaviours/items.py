@@ -10,7 +10,6 @@ capital letter (``"A"`` ... ``"Z"``; most items offer just ``(A)`` and ``(B)``) 
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, overload
@@ -22,8 +21,10 @@ from actsteer.prompts import (
     AnswerKind,
     PromptFormat,
     answer_labels,
+    default_choices,
     format_item,
     label_kind,
+    listed_choices,
     paper_prompt,
 )
 
@@ -53,36 +54,6 @@ one of the two answers makes a dataset unbalanced (see
 :meth:`BehaviourDataset.balance_warning`)."""
 BALANCE_MIN_ITEMS = 20
 """Labels that are an answer in fewer items than this are not judged for balance."""
-
-_CHOICE_LINE = re.compile(r"^[ \t]*\(([A-Z])\)", re.MULTILINE)
-
-
-def listed_choices(question: str) -> tuple[str, ...]:
-    """The letters of a question's choice lines (``" (A) ..."``), in order, without repeats.
-
-    Only the text after the question's last ``"Choices:"`` is read when it has one, so
-    lines such as ``"(I) ..."`` in the question's body are not taken for choices.
-
-    Example:
-        >>> listed_choices("Pick.\\n\\nChoices:\\n (A) x\\n (B) y\\n (C) z")
-        ('A', 'B', 'C')
-    """
-    _, heading, tail = question.rpartition("Choices:")
-    text = tail if heading else question
-    return tuple(dict.fromkeys(m.group(1) for m in _CHOICE_LINE.finditer(text)))
-
-
-def _default_choices(question: str, matching: str, not_matching: str) -> tuple[str, ...]:
-    if label_kind(matching) == "YesNo":
-        return YESNO_ANSWERS
-    listed = listed_choices(question)
-    if not listed and matching in AB_ANSWERS and not_matching in AB_ANSWERS:
-        return AB_ANSWERS
-    if matching in listed and not_matching in listed:
-        return listed
-    # an answer the question does not list is still offered (loading warns about it)
-    return tuple(sorted({*listed, matching, not_matching}))
-
 
 @dataclass(frozen=True)
 class BehaviourItem:
@@ -134,7 +105,7 @@ class BehaviourItem:
                 "use letters or Yes/No for both"
             )
         choices = answer_labels(
-            self.choices or _default_choices(self.question, self.matching, self.not_matching)
+            self.choices or default_choices(self.question, self.matching, self.not_matching)
         )
         for label, answer in (("matching", self.matching), ("not_matching", self.not_matching)):
             if answer not in choices:
@@ -358,6 +329,33 @@ class BehaviourDataset:
         data = self.shuffled(seed)
         a, b = n_vector, n_vector + n_grid
         return PaperSplits(data[:a], data[a:b], data[b : b + n_test])
+
+    def letter_balanced(self) -> BehaviourDataset:
+        """The largest subset (in order) in which, for each pair of answers, each answer
+        is the matching one equally often: e.g. as many A-matching as B-matching items.
+
+        A contrastive vector from unbalanced items also encodes the matching *letter*
+        (its difference is ``A − B`` more often than ``B − A``), so it moves every item
+        towards that letter; balancing cancels that part. Answer pairs that occur with
+        one direction only are dropped.
+
+        Example:
+            >>> load_behaviour("sycophancy").letter_balanced().balance_report()  # doctest: +SKIP
+            {'A': 431, 'B': 431}
+        """
+        groups: dict[frozenset[str], dict[str, list[int]]] = {}
+        for index, item in enumerate(self.items):
+            answers = frozenset((item.matching, item.not_matching))
+            groups.setdefault(answers, {}).setdefault(item.matching, []).append(index)
+        keep: set[int] = set()
+        for by_matching in groups.values():
+            if len(by_matching) < 2:
+                continue
+            k = min(len(indices) for indices in by_matching.values())
+            for indices in by_matching.values():
+                keep.update(indices[:k])
+        items = tuple(item for index, item in enumerate(self.items) if index in keep)
+        return BehaviourDataset(self.name, items, self.source, self.skipped)
 
     def balance_report(self) -> dict[str, int]:
         """How often each label (:attr:`labels`) is the matching answer, e.g.

@@ -1,0 +1,281 @@
+"""The multi-behaviour experiment, step by step (van der Weij, Poesio & Schoots 2024, §3-4).
+
+1. **vectors** — a CAA vector per behaviour (every layer, with its extraction diagnostics)
+   from the vector split, saved to ``out_dir/vectors/`` and reused while its stamp matches
+   (or a vector file given in ``vector_files``);
+2. **default** — the unsteered model on the grid and test splits;
+3. **grid** — per behaviour, layers × multipliers on the grid split, each layer swept
+   outward from 0 in each direction and stopped at the first failed cell (collapse, or
+   more faulty answers than allowed); a setting is chosen only when its paired effect
+   moves the behaviour the intended way (:mod:`~actsteer.paper.multi_behaviour.choose`);
+4. **individual** — each behaviour on its test split with its chosen settings;
+5. **combined** — one vector from all behaviours at one layer, added and subtracted,
+   scored on every behaviour;
+6. **simultaneous** — each behaviour's vector at its own layer, one global scale, scored
+   on the grid split (a positive scale is chosen per behaviour by the same rule) and the
+   test split;
+7. **steerability** — per-item propensity slopes of each behaviour's own vector at every
+   profiled layer (Tan et al. 2024), on the test split;
+8. **alignment tax** — next-token top-1 accuracy on text under the simultaneous plan.
+
+Every cell is stored as soon as it is scored, under a typed key, the identity of the plan
+that made it and its paired effects against the unsteered model on the same items, so an
+interrupted run resumes and a changed plan is scored again.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from actsteer.accuracy import Documents, accuracy_sweep
+from actsteer.batching import encode_many
+from actsteer.extraction import caa_vector
+from actsteer.paper.common import VectorCache, file_digest, timed
+from actsteer.paper.multi_behaviour import choose as decide
+from actsteer.paper.multi_behaviour.cells import Layers, Run, fresh
+from actsteer.paper.multi_behaviour.config import MultiBehaviourConfig
+from actsteer.paper.multi_behaviour.data import (
+    data_identity,
+    load_datasets,
+    load_tax_texts,
+    prepare,
+    split_dataset,
+)
+from actsteer.paper.multi_behaviour.keys import (
+    DIRECTIONS,
+    CombinedKey,
+    DefaultKey,
+    GridKey,
+    IndividualKey,
+    SimultaneousKey,
+    TaxKey,
+)
+from actsteer.paper.multi_behaviour.steerability import steerability_profile
+from actsteer.plan import SteeringPlan, empty_plan, simultaneous, single
+from actsteer.results import ResultStore
+from actsteer.vector import SteeringVector
+
+logger = logging.getLogger(__name__)
+
+RESULTS_FILE = "multi_behaviour.json"
+
+
+def open_run(config: MultiBehaviourConfig, model: Any, progress: bool,
+             overwrite: bool = False) -> Run:
+    """Load and check everything, then open the results store.
+
+    Data, model and layers are checked before the results file is written, so a typo
+    in a model name or a layer leaves nothing behind that would block the corrected run.
+    """
+    timings: dict[str, float] = {}
+    with timed(timings, "load"):
+        datasets = load_datasets(config)
+        splits = {b: split_dataset(d, config) for b, d in datasets.items()}
+        texts = load_tax_texts(config)
+        if model is None:
+            model = config.model.load()
+        layers = Layers.resolve(config, list(splits), int(model.cfg.n_layers))
+        data = {b: {name: prepare(model, getattr(split, name), config.prompt_format)
+                    for name in ("grid", "test")} for b, split in splits.items()}
+        identity = data_identity(splits, texts)
+        identity["vector_files"] = {b: file_digest(f)
+                                    for b, f in (config.vector_files or {}).items()}
+        store = ResultStore(Path(config.out_dir) / RESULTS_FILE,
+                            {**config.results_config(), "data": identity},
+                            overwrite=overwrite)
+        store.flush()  # the identity is on disk before any vector is saved beside it
+    return Run(config, model, store, splits, layers, texts, progress, data, timings=timings)
+
+
+def extract_vectors(run: Run) -> None:
+    config, model = run.config, run.model
+    cache = VectorCache(Path(config.out_dir) / "vectors")
+    identity = run.store.config["data"]["behaviours"]
+    given = dict(config.vector_files or {})
+    for behaviour, split in run.splits.items():
+        if behaviour in given:
+            run.vectors[behaviour] = SteeringVector.load(given[behaviour], model=model)
+            continue
+        stamp = (f"{config.model.name} {config.prompt_format} {config.read_position} "
+                 f"{identity[behaviour]['vector']}"
+                 + (" letter-balanced" if config.balance_letters else ""))
+        vector = cache.get(behaviour, stamp, model)
+        if vector is None:
+            items = split.vector.letter_balanced() if config.balance_letters else split.vector
+            pairs = items.pairs(config.prompt_format, model.tokenizer)  # type: ignore[arg-type]
+            vector = cache.put(behaviour, caa_vector(
+                model, pairs, dataset=behaviour, read=config.read_position,  # type: ignore[arg-type]
+                batch_size=config.batch_size, progress=run.progress), stamp)
+        run.vectors[behaviour] = vector
+
+
+def score_defaults(run: Run) -> dict[str, dict[str, dict[str, Any]]]:
+    return {b: {split: run.cell(DefaultKey(b, split), b, split, empty_plan())
+                for split in ("grid", "test")} for b in run.behaviours}
+
+
+def grid_search(run: Run, defaults: Mapping[str, Mapping[str, Any]]
+                ) -> dict[str, dict[str, Any]]:
+    """Each layer's ladder of multipliers outward from 0, stopped at the first failed
+    cell; returns the subtract/add choice per behaviour (with its evidence or reason)."""
+    config = run.config
+    chosen: dict[str, dict[str, Any]] = {}
+    for behaviour in run.behaviours:
+        base = defaults[behaviour]["grid"]
+        if base["top_answer_share"] > config.max_top_share:
+            logger.warning(
+                "%s: the unsteered model already gives one answer for %.0f%% of grid items, "
+                "so mode collapse cannot be detected; stopping on faulty answers only",
+                behaviour, 100 * base["top_answer_share"])
+        tried: list[dict[str, Any]] = []
+        for layer in run.layers.grid:
+            for direction in (-1, 1):
+                ladder = sorted((m for m in config.grid_multipliers
+                                 if math.copysign(1, m) == direction), key=abs)
+                for multiplier in ladder:
+                    key = GridKey(behaviour, layer, multiplier)
+                    plan = single(run.vectors[behaviour], layer, multiplier)
+                    cell = run.cell(key, behaviour, "grid", plan, layer=layer,
+                                    multiplier=multiplier, direction=direction)
+                    failed = decide.failure(cell, base, config)
+                    if cell.get("failed") != failed:
+                        cell = {**cell, "failed": failed}
+                        run.store.put(str(key), cell)  # the reason is in the file too
+                    tried.append(cell)
+                    if failed:
+                        logger.info("%s: %s; stopping this direction", key, failed)
+                        break
+        chosen[behaviour] = {name: decide.choose(tried, int(sign), config.choose_metric)
+                             for name, sign in DIRECTIONS.items()}
+        logger.info("chosen for %s: %s", behaviour, chosen[behaviour])
+    run.store.set_extra("chosen", chosen)
+    return chosen
+
+
+def score_individual(run: Run, chosen: Mapping[str, Mapping[str, Any]]) -> None:
+    for behaviour in run.behaviours:
+        for direction, sign in DIRECTIONS.items():
+            pick = chosen[behaviour][direction]
+            if not pick["steerable"]:
+                logger.warning("%s, %s: %s", behaviour, direction, pick["reason"])
+                continue
+            plan = single(run.vectors[behaviour], pick["layer"], pick["multiplier"])
+            run.cell(IndividualKey(behaviour, direction), behaviour, "test", plan,
+                     layer=pick["layer"], multiplier=pick["multiplier"], direction=int(sign))
+
+
+def score_combined(run: Run, coefficients: Mapping[str, float]) -> None:
+    layer = run.layers.combined
+    plans = [(variant, direction, decide.combined_plan(run.vectors, layer, variant,
+                                                       coefficients, sign))
+             for variant in run.config.combined_variants
+             for direction, sign in DIRECTIONS.items()]
+    for behaviour in run.behaviours:
+        run.cells(behaviour, "test", [
+            (CombinedKey(variant, direction, behaviour), plan,
+             {"layer": layer, "variant": variant, "direction": int(DIRECTIONS[direction])})
+            for variant, direction, plan in plans])
+
+
+def simultaneous_plan(run: Run, coefficients: Mapping[str, float],
+                      scale: float) -> SteeringPlan:
+    if scale == 0:
+        return empty_plan()
+    spec = {b: (run.vectors[b], run.layers.simultaneous[b], coefficients[b])
+            for b in run.behaviours}
+    return simultaneous(spec, scale=scale)
+
+
+def score_simultaneous(run: Run, coefficients: Mapping[str, float]
+                       ) -> dict[str, dict[str, Any]]:
+    """Every scale on both splits; per behaviour, the positive scale chosen on the grid
+    split by the grid's rule (its effect must move the behaviour up)."""
+    plans = [(scale, simultaneous_plan(run, coefficients, scale))
+             for scale in run.config.scales if scale != 0]
+    chosen: dict[str, dict[str, Any]] = {}
+    for behaviour in run.behaviours:
+        for split in ("grid", "test"):
+            found = run.cells(behaviour, split, [
+                (SimultaneousKey(scale, behaviour, split), plan,
+                 {"scale": scale, "direction": 1 if scale > 0 else -1})
+                for scale, plan in plans])
+            if split == "grid":
+                chosen[behaviour] = decide.choose(list(found.values()), 1,
+                                                  run.config.choose_metric, setting="scale")
+    run.store.set_extra("simultaneous_choice", chosen)
+    return chosen
+
+
+def alignment_tax(run: Run, coefficients: Mapping[str, float]) -> None:
+    texts = run.tax_texts
+    if texts is None:  # tax_corpus="none"
+        return
+    config = run.config
+    plans = {s: simultaneous_plan(run, coefficients, s) for s in (0.0, *config.scales)}
+    pending = [s for s, plan in plans.items() if not fresh(run.store, TaxKey(s), plan)]
+    if not pending:
+        return
+    sequences = [ids[: config.tax_max_tokens] for ids in encode_many(run.model, texts)]
+    documents = Documents.build(run.model, [s for s in sequences if len(s) >= 2],
+                                batch_size=config.batch_size)
+    scored = accuracy_sweep(run.model, documents, [plans[s] for s in pending])
+    for scale, accuracy in zip(pending, scored, strict=True):
+        estimate = accuracy.estimate("top1", n_resamples=config.n_resamples)
+        run.store.put(str(TaxKey(scale)), {
+            "scale": scale, "top1": estimate.as_dict(), "tokens": int(accuracy.tokens.sum()),
+            "documents": len(documents), "plan": plans[scale].describe(),
+            "plan_id": plans[scale].identity()})
+
+
+def run(config: MultiBehaviourConfig, *, model: Any = None, progress: bool = True,
+        overwrite: bool = False) -> dict[str, Any]:
+    """Run (or resume) the experiment; returns its results (also in the results file).
+
+    Finished cells in ``out_dir/multi_behaviour.json`` are reused; a results file made
+    with a different config or data raises
+    :class:`actsteer.results.ResultConfigMismatchError` unless ``overwrite``, which starts
+    the file afresh.
+    """
+    state = open_run(config, model, progress, overwrite)
+    try:
+        return _steps(state)
+    finally:
+        state.store.close()
+
+
+def _steps(state: Run) -> dict[str, Any]:
+    config, timings, store = state.config, state.timings, state.store
+    with timed(timings, "vectors"):
+        extract_vectors(state)
+    with timed(timings, "default"):
+        defaults = score_defaults(state)
+    with timed(timings, "grid"):
+        chosen = grid_search(state, defaults)
+    with timed(timings, "individual"):
+        score_individual(state, chosen)
+    picked = {b: decide.add_coefficient(chosen[b]["add"], config) for b in state.behaviours}
+    coefficients = {b: value for b, (value, _) in picked.items()}
+    store.set_extra("coefficients", coefficients)
+    store.set_extra("coefficient_source", {b: why for b, (_, why) in picked.items()})
+    with timed(timings, "combined"):
+        score_combined(state, coefficients)
+    with timed(timings, "simultaneous"):
+        simultaneous_choice = score_simultaneous(state, coefficients)
+    with timed(timings, "steerability"):
+        steerability = steerability_profile(state)
+    with timed(timings, "alignment_tax"):
+        alignment_tax(state, coefficients)
+    for name, value in (("behaviours", state.behaviours), ("layers", state.layers.to_dict()),
+                        ("timings", timings)):
+        store.set_extra(name, value)
+    logger.info("multi-behaviour done: %d item-forwards scored this run; timings %s",
+                state.scored, timings)
+    return {"config": config.to_dict(), "cells": dict(store.cells), "chosen": chosen,
+            "coefficients": coefficients, "coefficient_source": store.extra[
+                "coefficient_source"], "simultaneous_choice": simultaneous_choice,
+            "steerability": steerability, "layers": state.layers.to_dict(),
+            "timings": timings, "behaviours": state.behaviours, "path": str(store.path)}
