@@ -13,8 +13,10 @@ from the first ``--n-vector`` items of the paper's vector split and profiled on 
 
 For one-token answers (letters, Yes/No) the ``last``, ``answer`` and ``answer_mean`` read
 positions are the same token, so the study compares ``last`` with ``mean``. A fifth row per
-behaviour extracts from the letter-balanced vector items (``paper``, ``last``, as many
-A-matching as B-matching pairs), which removes the answer letter from the vector.
+behaviour extracts from the letter-balanced part of the same vector items (``paper``,
+``last``, as many A-matching as B-matching pairs), which removes the answer letter from
+the vector. Each row is saved as it finishes; a second run with the same ``--out`` skips
+the rows already there.
 
     python -m experiments.prompt_study --data-dir ../shared/data/behaviours
 """
@@ -45,8 +47,9 @@ def measure(model: Any, name: str, data_dir: Path, fmt: str, read: str, balanced
             ) -> dict[str, Any]:
     """One behaviour × format × read position (× letter balance)."""
     splits = load_behaviour(name, data_dir=data_dir).paper_splits()
-    items = splits.vector.letter_balanced() if balanced else splits.vector
-    pairs = items[:n_vector].pairs(fmt, model.tokenizer)  # type: ignore[arg-type]
+    items = splits.vector[:n_vector]
+    items = items.letter_balanced() if balanced else items
+    pairs = items.pairs(fmt, model.tokenizer)  # type: ignore[arg-type]
     vector = actsteer.caa_vector(model, pairs, read=read, dataset=name)  # type: ignore[arg-type]
     test = prepare_items(model, splits.test[:n_test], fmt)  # type: ignore[arg-type]
     unsteered = score_items(model, test.prompts, test.matching_ids, test.not_matching_ids,
@@ -94,17 +97,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     model = actsteer.load_model()
     found: dict[str, Any] = {}
+    if args.out.is_file():
+        found = json.loads(args.out.read_text(encoding="utf-8")).get("results", {})
     started = time.perf_counter()
     for behaviour in args.behaviours:
         for fmt, read, balanced in VARIANTS:
             key = f"{behaviour}|{fmt}|{read}" + ("|balanced" if balanced else "")
+            if key in found:
+                continue
             found[key] = measure(model, behaviour, args.data_dir, fmt, read, balanced,
                                  n_vector=args.n_vector, n_test=args.n_test,
                                  layers=args.layers, multiplier=args.multiplier)
             print(table({key: found[key]}).splitlines()[-1], flush=True)
-    write_json_atomic(args.out, {"args": {k: str(v) for k, v in vars(args).items()},
-                                 "results": found,
-                                 "seconds": round(time.perf_counter() - started, 1)})
+            write_json_atomic(args.out, {"args": {k: str(v) for k, v in vars(args).items()},
+                                         "results": found})
     print(table(found))
     print(json.dumps({"seconds": round(time.perf_counter() - started, 1)}))
     return 0

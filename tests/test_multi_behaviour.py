@@ -254,7 +254,7 @@ def test_nothing_steerable_is_reported_with_the_numbers(tiny_model, data, tmp_pa
         assert str(IndividualKey("alpha", direction)) not in results["cells"]
     assert results["coefficient_source"]["alpha"].startswith("fallback")
     table = mb.summary_table(results)
-    assert "not steerable at these settings" in table and "best L1 x+1" in table
+    assert "not steerable at these settings" in table and "best on the grid split L1 x+1" in table
 
 
 def test_summary_table_and_figures(first_run, tmp_path) -> None:

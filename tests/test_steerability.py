@@ -126,40 +126,44 @@ def test_figures_carry_the_numbers_given():
 
 
 @pytest.mark.slow
-def test_sycophancy_steerability_on_smollm2_splits_by_answer_letter(smol, behaviour_dir):
-    """The paper's sycophancy data, 40 vector and 40 test items of its split, layer 14,
-    multipliers -8, 0, 8 (the NOTES' "moves with the sign" setting).
+def test_sycophancy_steers_on_smollm2_and_the_letter_split_shows_why(smol, behaviour_dir):
+    """The paper's sycophancy data: 100 vector and 60 test items of its split, layer 14 (the
+    paper's 15-of-32 scaled), multipliers -8, 0, 8.
 
-    What the profile found (all layers every 3rd, 100 vector / 40 test items, and this
-    setting): at every layer the items split by the matching answer's letter; at layer 14
-    A-matching items steer up (slope > 0 for almost all) and B-matching items steer down
-    (most anti-steerable), so the mean slope is about 0 here and positive only when A
-    items dominate both sets (100 vector items: +0.019 [+0.002, +0.035]). The pair
-    differences are inconsistent (mean cosine about 0), as Braun et al. 2025 predict for
-    an unreliable vector. The test asserts that split, not a mean the letters produce.
+    Measured: mean slope +0.018 [+0.002, +0.034], positive, but the items split by their
+    matching letter (A +0.068, B -0.042): 60 of the 100 vector items match with (A), so the
+    vector also encodes "answer A". Its letter-balanced twin (as many A- as B-matching
+    items) moves neither letter (A +0.001, B -0.003), and with it the mean slope is about 0
+    (-0.0007 [-0.0025, +0.0009]): on this model most of the effect is the letter.
     """
-    from actsteer.data.behaviours import load_behaviour
-    from actsteer.extraction import ContrastivePair, caa_vector
-    from actsteer.prompts import format_item
+    from actsteer.data.behaviours import BehaviourDataset, load_behaviour
+    from actsteer.evaluation import prepare_items
+    from actsteer.extraction import caa_vector
 
     if not (behaviour_dir / "sycophancy.json").is_file():
         pytest.skip(f"sycophancy.json is not in {behaviour_dir}")
     start = time.perf_counter()
     splits = load_behaviour("sycophancy", data_dir=behaviour_dir).paper_splits()
-    train, test = splits.vector[:40], splits.test[:40]
-    pairs = [ContrastivePair(format_item(i.question, i.choices, "paper"),
-                             i.matching, i.not_matching) for i in train]
-    vector = caa_vector(smol, pairs, layers=[14], dataset="sycophancy", batch_size=20)
-    ids = answer_token_ids(smol, test[0].choices)
-    prompts = encode_items(smol, [i.question for i in test], test[0].choices)
-    profile = layer_profile(smol, vector, prompts, [ids[i.matching] for i in test],
-                            [ids[i.not_matching] for i in test], multipliers=(-8.0, 0.0, 8.0),
-                            labels=[i.matching for i in test], batch_size=20)
-    summary = profile.summary(14)
-    a, b = summary.by_label["A"], summary.by_label["B"]
-    found = (summary.to_dict(), vector.meta.diagnostics["14"])
-    assert a.mean_slope.low > 0 and b.mean_slope.high < 0, found
-    assert a.anti_share.value < 0.25 < 0.6 < b.anti_share.value, found
-    assert summary.anti_share.low > 0.2, found  # many items move against the vector
-    assert abs(vector.meta.diagnostics["14"]["consistency"]) < 0.05, found
-    print(found, f"{time.perf_counter() - start:.1f}s")
+    test = prepare_items(smol, splits.test[:60], "paper")
+    pool = splits.vector[:200].letter_balanced()
+    balanced_items = BehaviourDataset("sycophancy", tuple(
+        [i for i in pool if i.matching == "A"][:50] + [i for i in pool if i.matching == "B"][:50]),
+        pool.source)
+    found = {}
+    for name, items in (("as extracted", splits.vector[:100]),
+                        ("letter-balanced", balanced_items)):
+        vector = caa_vector(smol, items.pairs(), layers=[14], dataset="sycophancy",
+                            batch_size=20)
+        profile = layer_profile(smol, vector, test.prompts, test.matching_ids,
+                                test.not_matching_ids, multipliers=(-8.0, 0.0, 8.0),
+                                labels=test.matching_labels, batch_size=20)
+        found[name] = profile.summary(14)
+    plain, balanced = found["as extracted"], found["letter-balanced"]
+    report = {k: v.to_dict() for k, v in found.items()}
+    assert plain.mean_slope.low > 0, report  # it steers, with an interval above 0
+    a, b = plain.by_label["A"].mean_slope, plain.by_label["B"].mean_slope
+    assert a.low > 0 and b.high < 0, report  # ... by moving the letter A
+    letter_size = min(abs(a.value), abs(b.value))
+    assert all(abs(s.mean_slope.value) < letter_size / 4
+               for s in balanced.by_label.values()), report
+    print(report, f"{time.perf_counter() - start:.1f}s")

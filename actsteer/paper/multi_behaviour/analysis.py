@@ -70,7 +70,7 @@ def _reason(pick: Mapping[str, Any]) -> str:
     text = str(pick.get("reason", "not steerable at these settings"))
     effect = pick.get("effect")
     if effect is not None and pick.get("multiplier") is not None:
-        text += (f"; best L{pick['layer']} x{pick['multiplier']:+g}: "
+        text += (f"; best on the grid split L{pick['layer']} x{pick['multiplier']:+g}: "
                  f"{_effect_text(effect)}")
     return text
 

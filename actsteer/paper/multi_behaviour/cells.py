@@ -43,14 +43,18 @@ class Layers:
     def resolve(cls, config: MultiBehaviourConfig, behaviours: Sequence[str],
                 n_layers: int) -> Layers:
         """The config's layers, or the paper's (of 32) scaled to ``n_layers``; checked."""
+        grid = tuple(config.grid_layers or (scale_layer(PAPER_LAYER, n_layers),))
+        stride = config.steerability_stride
+        profiled = config.steerability_layers or sorted(
+            {*range(stride // 2, n_layers, stride), *(x for x in grid if x < n_layers)})
         layers = cls(
-            grid=tuple(config.grid_layers or (scale_layer(PAPER_LAYER, n_layers),)),
+            grid=grid,
             combined=(config.combined_layer if config.combined_layer is not None
                       else scale_layer(PAPER_LAYER, n_layers)),
             simultaneous=dict(config.simultaneous_layers or {
                 b: scale_layer(PAPER_SIMULTANEOUS_LAYERS.get(b, PAPER_LAYER), n_layers)
                 for b in behaviours}),
-            steerability=tuple(config.steerability_layers or range(n_layers)),
+            steerability=tuple(profiled),
             n_layers=n_layers)
         check_layers(n_layers, [*(("grid layer", x) for x in layers.grid),
                                 ("combined_layer", layers.combined),

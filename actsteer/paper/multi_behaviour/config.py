@@ -94,7 +94,10 @@ class MultiBehaviourConfig(ConfigMixin):
     scored on the grid split (to choose a positive scale per behaviour) and on the test
     split (to report)."""
     steerability_layers: tuple[int, ...] | None = None
-    """Layers of the per-item steerability profile (None: every layer of the model)."""
+    """Layers of the per-item steerability profile (None: every ``steerability_stride``-th
+    layer of the model from ``stride // 2``, and the grid layers)."""
+    steerability_stride: int = 1
+    """Spacing of the profiled layers when ``steerability_layers`` is None (1: all)."""
     steerability_multipliers: tuple[float, ...] = (-8.0, -4.0, 0.0, 4.0, 8.0)
     """Symmetric multipliers (0 included) of the per-item propensity slopes."""
     steerability_items: int | None = None
@@ -214,6 +217,9 @@ class MultiBehaviourConfig(ConfigMixin):
                 not isinstance(x, int) or x < 0 for x in self.steerability_layers):
             raise bad("steerability_layers", self.steerability_layers,
                       "use non-negative layer indices or None (every layer)")
+        if not isinstance(self.steerability_stride, int) or self.steerability_stride < 1:
+            raise bad("steerability_stride", self.steerability_stride,
+                      "use a whole number >= 1 (1: every layer)")
         if self.steerability_items is not None and self.steerability_items < 2:
             raise bad("steerability_items", self.steerability_items,
                       "use at least 2 items or None (the whole test split)")
@@ -245,19 +251,43 @@ def profile(name: str, **overrides: Any) -> MultiBehaviourConfig:
     return PROFILES[name]().with_overrides(overrides)
 
 
+QUICK_SIZES = {"builtin": (32, 16, 24), "paper": (64, 32, 64)}
+"""(vector, grid, test) items of the quick profile: every built-in item (72), or with the
+paper's files enough test items to resolve a ΔP(matching) of 0.03 at the per-item spread
+that letter-balanced vectors give on the embedded model (README, "What the embedded model
+shows")."""
+
+
+def _paper_files_found(behaviours: tuple[str, ...]) -> bool:
+    from actsteer.paths import data_dir
+
+    found = data_dir("behaviours")
+    return found is not None and all((found / PAPER_FILES[b]).is_file() for b in behaviours)
+
+
 def _quick() -> MultiBehaviourConfig:
     # Layers stay None: run() scales the paper's 15-of-32 (and 11..15 for the
     # simultaneous plan) to the loaded model's depth (14 of SmolLM2's 30).
+    behaviours = ("myopia", "wealth_seeking")
+    n_vector, n_grid, n_test = QUICK_SIZES[
+        "paper" if _paper_files_found(behaviours) else "builtin"]
     return MultiBehaviourConfig(
         model=ModelConfig(device="cpu"),
-        behaviours=("myopia", "wealth_seeking"),
-        n_vector=32, n_grid=16, n_test=24,
+        behaviours=behaviours,
+        balance_letters=QUICK_BALANCE_LETTERS,
+        n_vector=n_vector, n_grid=n_grid, n_test=n_test,
         grid_multipliers=(-8.0, -4.0, 4.0, 8.0),
         combined_variants=("weighted_mean",),
         scales=(-2.0, -1.0, 1.0, 2.0),
+        steerability_stride=4,
+        steerability_multipliers=(-8.0, 0.0, 8.0),
+        steerability_items=32,
         tax_corpus="wikitext", tax_documents=6, tax_max_tokens=128,
         batch_size=24, n_resamples=500, out_dir="results/multi_behaviour_quick",
     )
+
+
+QUICK_BALANCE_LETTERS = False
 
 
 def _standard() -> MultiBehaviourConfig:
@@ -270,7 +300,7 @@ def _standard() -> MultiBehaviourConfig:
         grid_multipliers=(-8.0, -4.0, 4.0, 8.0),
         combined_variants=("weighted_mean",),
         scales=(-2.0, -1.0, 1.0, 2.0),
-        steerability_layers=tuple(range(2, 30, 3)),
+        steerability_stride=3,
         steerability_multipliers=(-8.0, 0.0, 8.0),
         steerability_items=100,
         tax_corpus="wikitext", tax_documents=20, tax_max_tokens=256,

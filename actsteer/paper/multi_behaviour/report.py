@@ -37,20 +37,24 @@ def effects_table(results: Mapping[str, Any], metric: str = "p_matching") -> lis
     """One row per behaviour × reported plan: setting, unsteered value, Δ [CI], verdict;
     or why nothing was chosen."""
     width = _width(results)
+    plans = {b: reported_plans(results, b) for b in results["behaviours"]}
+    plan_width = max([12, *(len(p[0]) + 2 for rows in plans.values() for p in rows)])
+    setting_width = max([12, *(len(p[1]) + 2 for rows in plans.values() for p in rows
+                               if isinstance(p[2], Mapping))])
     lines = [f"{METRIC_TITLES[metric]}, test split: paired Δ against the unsteered model",
-             f"{'behaviour':<{width}}{'plan':<28}{'setting':<22}{'unsteered':>10}  "
-             f"{'Δ [95% CI]':<30}verdict"]
+             f"{'behaviour':<{width}}{'plan':<{plan_width}}{'setting':<{setting_width}}"
+             f"{'unsteered':>10}  {'Δ [95% CI]':<30}verdict"]
     lines.append("-" * len(lines[-1]))
     for behaviour in results["behaviours"]:
         base = cell(results, DefaultKey(behaviour, "test"))
         unsteered = "-" if base is None else f"{base[metric]['value']:.3f}"
-        for plan, setting, found in reported_plans(results, behaviour):
-            prefix = f"{behaviour:<{width}}{plan:<28}"
+        for plan, setting, found in plans[behaviour]:
+            prefix = f"{behaviour:<{width}}{plan:<{plan_width}}"
             if isinstance(found, str) or found is None:
                 lines.append(prefix + (found or "not run"))
                 continue
             effect = found["effects"][metric]
-            lines.append(prefix + f"{setting:<22}{unsteered:>10}  "
+            lines.append(prefix + f"{setting:<{setting_width}}{unsteered:>10}  "
                          f"{_effect_text(effect):<30}{effect['verdict']}")
     return lines
 
