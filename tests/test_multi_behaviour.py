@@ -449,6 +449,32 @@ def test_builtins_when_no_shared_data_and_never_with_an_explicit_folder(monkeypa
         load_datasets(mb.MultiBehaviourConfig(data_dir="/nowhere"))
 
 
+def test_profiles_size_themselves_by_the_data_found(monkeypatch, tmp_path,
+                                                   behaviour_dir) -> None:
+    """quick: every built-in item without the paper's files, more items with them;
+    standard: the paper's splits and all five behaviours; both profile a subset of layers
+    that always includes the grid's."""
+    from actsteer.data.behaviours import PAPER_BEHAVIOURS
+    from actsteer.paper.multi_behaviour.config import QUICK_SIZES
+
+    empty = tmp_path / "data"
+    (empty / "behaviours").mkdir(parents=True)
+    monkeypatch.setenv("ACTSTEER_DATA_DIR", str(empty))
+    builtin = mb.profile("quick")
+    assert (builtin.n_vector, builtin.n_grid, builtin.n_test) == (32, 16, 24)  # all 72 items
+    assert builtin.balance_letters
+    monkeypatch.setenv("ACTSTEER_DATA_DIR", str(behaviour_dir.parent))
+    paper = mb.profile("quick")
+    assert (paper.n_vector, paper.n_grid, paper.n_test) == QUICK_SIZES["paper"]
+    standard = mb.profile("standard")
+    assert standard.behaviours == PAPER_BEHAVIOURS
+    assert (standard.n_vector, standard.n_grid, standard.n_test) == (None, None, None)
+    layers = cells_module.Layers.resolve(standard, standard.behaviours, 30)
+    assert layers.steerability == (2, 6, 10, 14, 18, 22, 26)
+    odd = replace(standard, grid_layers=(13,))
+    assert 13 in cells_module.Layers.resolve(odd, odd.behaviours, 30).steerability
+
+
 def test_behaviour_keys_and_scaled_layers() -> None:
     assert mb.behaviour_key("myopic") == "myopia"
     assert mb.behaviour_key("Wealth Seeking") == "wealth_seeking"

@@ -238,11 +238,12 @@ def profile(name: str, **overrides: Any) -> MultiBehaviourConfig:
     style keys reach the model config).
 
     * ``"quick"`` — the embedded SmolLM2-135M on the CPU, myopia and wealth_seeking,
-      small splits and grids (a few minutes on two cores); the paper's layers scaled to
-      the loaded model's depth at run time.
+      :data:`QUICK_SIZES` items, letter-balanced vectors, small grids (about four minutes
+      on two cores); the paper's layers scaled to the loaded model's depth at run time.
     * ``"standard"`` — the embedded model on the CPU with the paper's files (all five
-      behaviours, the paper's 500/200/300 splits), a two-layer grid, a steerability
-      profile over every third layer (about 45 minutes on two cores; resumable).
+      behaviours, the paper's 500/200/300 splits), the grid at the paper's layer scaled
+      (14), a steerability profile over every fourth layer (about 45 minutes on two
+      cores; resumable).
     * ``"paper"`` — Llama-2-7b-chat on a GPU, all five behaviours, the paper's splits,
       layers 11-15 and scales -2..2.
     """
@@ -278,7 +279,7 @@ def _quick() -> MultiBehaviourConfig:
         n_vector=n_vector, n_grid=n_grid, n_test=n_test,
         grid_multipliers=(-8.0, -4.0, 4.0, 8.0),
         combined_variants=("weighted_mean",),
-        scales=(-2.0, -1.0, 1.0, 2.0),
+        scales=(-1.0, 1.0),
         steerability_stride=4,
         steerability_multipliers=(-8.0, 0.0, 8.0),
         steerability_items=32,
@@ -287,24 +288,25 @@ def _quick() -> MultiBehaviourConfig:
     )
 
 
-QUICK_BALANCE_LETTERS = False
+QUICK_BALANCE_LETTERS = True
 
 
 def _standard() -> MultiBehaviourConfig:
-    # SmolLM2 has 30 blocks: 14 is the paper's 15-of-32 scaled, 11 the start of its
-    # simultaneous range; the profile's layers show where else a behaviour steers.
+    # SmolLM2 has 30 blocks: 14 is the paper's 15-of-32 scaled; the steerability profile
+    # (every 4th layer and 14) shows where else a behaviour steers. Sized to finish in
+    # about 45 minutes on two cores.
     return MultiBehaviourConfig(
         model=ModelConfig(device="cpu"),
         behaviours=PAPER_BEHAVIOURS,
-        grid_layers=(11, 14),
+        grid_layers=(14,),
         grid_multipliers=(-8.0, -4.0, 4.0, 8.0),
         combined_variants=("weighted_mean",),
-        scales=(-2.0, -1.0, 1.0, 2.0),
-        steerability_stride=3,
+        scales=(-1.0, 1.0),
+        steerability_stride=4,
         steerability_multipliers=(-8.0, 0.0, 8.0),
-        steerability_items=100,
+        steerability_items=60,
         tax_corpus="wikitext", tax_documents=20, tax_max_tokens=256,
-        batch_size=24, out_dir="results/multi_behaviour_standard",
+        batch_size=32, out_dir="results/multi_behaviour_standard",
     )
 
 
