@@ -1,4 +1,4 @@
-"""The README's quickstart runs as written, on the embedded model."""
+"""The README's quickstart runs as written, on the embedded model, and its steering shows."""
 
 from __future__ import annotations
 
@@ -22,17 +22,25 @@ def test_readme_has_one_short_quickstart() -> None:
 
 
 @pytest.mark.slow
-def test_quickstart_runs(tmp_path, monkeypatch, capsys) -> None:
+def test_quickstart_runs_and_its_steering_changes_the_text(tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
     exec(compile(_python_blocks()[0], str(README), "exec"), namespace)
-    printed = capsys.readouterr().out.strip().split("\n")
-    assert len(printed) >= 2 and all(isinstance(line, str) for line in printed)
+    out = capsys.readouterr().out
     model, vector, logits = namespace["model"], namespace["vector"], namespace["logits"]
-    assert logits.shape[-1] == model.cfg.d_vocab and torch.isfinite(logits).all()
+    unsteered, steered = namespace["unsteered"], namespace["steered"]
+    questions = namespace["questions"]
+    assert len(unsteered) == len(steered) == len(questions) >= 2
+    # The example was chosen so that steering visibly changes every answer.
+    assert all(a.strip() != b.strip() for a, b in zip(unsteered, steered, strict=True)), out
+    assert out.count("unsteered: ") == out.count("steered:   ") == len(questions)
     assert (tmp_path / "myopia.safetensors").is_file()
     assert len(vector.layers) == model.cfg.n_layers
-    # Leaving the with-block removed the hooks: the plain forward differs from the steered one.
-    tokens = model.to_tokens(namespace["prompt"])
+    # Leaving the with-block removed every hook, and the steered logits differ from plain ones.
+    assert not any(point._forward_hooks or point._forward_pre_hooks
+                   for point in model.hook_dict.values())
+    tokens = model.to_tokens(namespace["prompts"][0])
     with torch.no_grad():
-        assert not torch.allclose(model(tokens), logits)
+        plain = model(tokens)
+    assert logits.shape == plain.shape
+    assert (logits - plain).abs().max() > 0.1
