@@ -155,7 +155,7 @@ def test_a_typo_in_the_model_leaves_nothing_that_blocks_the_fix(capsys, tmp_path
     out = tmp_path / "mb"
     common = ["--quiet", "multi-behaviour", "--layers", "1", "--coefficients", "-2", "2",
               "--set", "tax_corpus=none", "--set", "n_vector=6", "--set", "n_grid=4",
-              "--set", "n_test=4", "--out", str(out)]
+              "--set", "n_test=4", "--set", "balance_letters=false", "--out", str(out)]
     code, _, err = _main(capsys, *common, "--model", str(tmp_path / "no-such-model"))
     assert code == 2 and "no-such-model" in err
     code, _, err = _main(capsys, *common, "--model", str(tiny_folder), "--layers", "99")

@@ -286,6 +286,17 @@ def test_layer_outside_the_model_fails_before_anything_is_written(tiny_model, da
     assert not (tmp_path / mb.RESULTS_FILE).exists()
 
 
+def test_too_few_letter_balanced_items_fail_before_anything_is_written(tiny_model, data,
+                                                                         tmp_path) -> None:
+    """alpha matches with (A) only, so no item of it is letter-balanced."""
+    config = tiny_config(data, tmp_path / "out", vector_files={"beta": data["beta_vector"]},
+                         balance_letters=True)
+    with pytest.raises(ConfigError, match=r"balance_letters=True leaves 0 of the 6 vector "
+                                          r"items of alpha.*set balance_letters=false"):
+        mb.run(config, model=tiny_model, progress=False)
+    assert not (tmp_path / "out").exists()
+
+
 def test_other_data_with_the_same_config_is_not_resumed(tiny_model, data, tmp_path,
                                                         monkeypatch) -> None:
     folder = tmp_path / "data"

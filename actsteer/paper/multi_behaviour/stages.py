@@ -34,7 +34,7 @@ from typing import Any
 from actsteer.accuracy import Documents, accuracy_sweep
 from actsteer.batching import encode_many
 from actsteer.extraction import caa_vector
-from actsteer.paper.common import VectorCache, file_digest, timed
+from actsteer.paper.common import ConfigError, VectorCache, file_digest, timed
 from actsteer.paper.multi_behaviour import choose as decide
 from actsteer.paper.multi_behaviour.cells import Layers, Run, fresh
 from actsteer.paper.multi_behaviour.config import MultiBehaviourConfig
@@ -75,6 +75,8 @@ def open_run(config: MultiBehaviourConfig, model: Any, progress: bool,
     with timed(timings, "load"):
         datasets = load_datasets(config)
         splits = {b: split_dataset(d, config) for b, d in datasets.items()}
+        if config.balance_letters:
+            _check_balanced(config, splits)
         texts = load_tax_texts(config)
         if model is None:
             model = config.model.load()
@@ -89,6 +91,22 @@ def open_run(config: MultiBehaviourConfig, model: Any, progress: bool,
                             overwrite=overwrite)
         store.flush()  # the identity is on disk before any vector is saved beside it
     return Run(config, model, store, splits, layers, texts, progress, data, timings=timings)
+
+
+def _check_balanced(config: MultiBehaviourConfig, splits: Mapping[str, Any]) -> None:
+    """With ``balance_letters``, each extracted vector needs two balanced pairs at least."""
+    given = config.vector_files or {}
+    for behaviour, split in splits.items():
+        if behaviour in given:
+            continue
+        kept = len(split.vector.letter_balanced())
+        if kept < 2:
+            raise ConfigError(
+                f"balance_letters=True leaves {kept} of the {len(split.vector)} vector items "
+                f"of {behaviour} (matching answers {split.vector.balance_report()}); raise "
+                "n_vector or set balance_letters=false")
+        logger.info("%s: %d of %d vector items are letter-balanced", behaviour, kept,
+                    len(split.vector))
 
 
 def extract_vectors(run: Run) -> None:
