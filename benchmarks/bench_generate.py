@@ -45,6 +45,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch
+from timing import interleaved  # benchmarks/timing.py, beside this script
 
 import actsteer
 from actsteer.batching import encode_many, pad
@@ -67,21 +68,6 @@ QUESTIONS = [
     "Hi!",
     "Why is the sky blue?",
 ]
-
-
-def interleaved(fns: dict[str, Callable[[], Any]], repeats: int
-                ) -> tuple[dict[str, list[float]], dict[str, Any]]:
-    """Wall times of each function, run in turn so shared-machine load hits all, and
-    what each returned on its untimed warm-up run."""
-    outputs = {name: fn() for name, fn in fns.items()}
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-            print(f"  {name}: {times[name][-1]:.2f}s", file=sys.stderr, flush=True)
-    return times, outputs
 
 
 @contextlib.contextmanager
@@ -175,11 +161,12 @@ def main() -> None:
 
     log("part 1: batched vs transformers")
     part1, tokens = interleaved({"transformers": reference, "bridge": ours(bridge),
-                                 "hooked": ours(hooked)}, repeats)
+                                 "hooked": ours(hooked)}, repeats, verbose=True)
     log("parts 2-3: one at a time, previous generate")
     part2, more = interleaved({"bridge_one_at_a_time": one_at_a_time(bridge),
                                "hooked_one_at_a_time": one_at_a_time(hooked),
-                               "hooked_previous": previous(hooked)}, args.slow_repeats)
+                               "hooked_previous": previous(hooked)}, args.slow_repeats,
+                               verbose=True)
     tokens.update(more)
     report["tokens_identical"] = {
         "bridge_batched_vs_one_at_a_time": tokens["bridge"] == tokens["bridge_one_at_a_time"],

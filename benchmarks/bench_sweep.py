@@ -51,6 +51,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch
+from timing import interleaved, medians  # benchmarks/timing.py, beside this script
 
 import actsteer
 from actsteer.batching import encode, length_batches, pad
@@ -75,19 +76,6 @@ def median_time(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
-
-
-def interleaved(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
-    """Median wall time of each function, run in turn so shared-machine load hits all."""
-    for fn in fns.values():
-        fn()  # warm-up
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def _rss_bytes() -> int:
@@ -242,7 +230,7 @@ def main() -> None:
             handle.new_prompt(batch.starts)
             model(batch.tokens, attention_mask=batch.attention_mask)
 
-    times = interleaved({"unsteered": plain, "steered": steered}, repeats + 1)
+    times = medians(interleaved({"unsteered": plain, "steered": steered}, repeats + 1)[0])
     report["part2_steering_overhead"] = dict(
         unsteered_s=times["unsteered"], steered_s=times["steered"],
         ratio=times["steered"] / times["unsteered"], target_ratio=1.05)
@@ -259,8 +247,9 @@ def main() -> None:
             model(stream, start_at_layer=middle, stop_at_layer=n_layers, tokens=tokens,
                   attention_mask=mask)
 
-    batching = interleaved({"one": lambda: suffix(resid, batch.tokens, batch.attention_mask),
-                            "two": lambda: suffix(*double)}, repeats)
+    batching = medians(interleaved(
+        {"one": lambda: suffix(resid, batch.tokens, batch.attention_mask),
+         "two": lambda: suffix(*double)}, repeats)[0])
     report["part2_steering_overhead"]["plan_batching_probe"] = dict(
         suffix_from_layer=middle, one_plan_s=batching["one"], two_plans_stacked_s=batching["two"],
         per_plan_ratio=batching["two"] / (2 * batching["one"]))
@@ -305,8 +294,8 @@ def main() -> None:
                     m(batch.tokens, attention_mask=batch.attention_mask)
         return run
 
-    fwd = interleaved({"hooked": forward_of(model), "bridge": forward_of(bridge),
-                       "transformers": forward_of(hf)}, repeats)
+    fwd = medians(interleaved({"hooked": forward_of(model), "bridge": forward_of(bridge),
+                               "transformers": forward_of(hf)}, repeats)[0])
 
     # ---- part 1 (last: the longest; the limit of part 4 needs its time)
     log(f"part 1: paper loop ({len(plans)} cells x {paper_questions} questions)")

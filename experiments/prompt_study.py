@@ -60,6 +60,7 @@ def measure(model: Any, name: str, data_dir: Path, fmt: str, read: str, balanced
     summaries = {layer: profile.summary(layer).to_dict() for layer in layers}
     best = max(layers, key=lambda layer: summaries[layer]["mean_slope"]["low"])
     return {
+        "behaviour": name, "format": fmt, "read": read, "balanced": balanced,
         "valid": float((unsteered.klass[0] != FAULTY).double().mean()),
         "top_share": unsteered.top_answer_share(0),
         "steers": sum(s["mean_slope"]["low"] > 0 for s in summaries.values()),
@@ -73,12 +74,11 @@ def measure(model: Any, name: str, data_dir: Path, fmt: str, read: str, balanced
 def table(found: dict[str, Any]) -> str:
     lines = [f"{'behaviour':<18}{'format':<7}{'read':<10}{'valid':>6}{'top':>6}{'steers':>8}"
              f"{'reversed':>9}  best layer: mean slope [95% CI], separation"]
-    for key, row in found.items():
-        behaviour, fmt, read = key.split("|")[:3]
-        read += "+bal" if key.endswith("|balanced") else ""
+    for row in found.values():
+        read = row["read"] + ("+bal" if row["balanced"] else "")
         slope = row["best_slope"]
         separation = "-" if row["separation"] is None else f"{row['separation']:.2f}"
-        lines.append(f"{behaviour:<18}{fmt:<7}{read:<10}{row['valid']:>6.2f}"
+        lines.append(f"{row['behaviour']:<18}{row['format']:<7}{read:<10}{row['valid']:>6.2f}"
                      f"{row['top_share']:>6.2f}{row['steers']:>8}{row['reversed']:>9}  "
                      f"L{row['best_layer']}: {slope['value']:+.4f} [{slope['low']:+.4f}, "
                      f"{slope['high']:+.4f}], {separation}")

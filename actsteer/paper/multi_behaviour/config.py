@@ -275,7 +275,7 @@ def _quick() -> MultiBehaviourConfig:
     return MultiBehaviourConfig(
         model=ModelConfig(device="cpu"),
         behaviours=behaviours,
-        balance_letters=QUICK_BALANCE_LETTERS,
+        balance_letters=True,
         n_vector=n_vector, n_grid=n_grid, n_test=n_test,
         grid_multipliers=(-8.0, -4.0, 4.0, 8.0),
         combined_variants=("weighted_mean",),
@@ -286,9 +286,6 @@ def _quick() -> MultiBehaviourConfig:
         tax_corpus="wikitext", tax_documents=6, tax_max_tokens=128,
         batch_size=24, n_resamples=500, out_dir="results/multi_behaviour_quick",
     )
-
-
-QUICK_BALANCE_LETTERS = True
 
 
 def _standard() -> MultiBehaviourConfig:
