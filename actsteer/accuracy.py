@@ -24,6 +24,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from actsteer.batching import Batch, PaddingSide, length_batches, pad
+from actsteer.errors import InvalidValueError
 from actsteer.plan import SteeringPlan
 from actsteer.stats import Estimate, bootstrap
 from actsteer.sweep import PrefixCache, sweep_logits
@@ -46,7 +47,7 @@ class DocumentAccuracy:
                  seed: int = 0) -> Estimate:
         """Token-weighted accuracy with a bootstrap interval over documents."""
         if which not in ("top1", "topk"):
-            raise ValueError(f"which={which!r} is invalid; use 'top1' or 'topk'")
+            raise InvalidValueError(f"which={which!r} is invalid; use 'top1' or 'topk'")
         counts = self.top1 if which == "top1" else self.topk
         rates = counts.double() / self.tokens.clamp_min(1).double()
         return bootstrap(rates, weights=self.tokens.double(), n_resamples=n_resamples,
@@ -73,11 +74,11 @@ class Documents:
         short = [(i, len(seq)) for i, seq in enumerate(sequences) if len(seq) < 2]
         if short:
             index, length = short[0]
-            raise ValueError(f"document {index} has {length} token(s) ({len(short)} such "
-                             "documents); each needs at least 2 to score a prediction: drop "
-                             "them or keep longer ones")
+            raise InvalidValueError(f"document {index} has {length} token(s) ({len(short)} such "
+                                    "documents); each needs at least 2 to score a prediction: drop "
+                                    "them or keep longer ones")
         if not sequences:
-            raise ValueError("no documents to score; give at least one of 2+ tokens")
+            raise InvalidValueError("no documents to score; give at least one of 2+ tokens")
         docs = tuple(tuple(int(t) for t in seq) for seq in sequences)
         groups = tuple(tuple(g) for g in length_batches([len(s) for s in docs], batch_size))
         batches = tuple(pad(model, [docs[i] for i in g], padding_side=padding_side)
@@ -108,7 +109,7 @@ def accuracy_sweep(
     prefix); only per-row hit counts are kept, never a plan's full logits.
     """
     if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+        raise InvalidValueError(f"k must be >= 1, got {k}")
     n = len(documents)
     top1 = torch.zeros(len(plans), n, dtype=torch.long)
     topk = torch.zeros(len(plans), n, dtype=torch.long)

@@ -29,6 +29,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from actsteer.errors import InvalidTypeError, InvalidValueError
+
 __all__ = [
     "AGGREGATORS",
     "Aggregator",
@@ -127,12 +129,12 @@ def resolve_aggregator(method: str | Aggregator) -> tuple[str, Aggregator]:
     ``__name__``, or ``"custom"`` when it has none, e.g. a ``functools.partial``)."""
     if isinstance(method, str):
         if method not in AGGREGATORS:
-            raise ValueError(f"unknown method {method!r}; use one of "
-                             f"{', '.join(AGGREGATORS)} or pass a callable "
-                             "f(positive, negative) -> [layer, d_model]")
+            raise InvalidValueError(f"unknown method {method!r}; use one of "
+                                    f"{', '.join(AGGREGATORS)} or pass a callable "
+                                    "f(positive, negative) -> [layer, d_model]")
         return method, AGGREGATORS[method]
     if not callable(method):
-        raise TypeError(f"method must be a name ({', '.join(AGGREGATORS)}) or a callable "
-                        f"f(positive, negative) -> [layer, d_model], got {method!r}")
+        raise InvalidTypeError(f"method must be a name ({', '.join(AGGREGATORS)}) or a callable "
+                               f"f(positive, negative) -> [layer, d_model], got {method!r}")
     name = getattr(method, "__name__", "") or "custom"
     return ("custom" if name == "<lambda>" else name), method

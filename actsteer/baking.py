@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from actsteer.atomic import atomic_dir
+from actsteer.errors import ActsteerError, InvalidValueError
 from actsteer.plan import SteeringPlan
 from actsteer.steering import check_plan, steer
 from actsteer.vector import VectorMismatchError
@@ -46,7 +47,7 @@ PLAN_FILE = "steering_plan.json"
 in ``steering_plan.safetensors``)."""
 
 
-class BakeError(ValueError):
+class BakeError(ActsteerError, ValueError):
     """A plan that cannot be baked exactly into biases, or a model bake cannot edit."""
 
 
@@ -240,7 +241,8 @@ def save_baked_hf(
                 f"{injection.label or 'vector'} has d_model {injection.vector.shape[0]} but "
                 f"{origin} has {width}; extract the vector from this model")
         if not bool(torch.isfinite(injection.delta).all()):
-            raise ValueError(f"{injection.label or 'vector'} at {injection.hook} is not finite")
+            raise InvalidValueError(
+                f"{injection.label or 'vector'} at {injection.hook} is not finite")
     edits = bias_edits(plan, n_layers)
     with torch.no_grad():
         for layer_index, layer in enumerate(hf_model.model.layers):
@@ -278,6 +280,7 @@ def _source_folder(source: Any) -> Path:
         return embedded_model_path()
     folder = Path(name).expanduser()
     if not (folder / "config.json").is_file():
-        raise ValueError(f"source {name!r} is not a local Hugging Face folder (no config.json); "
-                         f"pass the folder the model was loaded from, or {EMBEDDED_MODEL!r}")
+        raise InvalidValueError(
+            f"source {name!r} is not a local Hugging Face folder (no config.json); "
+            f"pass the folder the model was loaded from, or {EMBEDDED_MODEL!r}")
     return folder

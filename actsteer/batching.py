@@ -17,6 +17,8 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from actsteer.errors import InvalidValueError
+
 PaddingSide = Literal["left", "right"]
 
 
@@ -86,11 +88,12 @@ def pad(
 ) -> Batch:
     """Stack token lists into a padded :class:`Batch` on ``device`` (default: the model's)."""
     if padding_side not in ("left", "right"):
-        raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+        raise InvalidValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
     if not sequences:
-        raise ValueError("cannot pad an empty list of sequences")
+        raise InvalidValueError("cannot pad an empty list of sequences")
     if any(len(seq) == 0 for seq in sequences):
-        raise ValueError("cannot pad an empty sequence; every prompt needs at least one token")
+        raise InvalidValueError(
+            "cannot pad an empty sequence; every prompt needs at least one token")
     width = max(len(seq) for seq in sequences)
     filler = pad_id(model)
     tokens = torch.full((len(sequences), width), filler, dtype=torch.long)
@@ -110,7 +113,7 @@ def length_batches(
     """Index groups of at most ``batch_size``; with ``bucket``, similar lengths go together
     (less padding). Callers scatter results back by index, so order never leaks out."""
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise InvalidValueError(f"batch_size must be >= 1, got {batch_size}")
     order = sorted(range(len(lengths)), key=lambda i: lengths[i]) if bucket else list(
         range(len(lengths))
     )

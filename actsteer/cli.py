@@ -23,12 +23,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from actsteer.errors import ActsteerError
+
 logger = logging.getLogger("actsteer")
 
 EXIT_USAGE = 2
 
 
-class CliError(Exception):
+class CliError(ActsteerError):
     """A user-facing error: printed as one line, exit code 2."""
 
 

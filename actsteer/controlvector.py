@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from actsteer.atomic import atomic_write
+from actsteer.errors import MissingFileError
 from actsteer.vector import SteeringVector, VectorFileError, VectorMeta
 
 ARCHITECTURE = "controlvector"
@@ -156,7 +157,7 @@ def import_control_vector(
             f"site {site!r}: llama.cpp adds control vectors to block outputs, which actsteer "
             "calls 'resid_post' (or 'resid_pre' of the next block); use one of those")
     if not source.is_file():
-        raise FileNotFoundError(f"no control vector file at {source}")
+        raise MissingFileError(f"no control vector file at {source}")
     directions, hint, meta_text = _read(source)
     shift = 1 if site == "resid_pre" else 0
     found = sorted(directions)

@@ -33,6 +33,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from actsteer.aggregators import Aggregator, mean_diff
+from actsteer.errors import InvalidValueError
 
 __all__ = [
     "LayerDiagnostics",
@@ -69,7 +70,7 @@ class LayerDiagnostics:
         missing = {"layer", "n_pairs", "folds", "consistency", "separation",
                    "effect_size"} - set(data)
         if missing:
-            raise ValueError(f"diagnostics entry lacks {sorted(missing)}: {dict(data)!r}")
+            raise InvalidValueError(f"diagnostics entry lacks {sorted(missing)}: {dict(data)!r}")
         return cls(int(data["layer"]), int(data["n_pairs"]), int(data["folds"]),
                    *(None if data[k] is None else float(data[k])
                      for k in ("consistency", "separation", "effect_size")))
@@ -77,10 +78,10 @@ class LayerDiagnostics:
 
 def _check_pairs(positive: Tensor, negative: Tensor) -> None:
     if positive.shape != negative.shape or positive.dim() != 3:
-        raise ValueError(f"positive and negative must share a [pair, layer, d_model] shape, "
-                         f"got {tuple(positive.shape)} and {tuple(negative.shape)}")
+        raise InvalidValueError(f"positive and negative must share a [pair, layer, d_model] shape, "
+                                f"got {tuple(positive.shape)} and {tuple(negative.shape)}")
     if positive.shape[0] == 0:
-        raise ValueError("need at least one pair")
+        raise InvalidValueError("need at least one pair")
 
 
 def difference_consistency(positive: Float[Tensor, "pair layer d"],
@@ -124,9 +125,9 @@ def held_out_projections(
     _check_pairs(positive, negative)
     n = positive.shape[0]
     if folds < 2:
-        raise ValueError(f"folds must be >= 2 to hold pairs out, got {folds}")
+        raise InvalidValueError(f"folds must be >= 2 to hold pairs out, got {folds}")
     if n < 2:
-        raise ValueError(f"cross-fitting needs at least 2 pairs, got {n}")
+        raise InvalidValueError(f"cross-fitting needs at least 2 pairs, got {n}")
     k = min(folds, n)
     fold = _fold_of(n, k, seed)
     pos_proj = torch.zeros(n, positive.shape[1], dtype=torch.float64)
@@ -135,8 +136,8 @@ def held_out_projections(
         held, train = fold == f, fold != f
         directions = aggregator(positive[train], negative[train]).double()
         if directions.shape != positive.shape[1:]:
-            raise ValueError(f"the aggregator returned shape {tuple(directions.shape)}; "
-                             f"expected [layer, d_model] = {tuple(positive.shape[1:])}")
+            raise InvalidValueError(f"the aggregator returned shape {tuple(directions.shape)}; "
+                                    f"expected [layer, d_model] = {tuple(positive.shape[1:])}")
         units = directions / directions.norm(dim=-1, keepdim=True).clamp_min(1e-300)
         pos_proj[held] = torch.einsum("pld,ld->pl", positive[held].double(), units)
         neg_proj[held] = torch.einsum("pld,ld->pl", negative[held].double(), units)
@@ -165,8 +166,9 @@ def vector_diagnostics(
     _check_pairs(positive, negative)
     layer_list = [int(layer) for layer in layers]
     if len(layer_list) != positive.shape[1]:
-        raise ValueError(f"{len(layer_list)} layer numbers for {positive.shape[1]} activation "
-                         "columns; give one per column")
+        raise InvalidValueError(
+            f"{len(layer_list)} layer numbers for {positive.shape[1]} activation "
+            "columns; give one per column")
     n = int(positive.shape[0])
     consistency = difference_consistency(positive, negative)
     if n >= 2:

@@ -33,6 +33,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from actsteer.errors import InvalidValueError
 from actsteer.evaluation import MATCHING, ABScores
 from actsteer.stats import check_level, paired_bootstrap
 
@@ -59,8 +60,8 @@ two answers); logit(matching) − logit(non-matching)."""
 
 def _check_direction(direction: int) -> None:
     if direction not in (1, -1):
-        raise ValueError(f"direction must be +1 (the plan should raise the metric) or -1 "
-                         f"(lower it), got {direction!r}")
+        raise InvalidValueError(f"direction must be +1 (the plan should raise the metric) or -1 "
+                                f"(lower it), got {direction!r}")
 
 
 def verdict_of(low: float, high: float, direction: int = 1) -> Verdict:
@@ -68,7 +69,7 @@ def verdict_of(low: float, high: float, direction: int = 1) -> Verdict:
     −1 down), ``"reversed"`` when it excludes 0 on the other side, else ``"no effect"``."""
     _check_direction(direction)
     if low > high:
-        raise ValueError(f"interval [{low}, {high}] has low > high")
+        raise InvalidValueError(f"interval [{low}, {high}] has low > high")
     if low > 0:
         return "moves" if direction == 1 else "reversed"
     if high < 0:
@@ -79,7 +80,7 @@ def verdict_of(low: float, high: float, direction: int = 1) -> Verdict:
 def _z(level: float, power: float) -> float:
     check_level(level)
     if not 0 < power < 1:
-        raise ValueError(f"power must be in (0, 1), e.g. 0.8, got {power!r}")
+        raise InvalidValueError(f"power must be in (0, 1), e.g. 0.8, got {power!r}")
     normal = NormalDist()
     return normal.inv_cdf(1 - (1 - level) / 2) + normal.inv_cdf(power)
 
@@ -95,9 +96,9 @@ def minimum_detectable_effect(sd: float, n: int, *, level: float = 0.95,
         0.028
     """
     if n < 1:
-        raise ValueError(f"n must be >= 1 item, got {n}")
+        raise InvalidValueError(f"n must be >= 1 item, got {n}")
     if not sd >= 0:
-        raise ValueError(f"sd must be a non-negative number, got {sd!r}")
+        raise InvalidValueError(f"sd must be a non-negative number, got {sd!r}")
     return _z(level, power) * sd / math.sqrt(n)
 
 
@@ -110,9 +111,9 @@ def items_needed(effect: float, sd: float, *, level: float = 0.95, power: float 
         32
     """
     if effect == 0 or not math.isfinite(effect):
-        raise ValueError(f"effect must be a finite non-zero size, got {effect!r}")
+        raise InvalidValueError(f"effect must be a finite non-zero size, got {effect!r}")
     if not sd >= 0:
-        raise ValueError(f"sd must be a non-negative number, got {sd!r}")
+        raise InvalidValueError(f"sd must be a non-negative number, got {sd!r}")
     needed = (_z(level, power) * sd / abs(effect)) ** 2
     # a hair of tolerance so that items_needed(minimum_detectable_effect(sd, n), sd) == n
     return max(1, math.ceil(needed - 1e-9))
@@ -202,15 +203,15 @@ def plan_effects(
     items; ``None`` at ``base_index`` itself. One ``seed`` resamples the same items for
     every plan. ``directions``: the intended sign per plan (default +1 for all)."""
     if values.dim() != 2:
-        raise ValueError(f"values must be [plan, item], got shape {tuple(values.shape)}")
+        raise InvalidValueError(f"values must be [plan, item], got shape {tuple(values.shape)}")
     n_plans = int(values.shape[0])
     if not -n_plans <= base_index < n_plans:
-        raise ValueError(f"base_index {base_index} is not a plan of {n_plans}; pass the row "
-                         "of the unsteered plan")
+        raise InvalidValueError(f"base_index {base_index} is not a plan of {n_plans}; pass the row "
+                                "of the unsteered plan")
     base = base_index % n_plans
     signs = [1] * n_plans if directions is None else list(directions)
     if len(signs) != n_plans:
-        raise ValueError(f"{len(signs)} directions for {n_plans} plans; give one per plan")
+        raise InvalidValueError(f"{len(signs)} directions for {n_plans} plans; give one per plan")
     return [None if row == base else
             paired_effect(values[row], values[base], metric=metric, direction=signs[row],
                           n_resamples=n_resamples, level=level, seed=seed)
@@ -224,7 +225,7 @@ def _metric_values(scores: ABScores, metric: str) -> Float[Tensor, "plan item"]:
         return scores.p_matching.double()
     if metric == "logit_diff":
         return scores.logit_diff.double()
-    raise ValueError(f"unknown A/B metric {metric!r}; use one of {', '.join(AB_METRICS)}")
+    raise InvalidValueError(f"unknown A/B metric {metric!r}; use one of {', '.join(AB_METRICS)}")
 
 
 def ab_effect(
@@ -245,10 +246,10 @@ def ab_effect(
     n_plans = int(values.shape[0])
     for name, index in (("plan_index", plan_index), ("base_index", base_index)):
         if not -n_plans <= index < n_plans:
-            raise ValueError(f"{name} {index} is not a plan of the {n_plans} scored")
+            raise InvalidValueError(f"{name} {index} is not a plan of the {n_plans} scored")
     if plan_index % n_plans == base_index % n_plans:
-        raise ValueError(f"plan_index and base_index are both plan {plan_index % n_plans}; "
-                         "an effect compares a plan with another (the unsteered one)")
+        raise InvalidValueError(f"plan_index and base_index are both plan {plan_index % n_plans}; "
+                                "an effect compares a plan with another (the unsteered one)")
     return paired_effect(values[plan_index], values[base_index], metric=metric,
                          direction=direction, n_resamples=n_resamples, level=level, seed=seed)
 

@@ -28,6 +28,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from actsteer.batching import encode, encode_many, length_batches, pad
+from actsteer.errors import ActsteerError, InvalidValueError
 from actsteer.plan import SteeringPlan
 from actsteer.prompts import Labels, PromptFormat, answer_labels, format_item
 from actsteer.stats import bootstrap
@@ -42,7 +43,7 @@ MATCHING, NON_MATCHING, FAULTY = 0, 1, 2
 CLASS_NAMES: tuple[str, str, str] = ("matching", "non_matching", "faulty")
 
 
-class AnswerTokenError(ValueError):
+class AnswerTokenError(ActsteerError, ValueError):
     """An answer label is not exactly one token after ``"("`` for this tokenizer."""
 
 
@@ -122,7 +123,7 @@ class PreparedItems:
         sizes = {len(self.prompts), len(self.matching_ids), len(self.not_matching_ids),
                  len(self.matching_labels), len(self.not_matching_labels)}
         if len(sizes) != 1:
-            raise ValueError(f"PreparedItems lists differ in length: {sorted(sizes)}")
+            raise InvalidValueError(f"PreparedItems lists differ in length: {sorted(sizes)}")
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -155,7 +156,7 @@ def prepare_items(model: Any, items: Iterable[BehaviourItem],
     """
     items = list(items)
     if not items:
-        raise ValueError("prepare_items needs at least one item")
+        raise InvalidValueError("prepare_items needs at least one item")
     offered = dict.fromkeys(label for item in items for label in item.choices)
     ids = answer_token_ids(model, tuple(offered))
     texts = [format_item(item.question, item.choices, fmt, model.tokenizer) for item in items]
@@ -203,7 +204,8 @@ class ABScores:
         shapes = {tuple(t.shape) for t in (self.predicted, self.klass, self.p_matching,
                                            self.logit_diff)}
         if len(shapes) != 1 or len(next(iter(shapes))) != 2:
-            raise ValueError(f"ABScores tensors must share one [plan, item] shape, got {shapes}")
+            raise InvalidValueError(
+                f"ABScores tensors must share one [plan, item] shape, got {shapes}")
 
     @property
     def n_items(self) -> int:
@@ -264,13 +266,13 @@ def score_items(
     """
     n = len(prompts_token_ids)
     if n == 0:
-        raise ValueError("score_items needs at least one prompt")
+        raise InvalidValueError("score_items needs at least one prompt")
     if not plans:
-        raise ValueError("score_items needs at least one plan (use empty_plan() to score "
-                         "the unsteered model)")
+        raise InvalidValueError("score_items needs at least one plan (use empty_plan() to score "
+                                "the unsteered model)")
     if len(matching_ids) != n or len(not_matching_ids) != n:
-        raise ValueError(f"{n} prompts but {len(matching_ids)} matching and "
-                         f"{len(not_matching_ids)} non-matching answer ids")
+        raise InvalidValueError(f"{n} prompts but {len(matching_ids)} matching and "
+                                f"{len(not_matching_ids)} non-matching answer ids")
     shape = (len(plans), n)
     predicted = torch.zeros(shape, dtype=torch.long)
     klass = torch.zeros(shape, dtype=torch.long)

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from actsteer.aggregators import Aggregator, Method, resolve_aggregator
 from actsteer.batching import PaddingSide, encode, encode_many, length_batches, pad
 from actsteer.diagnostics import diagnostics_to_meta, vector_diagnostics
+from actsteer.errors import InvalidValueError
 from actsteer.models import model_info
 from actsteer.sites import check_layers
 from actsteer.vector import SteeringVector, VectorMeta
@@ -68,11 +69,11 @@ def read_activations(
     if spans is None:
         spans = [(len(seq) - 1, len(seq)) for seq in sequences]
     if len(spans) != len(sequences):
-        raise ValueError(f"{len(spans)} spans for {len(sequences)} sequences")
+        raise InvalidValueError(f"{len(spans)} spans for {len(sequences)} sequences")
     for i, ((start, end), seq) in enumerate(zip(spans, sequences, strict=True)):
         if not 0 <= start < end <= len(seq):
-            raise ValueError(f"span {(start, end)} of sequence {i} is outside its "
-                             f"{len(seq)} tokens")
+            raise InvalidValueError(f"span {(start, end)} of sequence {i} is outside its "
+                                    f"{len(seq)} tokens")
     out = torch.zeros(len(sequences), len(layers), int(model.cfg.d_model))
     stop_at = max(layers) + 1
     groups = list(length_batches([len(s) for s in sequences], batch_size))
@@ -115,7 +116,8 @@ def _pair_spans(prompt_len: int, total: int, read: ReadPosition) -> Span:
         return prompt_len, total
     if read == "mean":
         return 0, total
-    raise ValueError(f"unknown read position {read!r}; use last, answer, answer_mean or mean")
+    raise InvalidValueError(
+        f"unknown read position {read!r}; use last, answer, answer_mean or mean")
 
 
 def contrastive_activations(
@@ -135,14 +137,14 @@ def contrastive_activations(
     an evaluator scores (no merges across the prompt/answer boundary).
     """
     if not pairs:
-        raise ValueError("need at least one contrastive pair")
+        raise InvalidValueError("need at least one contrastive pair")
     prompts = [encode(model, p.prompt) for p in pairs]
     answers = encode_many(model, [a for p in pairs for a in (p.positive, p.negative)], bos=False)
     sequences, spans = [], []
     for i, prompt in enumerate(prompts):
         for answer in answers[2 * i : 2 * i + 2]:
             if not answer:
-                raise ValueError(f"pair {i} has an empty answer; answers need a token")
+                raise InvalidValueError(f"pair {i} has an empty answer; answers need a token")
             sequences.append(prompt + answer)
             spans.append(_pair_spans(len(prompt), len(prompt) + len(answer), read))
     acts = read_activations(model, sequences, layers=layers, site=site, spans=spans,
@@ -163,13 +165,13 @@ def directions_from_pairs(positive: Float[Tensor, "n layer d"],
 
 def _aggregate(aggregate: Aggregator, positive: Tensor, negative: Tensor) -> Tensor:
     if positive.shape != negative.shape or positive.dim() != 3:
-        raise ValueError(f"positive and negative must share a [pair, layer, d_model] shape, "
-                         f"got {tuple(positive.shape)} and {tuple(negative.shape)}")
+        raise InvalidValueError(f"positive and negative must share a [pair, layer, d_model] shape, "
+                                f"got {tuple(positive.shape)} and {tuple(negative.shape)}")
     directions = aggregate(positive, negative)
     if not isinstance(directions, Tensor) or directions.shape != positive.shape[1:]:
         shape = tuple(directions.shape) if isinstance(directions, Tensor) else type(directions)
-        raise ValueError(f"the aggregator returned {shape}; it must return directions "
-                         f"[layer, d_model] = {tuple(positive.shape[1:])}")
+        raise InvalidValueError(f"the aggregator returned {shape}; it must return directions "
+                                f"[layer, d_model] = {tuple(positive.shape[1:])}")
     return directions
 
 
@@ -234,8 +236,8 @@ def caa_vector(
     """
     name, aggregate = resolve_aggregator(method)
     if diagnostics and folds < 2:
-        raise ValueError(f"folds must be >= 2 for cross-fitted diagnostics, got {folds}; "
-                         "or pass diagnostics=False")
+        raise InvalidValueError(f"folds must be >= 2 for cross-fitted diagnostics, got {folds}; "
+                                "or pass diagnostics=False")
     layer_list = list(range(model.cfg.n_layers)) if layers is None else list(layers)
     positive, negative = contrastive_activations(
         model, pairs, layers=layer_list, site=site, read=read, batch_size=batch_size,
@@ -268,9 +270,9 @@ def corpus_mean(
     """Mean over documents of the activation at each document's last token (the paper)
     or averaged over its tokens (``read="mean"``); documents truncated to ``max_tokens``."""
     if not texts:
-        raise ValueError("corpus_mean needs at least one text")
+        raise InvalidValueError("corpus_mean needs at least one text")
     if max_tokens < 1:
-        raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+        raise InvalidValueError(f"max_tokens must be >= 1, got {max_tokens}")
     sequences = [ids[:max_tokens] for ids in encode_many(model, texts)]
     spans = [(len(s) - 1, len(s)) if read == "last" else (0, len(s)) for s in sequences]
     acts = read_activations(model, sequences, layers=layers, site=site, spans=spans,

@@ -31,6 +31,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from actsteer.batching import encode_many, length_batches, pad, pad_id
+from actsteer.errors import InvalidTypeError, InvalidValueError
 from actsteer.plan import SteeringPlan
 from actsteer.steering import steer
 
@@ -56,12 +57,12 @@ class Sampling:
 
     def __post_init__(self) -> None:
         if self.do_sample and not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}; use "
-                             "do_sample=False for greedy decoding")
+            raise InvalidValueError(f"temperature must be > 0, got {self.temperature}; use "
+                                    "do_sample=False for greedy decoding")
         if self.top_k is not None and self.top_k < 1:
-            raise ValueError(f"top_k must be >= 1 or None, got {self.top_k}")
+            raise InvalidValueError(f"top_k must be >= 1 or None, got {self.top_k}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1] or None, got {self.top_p}")
+            raise InvalidValueError(f"top_p must be in (0, 1] or None, got {self.top_p}")
         if not self.do_sample and (self.temperature != 1.0 or self.top_k is not None
                                    or self.top_p is not None):
             warnings.warn("temperature, top_k and top_p only apply with do_sample=True; "
@@ -173,8 +174,8 @@ def _decoder(model: Any, use_cache: bool) -> _Decoder:
         return _HookedDecoder(model, use_cache)
     if isinstance(model, TransformerBridge):
         return _BridgeDecoder(model, use_cache)
-    raise TypeError(f"generate needs a HookedTransformer or a TransformerBridge, got "
-                    f"{type(model).__name__}; load one with actsteer.load_model")
+    raise InvalidTypeError(f"generate needs a HookedTransformer or a TransformerBridge, got "
+                           f"{type(model).__name__}; load one with actsteer.load_model")
 
 
 def _stop_ids(model: Any, stop_at_eos: bool, eos_token_id: int | Sequence[int] | None
@@ -184,8 +185,8 @@ def _stop_ids(model: Any, stop_at_eos: bool, eos_token_id: int | Sequence[int] |
     if eos_token_id is None:
         eos_token_id = model.tokenizer.eos_token_id
         if eos_token_id is None:
-            raise ValueError("the tokenizer has no eos_token_id; pass eos_token_id= or "
-                             "stop_at_eos=False")
+            raise InvalidValueError("the tokenizer has no eos_token_id; pass eos_token_id= or "
+                                    "stop_at_eos=False")
     ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
     return torch.tensor(ids, dtype=torch.long, device=model.cfg.device)
 
@@ -242,11 +243,11 @@ def generate_tokens(
     a row that stops at an end-of-sequence token keeps that token as its last."""
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) \
             or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+        raise InvalidValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
     if not sequences:
-        raise ValueError("no prompts given; pass at least one")
+        raise InvalidValueError("no prompts given; pass at least one")
     if batch_size is not None and batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1 or None, got {batch_size}")
+        raise InvalidValueError(f"batch_size must be >= 1 or None, got {batch_size}")
     _decoder(model, use_cache)  # refuses an unsupported model before any other work
     sampling = Sampling(do_sample, temperature, top_k, top_p, seed)
     stop = _stop_ids(model, stop_at_eos, eos_token_id)
@@ -324,8 +325,8 @@ def generate(
     """
     texts = [prompts] if isinstance(prompts, str) else list(prompts)
     if any(not isinstance(text, str) for text in texts):
-        raise TypeError("prompts must be a str or a list of str; for token ids use "
-                        "actsteer.generation.generate_tokens")
+        raise InvalidTypeError("prompts must be a str or a list of str; for token ids use "
+                               "actsteer.generation.generate_tokens")
     ids = generate_tokens(model, encode_many(model, texts) if texts else [], plan,
                           max_new_tokens=max_new_tokens, do_sample=do_sample,
                           temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,

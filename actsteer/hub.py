@@ -31,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal, TypeVar
 
+from actsteer.errors import ActsteerError, InvalidValueError
 from actsteer.paths import env_flag
 
 __all__ = [
@@ -53,7 +54,7 @@ DEFAULT_TIMEOUT_S = 5.0
 """Seconds the endpoint gets to answer before the Hub counts as unreachable."""
 
 
-class HubUnavailableError(RuntimeError):
+class HubUnavailableError(ActsteerError, RuntimeError):
     """The Hugging Face Hub cannot be used here (offline mode, no network, no access)."""
 
 
@@ -119,7 +120,7 @@ def _probe(url: str, timeout: float) -> str | None:
 
 def _check_timeout(timeout: float) -> None:
     if not timeout > 0:
-        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        raise InvalidValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
 
 
 def require_hub(

@@ -18,6 +18,8 @@ import logging
 import os
 from pathlib import Path
 
+from actsteer.errors import InvalidValueError
+
 __all__ = ["CACHE_DIR_ENV", "DATA_DIR_ENV", "cache_dir", "data_dir", "env_flag"]
 
 logger = logging.getLogger(__name__)
@@ -60,10 +62,10 @@ def cache_dir() -> Path:
 def _check_sub(sub: str) -> None:
     parts = Path(sub).parts
     if not sub or Path(sub).is_absolute() or ".." in parts:
-        raise ValueError(
+        raise InvalidValueError(
             f"sub must be a relative folder name inside the data folder such as 'behaviours' "
             f"or 'wikitext-2', got {sub!r}"
-        )
+            )
 
 
 def data_dir(sub: str | None = None) -> Path | None:

@@ -26,6 +26,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from actsteer.atomic import atomic_write, write_json_atomic
+from actsteer.errors import InvalidValueError, MissingFileError, MissingKeyError
 from actsteer.sites import SITES, hook_name
 from actsteer.vector import SteeringVector, VectorFileError, VectorMismatchError
 
@@ -47,11 +48,11 @@ class Positions:
 
     def __post_init__(self) -> None:
         if self.mode not in ("all", "prompt", "generated", "from"):
-            raise ValueError(
+            raise InvalidValueError(
                 f"unknown position mode {self.mode!r}; use all, prompt, generated or from"
-            )
+                )
         if self.start < 0:
-            raise ValueError(f"start must be >= 0, got {self.start}")
+            raise InvalidValueError(f"start must be >= 0, got {self.start}")
 
     @classmethod
     def from_index(cls, start: int) -> Positions:
@@ -79,7 +80,7 @@ class Injection:
                 "use SteeringVector.at(layer)"
             )
         if self.site not in SITES:
-            raise ValueError(f"unknown site {self.site!r}; valid sites: {', '.join(SITES)}")
+            raise InvalidValueError(f"unknown site {self.site!r}; valid sites: {', '.join(SITES)}")
 
     @property
     def hook(self) -> str:
@@ -146,11 +147,11 @@ class SteeringPlan:
             for entry in data["injections"]:
                 digest = entry["vector"]
                 if digest not in vectors:
-                    raise KeyError(f"no tensor for vector digest {digest!r}")
+                    raise MissingKeyError(f"no tensor for vector digest {digest!r}")
                 vector = vectors[digest]
                 if vector_digest(vector) != digest:
-                    raise ValueError(f"the tensor given for {digest!r} has another digest "
-                                     f"({vector_digest(vector)!r})")
+                    raise InvalidValueError(f"the tensor given for {digest!r} has another digest "
+                                            f"({vector_digest(vector)!r})")
                 where = entry["positions"]
                 injections.append(Injection(
                     vector, int(entry["layer"]), float(entry["coefficient"]), str(entry["site"]),
@@ -158,8 +159,8 @@ class SteeringPlan:
             return cls(tuple(injections), str(data.get("name", "")), dict(data.get("meta", {})))
         except (KeyError, TypeError, ValueError) as error:
             detail = error.args[0] if error.args else error
-            raise ValueError(f"not a valid actsteer plan ({detail}); make it with "
-                             "SteeringPlan.to_dict or SteeringPlan.save") from None
+            raise InvalidValueError(f"not a valid actsteer plan ({detail}); make it with "
+                                    "SteeringPlan.to_dict or SteeringPlan.save") from None
 
     def identity(self) -> str:
         """SHA-256 of :meth:`to_dict` (vector digests included): two plans with the same
@@ -190,8 +191,8 @@ class SteeringPlan:
         tensor_file = _tensor_file(source)
         for needed in (source, tensor_file):
             if not needed.is_file():
-                raise FileNotFoundError(f"no plan file at {needed}; SteeringPlan.save writes "
-                                        f"{source.name} and {tensor_file.name} together")
+                raise MissingFileError(f"no plan file at {needed}; SteeringPlan.save writes "
+                                       f"{source.name} and {tensor_file.name} together")
         try:
             data = json.loads(source.read_text(encoding="utf-8"))
             tensors = load_file(str(tensor_file))
@@ -283,20 +284,20 @@ def combined(
     """
     named = dict(vectors) if isinstance(vectors, Mapping) else _unique_names(vectors)
     if not named:
-        raise ValueError("combined() needs at least one vector")
+        raise InvalidValueError("combined() needs at least one vector")
     if weights is None:
         weight_of = dict.fromkeys(named, 1.0)
     elif isinstance(weights, Mapping):
         missing = sorted(set(named) - set(weights))
         if missing:
-            raise ValueError(f"weights missing for {missing}; give one weight per vector")
+            raise InvalidValueError(f"weights missing for {missing}; give one weight per vector")
         weight_of = {k: float(weights[k]) for k in named}
     else:
         if len(weights) != len(named):
-            raise ValueError(f"{len(weights)} weights for {len(named)} vectors")
+            raise InvalidValueError(f"{len(weights)} weights for {len(named)} vectors")
         weight_of = dict(zip(named, map(float, weights), strict=True))
     if mode not in ("sum", "mean"):
-        raise ValueError(f"unknown mode {mode!r}; use 'sum' or 'mean'")
+        raise InvalidValueError(f"unknown mode {mode!r}; use 'sum' or 'mean'")
     sites = {v.site for v in named.values()}
     if len(sites) != 1:
         raise VectorMismatchError(f"cannot combine vectors from different sites {sorted(sites)}")
@@ -342,7 +343,7 @@ def simultaneous(
         [(11, 2.0), (12, 4.0)]
     """
     if not spec:
-        raise ValueError("simultaneous() needs at least one entry")
+        raise InvalidValueError("simultaneous() needs at least one entry")
     injections = tuple(
         Injection(vector.at(layer), layer, coefficient * scale, vector.site, positions, name)
         for name, (vector, layer, coefficient) in spec.items()

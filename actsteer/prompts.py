@@ -21,6 +21,8 @@ import string
 from collections.abc import Sequence
 from typing import Any, Literal, TypeAlias, cast
 
+from actsteer.errors import InvalidTypeError, InvalidValueError
+
 __all__ = [
     "AB_ANSWERS",
     "LETTERS",
@@ -83,17 +85,17 @@ def answer_labels(labels: Labels) -> tuple[str, ...]:
     """
     if isinstance(labels, str):
         if labels not in DEFAULT_LABELS:
-            raise ValueError(f"unknown answer kind {labels!r}; use 'AB', 'YesNo' or a "
-                             "tuple of labels such as ('A', 'B', 'C')")
+            raise InvalidValueError(f"unknown answer kind {labels!r}; use 'AB', 'YesNo' or a "
+                                    "tuple of labels such as ('A', 'B', 'C')")
         return DEFAULT_LABELS[cast(AnswerKind, labels)]
     out = tuple(labels)
     bad = [label for label in out if label_kind(label) is None]
     if bad:
-        raise ValueError(f"answer label {bad[0]!r} is not valid; use {_VALID}")
+        raise InvalidValueError(f"answer label {bad[0]!r} is not valid; use {_VALID}")
     if len(out) < 2 or len(set(out)) != len(out):
-        raise ValueError(f"answer labels {out} must be at least two distinct labels")
+        raise InvalidValueError(f"answer labels {out} must be at least two distinct labels")
     if len({label_kind(label) for label in out}) > 1:
-        raise ValueError(f"answer labels {out} mix letters and Yes/No; use one kind")
+        raise InvalidValueError(f"answer labels {out} mix letters and Yes/No; use one kind")
     return out
 
 
@@ -141,7 +143,7 @@ def chat_prompt(
             messages.insert(0, {"role": "system", "content": system})
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         if not isinstance(text, str):
-            raise TypeError(f"chat template returned {type(text).__name__}, expected str")
+            raise InvalidTypeError(f"chat template returned {type(text).__name__}, expected str")
     else:
         text = llama2_chat(message, system) + " "
     return text + assistant_prefix
@@ -167,9 +169,9 @@ def format_item(
         return paper_prompt(question, labels)
     if fmt == "chat":
         if tokenizer is None:
-            raise ValueError("format 'chat' needs the model's tokenizer")
+            raise InvalidValueError("format 'chat' needs the model's tokenizer")
         return chat_prompt(tokenizer, question, assistant_prefix=answer_stem(labels))
-    raise ValueError(f"unknown prompt format {fmt!r}; use 'paper' or 'chat'")
+    raise InvalidValueError(f"unknown prompt format {fmt!r}; use 'paper' or 'chat'")
 
 
 _CHOICE_LINE = re.compile(r"^[ \t]*\(([A-Z])\)", re.MULTILINE)

@@ -21,15 +21,16 @@ from types import TracebackType
 from typing import Any
 
 from actsteer.atomic import jsonable, write_json_atomic
+from actsteer.errors import ActsteerError, InvalidValueError, MissingFileError
 
 logger = logging.getLogger(__name__)
 
 
-class ResultConfigMismatchError(ValueError):
+class ResultConfigMismatchError(ActsteerError, ValueError):
     """An existing results file was made with a different config."""
 
 
-class ResultsLockedError(RuntimeError):
+class ResultsLockedError(ActsteerError, RuntimeError):
     """Another run is writing the same results file."""
 
 
@@ -104,7 +105,7 @@ class ResultStore:
         try:
             saved = json.loads(text)
             if not isinstance(saved, dict):
-                raise ValueError("not a JSON object")
+                raise InvalidValueError("not a JSON object")
         except ValueError as error:
             saved = self._salvage(text, error)
         if saved.get("config") != self.config:
@@ -129,7 +130,7 @@ class ResultStore:
             config, end = decoder.raw_decode(text, _skip(text, start))
             at = _skip(text, text.index('"cells":', end) + len('"cells":'))
             if text[at] != "{":
-                raise ValueError("no cells object")
+                raise InvalidValueError("no cells object")
             at += 1
             while True:
                 at = _skip(text, at)
@@ -147,7 +148,7 @@ class ResultStore:
         except (ValueError, IndexError):
             pass  # keep what was read before the damage
         if config is None:
-            raise ValueError(
+            raise InvalidValueError(
                 f"{self.path} is damaged ({error}) and its config cannot be read; move it "
                 "aside and re-run, or start again with --overwrite (overwrite=True)") from None
         kept = self._set_aside(self.path, "damaged")
@@ -203,17 +204,17 @@ def read_results(path: str | os.PathLike[str], *, needs: tuple[str, ...] = ()
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no results file at {path}")
+        raise MissingFileError(f"no results file at {path}")
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is not JSON ({error}); re-run the command that made it "
-                         "to repair it") from None
+        raise InvalidValueError(f"{path} is not JSON ({error}); re-run the command that made it "
+                                "to repair it") from None
     if not isinstance(saved, dict) or not {"config", "cells"} <= saved.keys():
-        raise ValueError(f"{path} is not an actsteer results file (no 'config'/'cells')")
+        raise InvalidValueError(f"{path} is not an actsteer results file (no 'config'/'cells')")
     extra = dict(saved.get("extra", {}))
     missing = [key for key in needs if key not in extra]
     if missing:
-        raise ValueError(f"{path} is an unfinished run (no {', '.join(missing)}); re-run "
-                         "the command that made it to finish, then plot again")
+        raise InvalidValueError(f"{path} is an unfinished run (no {', '.join(missing)}); re-run "
+                                "the command that made it to finish, then plot again")
     return {**extra, "config": saved["config"], "cells": saved["cells"], "path": str(path)}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Literal, get_args
 
+from actsteer.errors import ActsteerError
+
 Site = Literal["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"]
 """Where a vector is read or added. ``resid_post`` is the decoder block's output (the
 paper's choice); ``attn_out``/``mlp_out`` are the sublayer outputs before they join the
@@ -12,7 +14,7 @@ residual stream."""
 SITES: tuple[str, ...] = get_args(Site)
 
 
-class HookSiteError(ValueError):
+class HookSiteError(ActsteerError, ValueError):
     """A layer or site the model does not have."""
 
 

@@ -29,6 +29,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from actsteer.errors import InvalidValueError
+
 __all__ = [
     "Estimate",
     "PairedStatistic",
@@ -60,7 +62,7 @@ class Estimate:
 def check_level(level: float) -> None:
     """Raise ``ValueError`` unless ``0 < level < 1`` (e.g. 0.95 for a 95% interval)."""
     if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), e.g. 0.95, got {level!r}")
+        raise InvalidValueError(f"level must be in (0, 1), e.g. 0.95, got {level!r}")
 
 
 def resample_indices(n: int, n_resamples: int, seed: int = 0, *,
@@ -75,9 +77,9 @@ def resample_indices(n: int, n_resamples: int, seed: int = 0, *,
         >>> values[idx].mean(-1)                     # one bootstrap mean per row
     """
     if n < 1:
-        raise ValueError(f"cannot resample {n} items; need at least one")
+        raise InvalidValueError(f"cannot resample {n} items; need at least one")
     if n_resamples < 1:
-        raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
+        raise InvalidValueError(f"n_resamples must be >= 1, got {n_resamples}")
     if generator is None:
         generator = torch.Generator().manual_seed(seed)
     return torch.randint(0, n, (n_resamples, n), generator=generator)
@@ -90,10 +92,10 @@ def percentile_interval(draws: Sequence[float] | Float[Tensor, " resample"],
     check_level(level)
     x = torch.as_tensor(draws, dtype=torch.float64).flatten()
     if x.numel() == 0:
-        raise ValueError("percentile_interval needs at least one draw, got none")
+        raise InvalidValueError("percentile_interval needs at least one draw, got none")
     if torch.isnan(x).any():
-        raise ValueError(f"{int(torch.isnan(x).sum())} of {x.numel()} bootstrap draws are "
-                         "NaN; drop them (or the resamples that produced them) first")
+        raise InvalidValueError(f"{int(torch.isnan(x).sum())} of {x.numel()} bootstrap draws are "
+                                "NaN; drop them (or the resamples that produced them) first")
     tail = (1 - level) / 2
     low, high = torch.quantile(x, torch.tensor([tail, 1 - tail], dtype=torch.float64))
     return float(low), float(high)
@@ -113,11 +115,11 @@ def bootstrap(
     documents). ``statistic`` maps a ``[n]`` sample to a scalar."""
     x = torch.as_tensor(values, dtype=torch.float64).flatten()
     if x.numel() == 0:
-        raise ValueError("cannot bootstrap an empty sample")
+        raise InvalidValueError("cannot bootstrap an empty sample")
     check_level(level)
     w = None if weights is None else torch.as_tensor(weights, dtype=torch.float64).flatten()
     if w is not None and w.shape != x.shape:
-        raise ValueError(f"{w.numel()} weights for {x.numel()} values; give one per value")
+        raise InvalidValueError(f"{w.numel()} weights for {x.numel()} values; give one per value")
 
     def stat(idx: Tensor | None) -> Tensor:
         xs = x if idx is None else resampled(x, idx)
@@ -178,20 +180,21 @@ def paired_bootstrap(
     x = torch.as_tensor(a, dtype=torch.float64).flatten()
     y = torch.as_tensor(b, dtype=torch.float64).flatten()
     if x.shape != y.shape:
-        raise ValueError(f"paired samples need one value per item on both sides, got "
-                         f"{x.numel()} and {y.numel()} values")
+        raise InvalidValueError(f"paired samples need one value per item on both sides, got "
+                                f"{x.numel()} and {y.numel()} values")
     if x.numel() == 0:
-        raise ValueError("cannot bootstrap an empty sample")
+        raise InvalidValueError("cannot bootstrap an empty sample")
     check_level(level)
     stat = statistic if statistic is not None else _mean_difference
     point = torch.as_tensor(stat(x, y))
     if point.numel() != 1:
-        raise ValueError(f"the paired statistic returned shape {tuple(point.shape)} for one "
-                         "sample; it must reduce the last (item) axis to a scalar")
+        raise InvalidValueError(f"the paired statistic returned shape {tuple(point.shape)} for one "
+                                "sample; it must reduce the last (item) axis to a scalar")
     idx = resample_indices(x.numel(), n_resamples, seed)
     draws = torch.as_tensor(stat(resampled(x, idx), resampled(y, idx)), dtype=torch.float64)
     if draws.shape != (n_resamples,):
-        raise ValueError(f"the paired statistic returned shape {tuple(draws.shape)} for "
-                         f"{n_resamples} resamples; it must reduce the last (item) axis only")
+        raise InvalidValueError(
+            f"the paired statistic returned shape {tuple(draws.shape)} for "
+            f"{n_resamples} resamples; it must reduce the last (item) axis only")
     low, high = percentile_interval(draws, level)
     return Estimate(float(point), low, high, int(x.numel()))

@@ -36,6 +36,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from actsteer.errors import InvalidValueError, MissingKeyError
 from actsteer.evaluation import ABScores, score_items
 from actsteer.plan import SteeringPlan, empty_plan, single
 from actsteer.stats import Estimate, bootstrap
@@ -60,9 +61,9 @@ def symmetric_multipliers(largest: float, per_side: int = 2) -> tuple[float, ...
         (-8.0, -4.0, 0.0, 4.0, 8.0)
     """
     if not largest > 0 or not math.isfinite(largest):
-        raise ValueError(f"largest must be a positive finite multiplier, got {largest!r}")
+        raise InvalidValueError(f"largest must be a positive finite multiplier, got {largest!r}")
     if per_side < 1:
-        raise ValueError(f"per_side must be >= 1, got {per_side}")
+        raise InvalidValueError(f"per_side must be >= 1, got {per_side}")
     side = [largest * (k + 1) / per_side for k in range(per_side)]
     return (*(-m for m in reversed(side)), 0.0, *side)
 
@@ -73,9 +74,9 @@ def check_multipliers(multipliers: Sequence[float]) -> tuple[float, ...]:
     in any asymmetry of the response)."""
     values = tuple(float(m) for m in multipliers)
     if len(values) < 2 or len(set(values)) != len(values):
-        raise ValueError(f"a slope needs at least two distinct multipliers, got {values}")
+        raise InvalidValueError(f"a slope needs at least two distinct multipliers, got {values}")
     if not all(math.isfinite(m) for m in values):
-        raise ValueError(f"multipliers must be finite, got {values}")
+        raise InvalidValueError(f"multipliers must be finite, got {values}")
     if 0.0 not in values or sorted(values) != sorted(-m for m in values):
         warnings.warn(f"multipliers {values} are not a symmetric range including 0 "
                       "(Tan et al. 2024 use one, e.g. symmetric_multipliers(8.0))",
@@ -95,8 +96,8 @@ def propensity_slopes(propensity: Float[Tensor, "*batch multiplier item"],
     x = torch.tensor(check_multipliers(multipliers), dtype=torch.float64)
     y = torch.as_tensor(propensity).double()
     if y.dim() < 2 or y.shape[-2] != x.numel():
-        raise ValueError(f"propensity of shape {tuple(y.shape)} needs axis -2 of length "
-                         f"{x.numel()} (one row per multiplier)")
+        raise InvalidValueError(f"propensity of shape {tuple(y.shape)} needs axis -2 of length "
+                                f"{x.numel()} (one row per multiplier)")
     centred = x - x.mean()
     y_centred = y - y.mean(-2, keepdim=True)
     return (centred[:, None] * y_centred).sum(-2) / centred.pow(2).sum()
@@ -140,12 +141,13 @@ def summarize_steerability(
     interval over items, overall and per label in ``labels`` (one per item)."""
     s = torch.as_tensor(slopes, dtype=torch.float64).flatten()
     if s.numel() == 0:
-        raise ValueError("no items to summarise: slopes is empty")
+        raise InvalidValueError("no items to summarise: slopes is empty")
     kwargs: dict[str, Any] = {"n_resamples": n_resamples, "level": level, "seed": seed}
     by_label: dict[str, SteerabilitySummary] = {}
     if labels is not None:
         if len(labels) != s.numel():
-            raise ValueError(f"{len(labels)} labels for {s.numel()} items; give one per item")
+            raise InvalidValueError(
+                f"{len(labels)} labels for {s.numel()} items; give one per item")
         for label in sorted(set(labels)):
             mask = torch.tensor([x == label for x in labels])
             by_label[label] = summarize_steerability(s[mask], **kwargs)
@@ -173,8 +175,8 @@ class LayerProfile:
     def plan_index(self, layer: int, multiplier: float) -> int:
         """Row of ``scores`` holding ``layer`` at ``multiplier``."""
         if layer not in self.layers or float(multiplier) not in self.multipliers:
-            raise KeyError(f"no plan for layer {layer} x{multiplier:g}; layers "
-                           f"{self.layers}, multipliers {self.multipliers}")
+            raise MissingKeyError(f"no plan for layer {layer} x{multiplier:g}; layers "
+                                  f"{self.layers}, multipliers {self.multipliers}")
         if float(multiplier) == 0.0:
             return 0
         steered = [m for m in self.multipliers if m != 0.0]
@@ -200,7 +202,7 @@ class LayerProfile:
                 seed: int = 0) -> SteerabilitySummary:
         """:func:`summarize_steerability` of the items' slopes at ``layer``."""
         if layer not in self.layers:
-            raise KeyError(f"layer {layer} was not profiled; layers: {self.layers}")
+            raise MissingKeyError(f"layer {layer} was not profiled; layers: {self.layers}")
         return summarize_steerability(self.slopes[self.layers.index(layer)], self.labels,
                                       n_resamples=n_resamples, level=level, seed=seed)
 
@@ -240,15 +242,15 @@ def layer_profile(
     """
     chosen = tuple(vector.layers if layers is None else (int(layer) for layer in layers))
     if not chosen:
-        raise ValueError("no layers to profile; pass layers the vector has")
+        raise InvalidValueError("no layers to profile; pass layers the vector has")
     missing = [layer for layer in chosen if layer not in vector.layers]
     if missing:
-        raise ValueError(f"vector has no direction for layers {missing}; it has "
-                         f"{vector.layers}")
+        raise InvalidValueError(f"vector has no direction for layers {missing}; it has "
+                                f"{vector.layers}")
     values = check_multipliers(multipliers)
     n = len(prompts_token_ids)
     if labels is not None and len(labels) != n:
-        raise ValueError(f"{len(labels)} labels for {n} prompts; give one per prompt")
+        raise InvalidValueError(f"{len(labels)} labels for {n} prompts; give one per prompt")
     plans: list[SteeringPlan] = [empty_plan()]
     plans += [single(vector, layer, m) for layer in chosen for m in values if m != 0.0]
     scores = score_items(model, prompts_token_ids, matching_ids, not_matching_ids, plans,

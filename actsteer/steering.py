@@ -26,6 +26,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from actsteer.batching import Batch, PaddingSide, encode, pad
+from actsteer.errors import InvalidValueError
 from actsteer.plan import Injection, Positions, SteeringPlan
 from actsteer.sites import HookSiteError, check_layers, hook_name
 from actsteer.vector import VectorMismatchError
@@ -257,12 +258,12 @@ def check_plan(model: Any, plan: SteeringPlan) -> None:
                 f"model has {d_model}; extract the vector from this model")
         if not torch.isfinite(injection.vector).all() or not torch.isfinite(
                 torch.tensor(injection.coefficient)):
-            raise ValueError(f"{name} at {injection.hook} is not finite")
+            raise InvalidValueError(f"{name} at {injection.hook} is not finite")
         delta = injection.delta
         if not (torch.isfinite(delta).all() and torch.isfinite(delta.to(dtype)).all()):
             largest = float(injection.vector.abs().max())
             limit = torch.finfo(dtype).max if dtype.is_floating_point else float("inf")
-            raise ValueError(
+            raise InvalidValueError(
                 f"{name} at {injection.hook}: coefficient {injection.coefficient:g} x vector "
                 f"(largest |value| {largest:.3g}) overflows {str(delta.dtype).split('.')[1]}"
                 f"/{str(dtype).split('.')[1]} (largest finite {limit:.3g}); use a smaller "

@@ -41,6 +41,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from actsteer.batching import Batch
+from actsteer.errors import InvalidValueError
 from actsteer.plan import SteeringPlan
 from actsteer.steering import check_plan, steer
 
@@ -88,7 +89,7 @@ class PrefixCache:
 
     def __init__(self, max_bytes: int = 2**30) -> None:
         if max_bytes < 0:
-            raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
+            raise InvalidValueError(f"max_bytes must be >= 0, got {max_bytes}")
         self.max_bytes = max_bytes
         self._streams: dict[tuple[int, int], tuple[Batch, Tensor]] = {}
 
@@ -152,12 +153,12 @@ def sweep_logits(
         >>> sweep_logits(model, pad(model, prompts), plans).shape   # [3, batch, d_vocab]
     """
     if not plans:
-        raise ValueError("sweep_logits needs at least one plan (empty_plan() is unsteered)")
+        raise InvalidValueError("sweep_logits needs at least one plan (empty_plan() is unsteered)")
     for plan in plans:  # fail before any forward pass, not half-way through a sweep
         check_plan(model, plan)
     if isinstance(positions, str) and positions not in ("last", "all"):
-        raise ValueError(f"positions={positions!r} is invalid; use 'last', 'all' or a "
-                         "[batch] tensor of columns")
+        raise InvalidValueError(f"positions={positions!r} is invalid; use 'last', 'all' or a "
+                                "[batch] tensor of columns")
     pick = _reader(batch, positions)
     keep: Reducer = reduce if reduce is not None else (lambda logits: logits)
     with torch.no_grad():
@@ -206,8 +207,9 @@ def _reader(batch: Batch, positions: ReadAt) -> _Reader:
     if positions is None or isinstance(positions, str):
         return _Reader(rows, batch.last)
     if positions.shape != rows.shape:
-        raise ValueError(f"positions has shape {tuple(positions.shape)}; give one column per "
-                         f"row of the batch ({rows.numel()})")
+        raise InvalidValueError(
+            f"positions has shape {tuple(positions.shape)}; give one column per "
+            f"row of the batch ({rows.numel()})")
     return _Reader(rows, positions.to(batch.tokens.device))
 
 

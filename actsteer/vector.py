@@ -25,14 +25,21 @@ from torch import Tensor
 
 from actsteer._version import __version__
 from actsteer.atomic import atomic_write
+from actsteer.errors import (
+    ActsteerError,
+    InvalidTypeError,
+    InvalidValueError,
+    MissingFileError,
+    MissingKeyError,
+)
 from actsteer.sites import SITES
 
 
-class VectorFileError(ValueError):
+class VectorFileError(ActsteerError, ValueError):
     """A vector file that is not a valid actsteer safetensors file."""
 
 
-class VectorMismatchError(ValueError):
+class VectorMismatchError(ActsteerError, ValueError):
     """A vector that does not fit the model (width, depth) or another vector."""
 
 
@@ -61,7 +68,8 @@ class VectorMeta:
 
     def __post_init__(self) -> None:
         if not isinstance(self.diagnostics, Mapping):
-            raise TypeError(f"diagnostics must be a mapping, got {type(self.diagnostics).__name__}")
+            raise InvalidTypeError(
+                f"diagnostics must be a mapping, got {type(self.diagnostics).__name__}")
         object.__setattr__(self, "diagnostics", _plain_json(self.diagnostics, "diagnostics"))
 
     def then(self, operation: str) -> VectorMeta:
@@ -97,7 +105,7 @@ class SteeringVector:
 
     def __post_init__(self) -> None:
         if self.site not in SITES:
-            raise ValueError(f"unknown site {self.site!r}; valid sites: {', '.join(SITES)}")
+            raise InvalidValueError(f"unknown site {self.site!r}; valid sites: {', '.join(SITES)}")
         if self.directions.dim() != 2:
             raise VectorMismatchError(
                 f"directions must be [layer, d_model], got shape {tuple(self.directions.shape)}"
@@ -126,9 +134,9 @@ class SteeringVector:
         try:
             return self.directions[self.layers.index(layer)]
         except ValueError:
-            raise KeyError(
+            raise MissingKeyError(
                 f"layer {layer} not in this vector; it has layers {list(self.layers)}"
-            ) from None
+                ) from None
 
     def select(self, layers: int | Sequence[int]) -> SteeringVector:
         """A vector with only ``layers``."""
@@ -231,7 +239,7 @@ class SteeringVector:
 
         source = Path(path)
         if not source.is_file():
-            raise FileNotFoundError(f"no vector file at {source}")
+            raise MissingFileError(f"no vector file at {source}")
         try:
             with safe_open(str(source), framework="pt") as handle:
                 header = handle.metadata() or {}
@@ -362,14 +370,15 @@ def _plain_json(value: Any, where: str) -> Any:
         out = {}
         for key, item in value.items():
             if not isinstance(key, str):
-                raise TypeError(f"{where} has key {key!r} ({type(key).__name__}); JSON keys are "
-                                f"strings: use {str(key)!r}")
+                raise InvalidTypeError(
+                    f"{where} has key {key!r} ({type(key).__name__}); JSON keys are "
+                    f"strings: use {str(key)!r}")
             out[key] = _plain_json(item, f"{where}[{key!r}]")
         return out
     if isinstance(value, (list, tuple)):
         return [_plain_json(item, f"{where}[{index}]") for index, item in enumerate(value)]
-    raise TypeError(f"{where} holds {type(value).__name__} {value!r}; store plain numbers, "
-                    "strings, lists or mappings (e.g. float(x) for a tensor)")
+    raise InvalidTypeError(f"{where} holds {type(value).__name__} {value!r}; store plain numbers, "
+                           "strings, lists or mappings (e.g. float(x) for a tensor)")
 
 
 def match_norms(vectors: Sequence[SteeringVector], layer: int,
@@ -377,10 +386,10 @@ def match_norms(vectors: Sequence[SteeringVector], layer: int,
     """CAA-style common norm: rescale each vector at ``layer`` to ``target`` (default: the
     mean of their norms at that layer). Returns single-layer vectors."""
     if not vectors:
-        raise ValueError("match_norms needs at least one vector")
+        raise InvalidValueError("match_norms needs at least one vector")
     chosen = [v.select(layer) for v in vectors]
     norms = [float(v.directions.norm()) for v in chosen]
     if any(n == 0 for n in norms):
-        raise ValueError(f"cannot rescale a zero vector at layer {layer}")
+        raise InvalidValueError(f"cannot rescale a zero vector at layer {layer}")
     goal = sum(norms) / len(norms) if target is None else target
     return [v.scaled(goal / n) for v, n in zip(chosen, norms, strict=True)]

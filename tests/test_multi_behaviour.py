@@ -213,7 +213,13 @@ def test_a_cell_made_by_another_plan_is_scored_again(first_run, tiny_model, tmp_
     monkeypatch.setattr(cells_module, "score_items", spy)
     again = mb.run(copy, model=tiny_model, progress=False)
     assert spy.calls == [1]
-    assert again["cells"][key] == results["cells"][key]
+    # Re-scored alone, not in a batch with other plans: the same answers, floats equal to
+    # float32 rounding (the batch's composition changes the order of reductions).
+    redone, first = again["cells"][key], results["cells"][key]
+    assert redone["items"]["class"] == first["items"]["class"]
+    assert redone["plan_id"] == first["plan_id"]
+    for metric in ("p_matching", "logit_diff"):
+        assert redone["items"][metric] == pytest.approx(first["items"][metric], abs=1e-4)
 
 
 def test_interrupted_run_keeps_finished_cells(tiny_model, data, tmp_path, monkeypatch) -> None:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from importlib import resources
 
+from actsteer.errors import InvalidValueError
+
 __all__ = ["BUILTIN_FILES", "read_builtin"]
 
 BUILTIN_FILES: tuple[str, ...] = ("english_text.jsonl", "myopia.jsonl", "wealth_seeking.jsonl")
@@ -27,8 +29,8 @@ def read_builtin(filename: str) -> str:
         ValueError: ``filename`` is not one of :data:`BUILTIN_FILES`.
     """
     if filename not in BUILTIN_FILES:
-        raise ValueError(
+        raise InvalidValueError(
             f"no built-in data file {filename!r}; built-ins are {', '.join(BUILTIN_FILES)}"
-        )
+            )
     resource = resources.files(__name__).joinpath("builtin", filename)
     return resource.read_text(encoding="utf-8")

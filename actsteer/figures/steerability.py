@@ -23,6 +23,7 @@ import plotly.graph_objects as go
 import torch
 from torch import Tensor
 
+from actsteer.errors import InvalidValueError
 from actsteer.stats import Estimate
 
 __all__ = ["steerability_by_layer", "steerability_distributions"]
@@ -43,12 +44,12 @@ def steerability_distributions(
     """One horizontal violin per behaviour of its items' slopes (all points shown), a
     zero line, and the anti-steerable share annotated beside each row."""
     if not slopes:
-        raise ValueError("no behaviours to plot: slopes is empty")
+        raise InvalidValueError("no behaviours to plot: slopes is empty")
     fig = go.Figure()
     for behaviour, values in slopes.items():
         xs = _floats(values)
         if not xs:
-            raise ValueError(f"behaviour {behaviour!r} has no slopes to plot")
+            raise InvalidValueError(f"behaviour {behaviour!r} has no slopes to plot")
         anti = sum(x < 0 for x in xs) / len(xs)
         fig.add_trace(go.Violin(x=xs, y=[behaviour] * len(xs), name=behaviour,
                                 orientation="h", points="all", side="positive",
@@ -69,8 +70,8 @@ def _interval(found: EstimateLike) -> tuple[float, float, float]:
     try:
         return float(found["value"]), float(found["low"]), float(found["high"])
     except KeyError as error:
-        raise ValueError(f"an estimate needs value, low and high; {dict(found)!r} lacks "
-                         f"{error}") from None
+        raise InvalidValueError(f"an estimate needs value, low and high; {dict(found)!r} lacks "
+                                f"{error}") from None
 
 
 def steerability_by_layer(
@@ -81,12 +82,12 @@ def steerability_by_layer(
     """One line per behaviour: the mean slope at each layer with its interval as
     asymmetric error bars (layers sorted)."""
     if not by_behaviour:
-        raise ValueError("no behaviours to plot: by_behaviour is empty")
+        raise InvalidValueError("no behaviours to plot: by_behaviour is empty")
     fig = go.Figure()
     for behaviour, by_layer in by_behaviour.items():
         layers = sorted(by_layer)
         if not layers:
-            raise ValueError(f"behaviour {behaviour!r} has no layers to plot")
+            raise InvalidValueError(f"behaviour {behaviour!r} has no layers to plot")
         points = [_interval(by_layer[layer]) for layer in layers]
         values = [p[0] for p in points]
         fig.add_trace(go.Scatter(

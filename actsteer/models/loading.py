@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from actsteer.errors import InvalidValueError
 from actsteer.hub import check_access
 from actsteer.models.embedded import EMBEDDED_MODEL, embedded_model_path
 from actsteer.models.info import Backend, ModelUnavailableError, SteerableModel, record
@@ -63,9 +64,9 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
     try:
         return _DTYPES[dtype.lower()]
     except KeyError:
-        raise ValueError(
+        raise InvalidValueError(
             f"unknown dtype {dtype!r}; use one of {sorted(set(_DTYPES))} or a torch.dtype"
-        ) from None
+            ) from None
 
 
 @contextlib.contextmanager
@@ -171,11 +172,11 @@ def load_model(
         model.generate("Hello", max_new_tokens=5)
     """
     if backend not in ("hooked", "bridge"):
-        raise ValueError(f"unknown backend {backend!r}; use 'hooked' or 'bridge'")
+        raise InvalidValueError(f"unknown backend {backend!r}; use 'hooked' or 'bridge'")
     if n_devices < 1:
-        raise ValueError(f"n_devices must be >= 1, got {n_devices}")
+        raise InvalidValueError(f"n_devices must be >= 1, got {n_devices}")
     if backend == "bridge" and n_devices != 1:
-        raise ValueError("n_devices > 1 is only supported with backend='hooked'")
+        raise InvalidValueError("n_devices > 1 is only supported with backend='hooked'")
     torch_dtype = resolve_dtype(dtype)
     name_str = os.fspath(name)
 
@@ -184,7 +185,8 @@ def load_model(
     elif Path(name_str).expanduser().is_dir():
         folder = Path(name_str).expanduser()
         if not (folder / "config.json").exists():
-            raise ValueError(f"{folder} has no config.json; pass a Hugging Face model folder")
+            raise InvalidValueError(
+                f"{folder} has no config.json; pass a Hugging Face model folder")
     elif name_str in LLAMA2_MODELS:
         folder = None
         check_access(
@@ -194,10 +196,10 @@ def load_model(
             error=ModelUnavailableError,
         )
     else:
-        raise ValueError(
+        raise InvalidValueError(
             f"unknown model {name_str!r}: use {EMBEDDED_MODEL!r}, a local Hugging Face "
             f"folder, or one of {', '.join(LLAMA2_MODELS)}"
-        )
+            )
 
     model: SteerableModel
     if backend == "bridge":

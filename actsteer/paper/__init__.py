@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 
+from actsteer.errors import InvalidTypeError, InvalidValueError
 from actsteer.paper.protocol import Experiment
 
 EXPERIMENTS: dict[str, str] = {
@@ -23,10 +24,10 @@ EXPERIMENTS: dict[str, str] = {
 def get_experiment(name: str) -> Experiment:
     """The reproduction called ``name`` (``"multi-behaviour"`` or ``"broad-skills"``)."""
     if name not in EXPERIMENTS:
-        raise ValueError(f"unknown experiment {name!r}; use one of {', '.join(EXPERIMENTS)}")
+        raise InvalidValueError(f"unknown experiment {name!r}; use one of {', '.join(EXPERIMENTS)}")
     experiment = importlib.import_module(EXPERIMENTS[name]).EXPERIMENT
     if not isinstance(experiment, Experiment):  # pragma: no cover - a wiring bug
-        raise TypeError(f"{EXPERIMENTS[name]}.EXPERIMENT is not an Experiment")
+        raise InvalidTypeError(f"{EXPERIMENTS[name]}.EXPERIMENT is not an Experiment")
     return experiment
 
 
@@ -37,8 +38,8 @@ def experiment_for(results_file: str) -> Experiment:
         if results_file.startswith(experiment.results_file.removesuffix(".json")):
             return experiment
     files = [get_experiment(n).results_file for n in EXPERIMENTS]
-    raise ValueError(f"cannot tell which experiment made {results_file}; expected one of "
-                     f"{', '.join(files)}")
+    raise InvalidValueError(f"cannot tell which experiment made {results_file}; expected one of "
+                            f"{', '.join(files)}")
 
 
 __all__ = ["EXPERIMENTS", "Experiment", "experiment_for", "get_experiment"]

@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+from actsteer.errors import ActsteerError
 from actsteer.models import EMBEDDED_MODEL, load_model
 from actsteer.vector import SteeringVector
 
@@ -25,7 +26,7 @@ BACKENDS = ("hooked", "bridge")
 DTYPES = ("float32", "fp32", "bf16", "bfloat16", "fp16", "float16")
 
 
-class ConfigError(ValueError):
+class ConfigError(ActsteerError, ValueError):
     """An experiment config field has a value the experiment cannot use."""
 
 

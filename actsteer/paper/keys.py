@@ -21,12 +21,14 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, TypeVar, get_type_hints
 
+from actsteer.errors import ActsteerError, InvalidTypeError
+
 __all__ = ["CellKey", "CellKeyError", "parse", "try_parse"]
 
 _REGISTRY: dict[str, type[CellKey]] = {}
 
 
-class CellKeyError(ValueError):
+class CellKeyError(ActsteerError, ValueError):
     """A results key that does not parse."""
 
 
@@ -43,7 +45,7 @@ class CellKey:
         super().__init_subclass__(**kwargs)
         if cls.STEP:
             if cls.STEP in _REGISTRY and _REGISTRY[cls.STEP].__qualname__ != cls.__qualname__:
-                raise TypeError(f"two key classes for step {cls.STEP!r}")
+                raise InvalidTypeError(f"two key classes for step {cls.STEP!r}")
             _REGISTRY[cls.STEP] = cls
 
     def __post_init__(self) -> None:

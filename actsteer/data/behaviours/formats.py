@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Literal
 
 from actsteer.data.behaviours.items import BehaviourDataset, BehaviourItem
+from actsteer.errors import ActsteerError, InvalidValueError, MissingFileError
 from actsteer.prompts import (
     YESNO_ANSWERS,
     Labels,
@@ -58,7 +59,7 @@ _STEM_LABEL = re.compile(r"\(([^()]*)\)")
 _CANONICAL_YESNO = {a.lower(): a for a in YESNO_ANSWERS}
 
 
-class DatasetFormatError(ValueError):
+class DatasetFormatError(ActsteerError, ValueError):
     """A behaviour file (or one of its rows) does not have the expected format."""
 
 
@@ -85,7 +86,8 @@ def parse_paper_prompt(prompt: str) -> tuple[str, tuple[str, ...]]:
         ('Q?', ('A', 'B', 'C'))
     """
     if not prompt.startswith(_PAPER_PREFIX):
-        raise ValueError(f"paper prompt must start with {_PAPER_PREFIX!r}, got {prompt[:20]!r}")
+        raise InvalidValueError(
+            f"paper prompt must start with {_PAPER_PREFIX!r}, got {prompt[:20]!r}")
     cut = prompt.rfind(_PAPER_AI)
     stem = prompt[cut + len(_PAPER_AI) :] if cut >= len(_PAPER_PREFIX) else ""
     try:
@@ -94,11 +96,11 @@ def parse_paper_prompt(prompt: str) -> tuple[str, tuple[str, ...]]:
     except ValueError:
         matches = False
     if not matches:
-        raise ValueError(f"paper prompt must end with {_PAPER_AI + answer_stem('AB')!r} (or "
-                         f"another list of choices), got ...{prompt[-40:]!r}")
+        raise InvalidValueError(f"paper prompt must end with {_PAPER_AI + answer_stem('AB')!r} (or "
+                                f"another list of choices), got ...{prompt[-40:]!r}")
     question = prompt[len(_PAPER_PREFIX) : cut]
     if not question.strip():
-        raise ValueError("paper prompt has an empty question")
+        raise InvalidValueError("paper prompt has an empty question")
     return question, labels
 
 
@@ -107,13 +109,13 @@ def _normalise_answer(value: object, key: str) -> str:
     one-element list is unwrapped."""
     if isinstance(value, list):
         if len(value) != 1:
-            raise ValueError(
+            raise InvalidValueError(
                 f"{key} is a list of {len(value)} answers {value!r}; only items "
                 "with a single answer each are supported"
-            )
+                )
         value = value[0]
     if not isinstance(value, str):
-        raise ValueError(f"{key} must be a string, got {type(value).__name__} {value!r}")
+        raise InvalidValueError(f"{key} must be a string, got {type(value).__name__} {value!r}")
     text = value.strip()
     if text.startswith("(") and text.endswith(")"):
         text = text[1:-1].strip()
@@ -121,7 +123,7 @@ def _normalise_answer(value: object, key: str) -> str:
         return text.upper()
     if text.lower() in _CANONICAL_YESNO:
         return _CANONICAL_YESNO[text.lower()]
-    raise ValueError(f"{key} {value!r} is not a letter A-Z (e.g. ' (A)'), 'Yes' or 'No'")
+    raise InvalidValueError(f"{key} {value!r} is not a letter A-Z (e.g. ' (A)'), 'Yes' or 'No'")
 
 
 def _clean_question(text: str) -> str:
@@ -145,19 +147,19 @@ def _row_fields(row: object) -> tuple[str, str, str]:
     """The question and both answers of an Anthropic-schema object, answers normalised;
     ``ValueError`` says what is wrong."""
     if isinstance(row, _BadRow):
-        raise ValueError(row.reason)
+        raise InvalidValueError(row.reason)
     if not isinstance(row, dict):
-        raise ValueError(f"expected a JSON object, got {type(row).__name__}")
+        raise InvalidValueError(f"expected a JSON object, got {type(row).__name__}")
     missing = [
         k
         for k in ("question", "answer_matching_behavior", "answer_not_matching_behavior")
         if k not in row
     ]
     if missing:
-        raise ValueError(f"missing key(s) {', '.join(missing)}; found {sorted(row)}")
+        raise InvalidValueError(f"missing key(s) {', '.join(missing)}; found {sorted(row)}")
     question = row["question"]
     if not isinstance(question, str) or not question.strip():
-        raise ValueError(f"question must be a non-empty string, got {question!r:.60}")
+        raise InvalidValueError(f"question must be a non-empty string, got {question!r:.60}")
     matching = _normalise_answer(row["answer_matching_behavior"], "answer_matching_behavior")
     not_matching = _normalise_answer(
         row["answer_not_matching_behavior"], "answer_not_matching_behavior"
@@ -176,14 +178,14 @@ def _paper_item_from_row(row: object) -> BehaviourItem:
     question, labels = parse_paper_prompt(raw)
     if matching not in labels or not_matching not in labels:
         offered = " and ".join(f"({label})" for label in labels)
-        raise ValueError(f"prompt offers {offered} but the answers are "
-                         f"{matching!r}/{not_matching!r}")
+        raise InvalidValueError(f"prompt offers {offered} but the answers are "
+                                f"{matching!r}/{not_matching!r}")
     return BehaviourItem(question, matching, not_matching, raw_prompt=raw, choices=labels)
 
 
 def _check_on_error(on_error: str) -> None:
     if on_error not in ("raise", "skip"):
-        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        raise InvalidValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
 
 
 def build_dataset(
@@ -264,10 +266,10 @@ def read_text(path: Path, where: str | None = None) -> str:
             default the path), the first bad byte and how to convert the file.
     """
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"behaviour file not found: {path}; pass an existing .json (paper format) or "
             ".jsonl (Anthropic model-written-evals) file"
-        )
+            )
     data = path.read_bytes()
     try:
         return data.decode("utf-8-sig")
@@ -356,8 +358,8 @@ def load_file(path: str | Path, *, on_error: OnError = "raise") -> BehaviourData
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"behaviour file not found: {path}; pass an existing "
-                                ".json (paper format) or .jsonl (Anthropic) file")
+        raise MissingFileError(f"behaviour file not found: {path}; pass an existing "
+                               ".json (paper format) or .jsonl (Anthropic) file")
     if path.suffix == ".jsonl":
         return load_anthropic_jsonl(path, on_error=on_error)
     if path.suffix == ".json":
@@ -367,5 +369,5 @@ def load_file(path: str | Path, *, on_error: OnError = "raise") -> BehaviourData
         rows = ((f"item {i}", row) for i, row in enumerate(data))
         return build_dataset(rows, name=path.stem, source=str(path), where=str(path),
                              on_error=on_error)
-    raise ValueError(f"unsupported behaviour file {path}; use a .json or .jsonl file")
+    raise InvalidValueError(f"unsupported behaviour file {path}; use a .json or .jsonl file")
 

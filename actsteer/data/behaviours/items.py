@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, overload
 
+from actsteer.errors import InvalidTypeError, InvalidValueError
 from actsteer.extraction import ContrastivePair
 from actsteer.prompts import (
     AB_ANSWERS,
@@ -90,29 +91,29 @@ class BehaviourItem:
 
     def __post_init__(self) -> None:
         if not isinstance(self.question, str) or not self.question.strip():
-            raise ValueError(f"question must be a non-empty string, got {self.question!r}")
+            raise InvalidValueError(f"question must be a non-empty string, got {self.question!r}")
         for label, answer in (("matching", self.matching), ("not_matching", self.not_matching)):
             if label_kind(answer) is None:
-                raise ValueError(f"{label} answer {answer!r} is not valid; use a capital "
-                                 "letter A-Z, 'Yes' or 'No'")
+                raise InvalidValueError(f"{label} answer {answer!r} is not valid; use a capital "
+                                        "letter A-Z, 'Yes' or 'No'")
         if self.matching == self.not_matching:
-            raise ValueError(
+            raise InvalidValueError(
                 f"matching and not_matching are both {self.matching!r}; they must differ"
-            )
+                )
         if label_kind(self.matching) != label_kind(self.not_matching):
-            raise ValueError(
+            raise InvalidValueError(
                 f"answers {self.matching!r} and {self.not_matching!r} mix kinds; "
                 "use letters or Yes/No for both"
-            )
+                )
         choices = answer_labels(
             self.choices or default_choices(self.question, self.matching, self.not_matching)
         )
         for label, answer in (("matching", self.matching), ("not_matching", self.not_matching)):
             if answer not in choices:
                 offered = ", ".join(f"({c})" for c in choices)
-                raise ValueError(f"{label} answer {answer!r} is not one of the choices "
-                                 f"{offered} the item offers; list it in the question's "
-                                 "choices or fix the answer")
+                raise InvalidValueError(f"{label} answer {answer!r} is not one of the choices "
+                                        f"{offered} the item offers; list it in the question's "
+                                        "choices or fix the answer")
         object.__setattr__(self, "choices", choices)
 
     @property
@@ -120,7 +121,7 @@ class BehaviourItem:
         """``"AB"`` (lettered answers, any letters) or ``"YesNo"``."""
         kind = label_kind(self.matching)
         if kind is None:  # pragma: no cover - excluded by __post_init__
-            raise ValueError(f"invalid answer {self.matching!r}")
+            raise InvalidValueError(f"invalid answer {self.matching!r}")
         return kind
 
     def paper_prompt(self) -> str:
@@ -172,15 +173,16 @@ class BehaviourDataset:
         object.__setattr__(self, "items", items)
         for i, item in enumerate(items):
             if not isinstance(item, BehaviourItem):
-                raise TypeError(f"items[{i}] is {type(item).__name__}, expected BehaviourItem")
+                raise InvalidTypeError(
+                    f"items[{i}] is {type(item).__name__}, expected BehaviourItem")
         kinds = {item.kind for item in items}
         if len(kinds) > 1:
             first = items[0].kind
             bad = next(i for i, it in enumerate(items) if it.kind != first)
-            raise ValueError(
+            raise InvalidValueError(
                 f"dataset {self.name!r} mixes answer kinds: item 0 is {first}, item {bad} is "
                 f"{items[bad].kind}; keep lettered and Yes/No items in separate datasets"
-            )
+                )
 
     def __len__(self) -> int:
         return len(self.items)
@@ -206,7 +208,7 @@ class BehaviourDataset:
         """The answer kind shared by all items: ``"AB"`` (letters, whichever each item
         offers) or ``"YesNo"``; ``ValueError`` for an empty dataset."""
         if not self.items:
-            raise ValueError(f"dataset {self.name!r} is empty, so it has no answer kind")
+            raise InvalidValueError(f"dataset {self.name!r} is empty, so it has no answer kind")
         return self.items[0].kind
 
     @property
@@ -250,10 +252,10 @@ class BehaviourDataset:
             vector = caa_vector(model, load_behaviour("myopia").pairs(), dataset="myopia")
         """
         if fmt not in ("paper", "chat"):
-            raise ValueError(f"unknown prompt format {fmt!r}; use 'paper' or 'chat'")
+            raise InvalidValueError(f"unknown prompt format {fmt!r}; use 'paper' or 'chat'")
         if fmt == "chat" and tokenizer is None:
-            raise ValueError("fmt='chat' renders through the model's chat template; pass "
-                             "tokenizer=model.tokenizer, or use fmt='paper'")
+            raise InvalidValueError("fmt='chat' renders through the model's chat template; pass "
+                                    "tokenizer=model.tokenizer, or use fmt='paper'")
         return [
             ContrastivePair(format_item(item.question, item.choices, fmt, tokenizer),
                             item.matching, item.not_matching)
@@ -281,10 +283,10 @@ class BehaviourDataset:
         """
         n_vector, n_grid = PAPER_SPLIT_SIZES
         if len(self) <= n_vector + n_grid:
-            raise ValueError(
+            raise InvalidValueError(
                 f"dataset {self.name!r} has {len(self)} items; the paper split needs more than "
                 f"{n_vector + n_grid}. Use .splits() for proportional 50/20/30 splits"
-            )
+                )
         data = self.shuffled(seed)
         cut = n_vector + n_grid
         return PaperSplits(data[:n_vector], data[n_vector:cut], data[cut:])
@@ -312,20 +314,20 @@ class BehaviourDataset:
             n_test = n - n_vector - n_grid
         else:
             if len(sizes) != 3 or any(not isinstance(s, int) or s < 0 for s in sizes):
-                raise ValueError(
+                raise InvalidValueError(
                     f"sizes must be three non-negative ints (vector, grid, test), got {sizes!r}"
-                )
+                    )
             n_vector, n_grid, n_test = sizes
             if n_vector + n_grid + n_test > n:
-                raise ValueError(
+                raise InvalidValueError(
                     f"sizes {sizes} need {n_vector + n_grid + n_test} items but dataset "
                     f"{self.name!r} has {n}; pass smaller sizes or sizes=None for 50/20/30"
-                )
+                    )
         if min(n_vector, n_grid, n_test) == 0 and sizes is None:
-            raise ValueError(
+            raise InvalidValueError(
                 f"dataset {self.name!r} has only {n} items, too few for a vector/grid/test "
                 "split; need at least 5"
-            )
+                )
         data = self.shuffled(seed)
         a, b = n_vector, n_vector + n_grid
         return PaperSplits(data[:a], data[a:b], data[b : b + n_test])

@@ -20,6 +20,7 @@ from actsteer.data.behaviours.formats import (
     read_text,
 )
 from actsteer.data.behaviours.items import BehaviourDataset
+from actsteer.errors import InvalidValueError, MissingFileError
 from actsteer.hub import HubUnavailableError, fetch_file
 from actsteer.paths import data_dir
 
@@ -101,9 +102,9 @@ def load_builtin(name: str) -> BehaviourDataset:
     """
     key = canonical_name(name)
     if key not in BUILTIN_BEHAVIOURS:
-        raise ValueError(
+        raise InvalidValueError(
             f"no built-in behaviour {name!r}; built-ins are {', '.join(BUILTIN_BEHAVIOURS)}"
-        )
+            )
     filename = f"{key}.jsonl"
     return build_dataset(
         jsonl_rows(read_builtin(filename)),
@@ -132,10 +133,10 @@ def load_from_hub(
     """
     relpath = relpath.strip().lstrip("/")
     if not relpath.endswith(".jsonl"):
-        raise ValueError(
-            f"hub path {relpath!r} must name a .jsonl file of {HUB_REPO}, e.g. "
-            "'advanced-ai-risk/lm_generated_evals/myopic-reward.jsonl'"
-        )
+        raise InvalidValueError(
+                                f"hub path {relpath!r} must name a .jsonl file of {HUB_REPO}, e.g. "
+                                "'advanced-ai-risk/lm_generated_evals/myopic-reward.jsonl'"
+                                )
     local = fetch_file(
         HUB_REPO,
         relpath,
@@ -163,10 +164,10 @@ def _valid_specs() -> str:
 
 def _load_path(path: Path, on_error: OnError) -> BehaviourDataset:
     if not path.exists():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"behaviour file not found: {path}; pass an existing .json/.jsonl file, "
             f"or one of: {_valid_specs()}"
-        )
+            )
     return load_file(path, on_error=on_error)
 
 
@@ -200,24 +201,24 @@ def load_behaviour(
     if key not in PAPER_BEHAVIOURS and key not in BUILTIN_BEHAVIOURS:
         if Path(spec).exists():
             return _load_path(Path(spec), on_error)
-        raise ValueError(f"unknown behaviour {spec!r}; valid: {_valid_specs()}")
+        raise InvalidValueError(f"unknown behaviour {spec!r}; valid: {_valid_specs()}")
     if data_dir is None and key in BUILTIN_BEHAVIOURS:
         return load_builtin(key)
     if key not in PAPER_FILES:
-        raise ValueError(
-            f"{spec!r} is not a paper behaviour, so data_dir does not apply; "
-            f"paper behaviours are {', '.join(PAPER_BEHAVIOURS)}"
-        )
+        raise InvalidValueError(
+                                f"{spec!r} is not a paper behaviour, so data_dir does not apply; "
+                                f"paper behaviours are {', '.join(PAPER_BEHAVIOURS)}"
+                                )
     folder = Path(data_dir) if data_dir is not None else default_data_dir()
     if folder is None:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"no data folder for paper behaviour {key!r}; pass data_dir=<folder with "
             f"{PAPER_FILES[key]}> or set ACTSTEER_DATA_DIR"
-        )
+            )
     path = folder / PAPER_FILES[key]
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"paper behaviour file not found: {path}; pass data_dir=<folder with "
             f"{PAPER_FILES[key]}>"
-        )
+            )
     return load_paper_json(path, name=key, on_error=on_error)

@@ -24,6 +24,7 @@ from actsteer.data.corpora.files import (
     language_of,
     walk_files,
 )
+from actsteer.errors import InvalidValueError, MissingFileError
 
 __all__ = [
     "DEFAULT_CODE_GLOBS",
@@ -169,7 +170,7 @@ def code_corpus(
     """
     check_limits(max_documents, min_chars, max_chars)
     if max_per_language is not None and max_per_language < 0:
-        raise ValueError(f"max_per_language must be >= 0 or None, got {max_per_language}")
+        raise InvalidValueError(f"max_per_language must be >= 0 or None, got {max_per_language}")
 
     if roots is None:
         files = _default_code_files()
@@ -179,10 +180,10 @@ def code_corpus(
         for root in roots:
             root_path = Path(root).expanduser()
             if not root_path.exists():
-                raise FileNotFoundError(
+                raise MissingFileError(
                     f"code corpus root {str(root)!r} does not exist; pass an existing "
                     "directory or file, or roots=None for the default sources"
-                )
+                    )
             if root_path.is_file():
                 found.add(root_path)
             else:

@@ -13,6 +13,8 @@ from collections import Counter
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
+from actsteer.errors import InvalidValueError
+
 __all__ = [
     "PYTHON",
     "TEXT",
@@ -86,7 +88,7 @@ class Corpus:
     def take(self, n: int) -> Corpus:
         """The first ``n`` documents (all of them when ``n >= len(self)``)."""
         if n < 0:
-            raise ValueError(f"take(n) needs n >= 0, got {n}")
+            raise InvalidValueError(f"take(n) needs n >= 0, got {n}")
         return Corpus(self.name, self.documents[:n])
 
     def filter(
@@ -141,16 +143,17 @@ class Corpus:
                 fewer than ``n_train + n_valid`` documents.
         """
         if n_train < 0 or n_valid < 0:
-            raise ValueError(f"split sizes must be >= 0, got n_train={n_train}, n_valid={n_valid}")
+            raise InvalidValueError(
+                f"split sizes must be >= 0, got n_train={n_train}, n_valid={n_valid}")
         unique = self.deduplicated()
         needed = n_train + n_valid
         if len(unique) < needed:
-            raise ValueError(
-                f"corpus {self.name!r} has {len(unique)} distinct documents "
-                f"({len(self)} before deduplication) but the split needs "
-                f"n_train + n_valid = {n_train} + {n_valid} = {needed}; "
-                "ask for fewer documents or load a larger corpus"
-            )
+            raise InvalidValueError(
+                                    f"corpus {self.name!r} has {len(unique)} distinct documents "
+                                    f"({len(self)} before deduplication) but the split needs "
+                                    f"n_train + n_valid = {n_train} + {n_valid} = {needed}; "
+                                    "ask for fewer documents or load a larger corpus"
+                                    )
         ordered = sorted(unique.documents, key=lambda d: d.doc_id)
         random.Random(seed).shuffle(ordered)
         return CorpusSplit(

@@ -13,6 +13,7 @@ from collections.abc import Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from actsteer.data.corpora.documents import Document, Language, truncate_at_line
+from actsteer.errors import InvalidValueError
 
 __all__ = [
     "ALWAYS_EXCLUDED_DIRS",
@@ -99,13 +100,13 @@ def read_utf8(path: Path) -> str | None:
 def check_limits(max_documents: int | None, min_chars: int, max_chars: int | None) -> None:
     """``ValueError`` naming the bad value when a corpus loader's size limits are invalid."""
     if max_documents is not None and max_documents < 0:
-        raise ValueError(f"max_documents must be >= 0 or None, got {max_documents}")
+        raise InvalidValueError(f"max_documents must be >= 0 or None, got {max_documents}")
     if min_chars < 0:
-        raise ValueError(f"min_chars must be >= 0, got {min_chars}")
+        raise InvalidValueError(f"min_chars must be >= 0, got {min_chars}")
     if max_chars is not None and max_chars < max(min_chars, 1):
-        raise ValueError(
+        raise InvalidValueError(
             f"max_chars ({max_chars}) must be None or >= min_chars ({min_chars}) and >= 1"
-        )
+            )
 
 
 def walk_files(

@@ -20,6 +20,7 @@ from actsteer.data.corpora.documents import (
     Language,
     truncate_at_line,
 )
+from actsteer.errors import InvalidValueError
 from actsteer.hub import HubUnavailableError, require_hub
 
 __all__ = [
@@ -83,7 +84,7 @@ def hub_corpus(
         ValueError: for ``n < 0``.
     """
     if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
+        raise InvalidValueError(f"n must be >= 0, got {n}")
     require_hub(
         f"stream {dataset!r}",
         instead=_OFFLINE_INSTEAD,

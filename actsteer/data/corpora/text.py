@@ -19,6 +19,7 @@ from actsteer import paths
 from actsteer.data import read_builtin
 from actsteer.data.corpora.documents import TEXT, Corpus, Document
 from actsteer.data.corpora.files import check_limits, read_utf8
+from actsteer.errors import InvalidValueError, MissingFileError
 from actsteer.paths import DATA_DIR_ENV
 
 __all__ = [
@@ -199,7 +200,7 @@ def wikitext_corpus(
     """
     check_limits(max_documents, min_chars, None)
     if split not in ("valid", "test", "both"):
-        raise ValueError(f"split must be 'valid', 'test' or 'both', got {split!r}")
+        raise InvalidValueError(f"split must be 'valid', 'test' or 'both', got {split!r}")
     folder = Path(data_dir).expanduser() if data_dir is not None else default_text_dir()
     if folder is None or not folder.is_dir():
         raise _missing_text_dir_error(folder)
@@ -208,9 +209,9 @@ def wikitext_corpus(
         candidates = [folder / f"{part}.txt", folder / f"wiki.{part}.raw"]
         path = next((p for p in candidates if p.is_file()), None)
         if path is None:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"no WikiText-2 {part} file in {folder}: expected {part}.txt or wiki.{part}.raw"
-            )
+                )
         docs.extend(
             parse_wikitext(
                 path.read_text(encoding="utf-8"), source=str(path), min_chars=min_chars, unk=unk
@@ -257,13 +258,13 @@ def text_corpus(
 
     target = Path(path).expanduser()
     if not target.exists():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"text corpus path {str(path)!r} does not exist; pass a .txt file or a folder of them"
-        )
+            )
     if target.is_dir():
         files = sorted(p for p in target.rglob("*.txt") if p.is_file())
         if not files:
-            raise FileNotFoundError(f"no .txt files under {str(target)!r}")
+            raise MissingFileError(f"no .txt files under {str(target)!r}")
     else:
         files = [target]
     docs: list[Document] = []

@@ -20,6 +20,7 @@ from actsteer.data.corpora import (
     python_stdlib_corpus,
     text_corpus,
 )
+from actsteer.errors import InvalidValueError
 from actsteer.paper.broad_skills.config import BroadSkillsConfig
 
 
@@ -87,18 +88,18 @@ def build_corpora(config: BroadSkillsConfig,
     held_out = {d.content_key for d in python.valid} | {d.content_key for d in text.valid}
     code_pool = _drop(code_pool.deduplicated(), held_out)
     if len(code_pool) <= config.n_train:
-        raise ValueError(
+        raise InvalidValueError(
             f"the general-code corpus has {len(code_pool)} distinct documents; it needs more "
             f"than n_train={config.n_train} to leave validation documents (raise "
             "max_per_language, add code_roots or lower n_train)")
     code = code_pool.split(config.n_train, len(code_pool) - config.n_train, seed=config.seed)
     code_valid = non_python_code(code.valid)
     if len(code_valid) < config.n_valid:
-        raise ValueError(
+        raise InvalidValueError(
             f"only {len(code_valid)} non-Python code documents are left for validation, "
             f"n_valid={config.n_valid} needed; "
             + ("raise max_per_language or lower n_valid" if config.source == "offline"
-               else "lower n_valid, or n_train to leave more of the streamed documents"))
+            else "lower n_valid, or n_train to leave more of the streamed documents"))
     code_valid = code_valid.take(config.n_valid)
     train = {TEXT: text.train, "code": code.train, PYTHON: python.train}
     valid = {TEXT: text.valid, "code": code_valid, PYTHON: python.valid}

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from actsteer.errors import InvalidValueError
 from actsteer.stats import Estimate, check_level, percentile_interval, resample_indices
 
 logger = logging.getLogger(__name__)
@@ -64,14 +65,14 @@ def paper_coefficients() -> tuple[float, ...]:
 def check_schedule(coefficients: Sequence[float]) -> None:
     """Raise ``ValueError`` unless the schedule starts at 0 and strictly increases."""
     if not coefficients:
-        raise ValueError("the coefficient schedule is empty; give at least 0 and one more")
+        raise InvalidValueError("the coefficient schedule is empty; give at least 0 and one more")
     if coefficients[0] != 0:
-        raise ValueError(
+        raise InvalidValueError(
             f"the coefficient schedule must start at 0 (the unsteered reference), "
             f"got {coefficients[0]!r} first")
     for before, after in itertools.pairwise(coefficients):
         if not after > before:
-            raise ValueError(
+            raise InvalidValueError(
                 f"coefficients must strictly increase, got {before!r} then {after!r}")
 
 
@@ -99,7 +100,7 @@ def half_skill_point(
     """Interpolated coefficient where ``skill_rel`` first drops below ``threshold`` and the
     relative text accuracy there; ``None`` if it never does."""
     if not len(coefficients) == len(skill_rel) == len(text_rel):
-        raise ValueError(
+        raise InvalidValueError(
             f"need one skill and text value per coefficient, got {len(coefficients)} "
             f"coefficients, {len(skill_rel)} skill and {len(text_rel)} text values")
     for index, value in enumerate(skill_rel):
@@ -166,12 +167,14 @@ def paired_relative(
     c = torch.as_tensor(correct, dtype=torch.float64)
     b = torch.as_tensor(baseline, dtype=torch.float64)
     if c.shape != b.shape or c.numel() == 0:
-        raise ValueError(f"need matching non-empty per-document counts, got {tuple(c.shape)} "
-                         f"and {tuple(b.shape)}")
+        raise InvalidValueError(
+            f"need matching non-empty per-document counts, got {tuple(c.shape)} "
+            f"and {tuple(b.shape)}")
     if not b.sum() > 0:
-        raise ValueError(f"the baseline has 0 correct predictions over {b.numel()} documents, "
-                         "so relative accuracy is undefined; evaluate on more or longer "
-                         "documents, or a model that predicts some of them")
+        raise InvalidValueError(
+            f"the baseline has 0 correct predictions over {b.numel()} documents, "
+            "so relative accuracy is undefined; evaluate on more or longer "
+            "documents, or a model that predicts some of them")
     del tokens  # the token counts cancel in the ratio; kept for a uniform signature
     idx = resample_indices(c.numel(), n_resamples, seed)
     draws = c[idx].sum(-1) / b[idx].sum(-1).clamp_min(1e-12)
@@ -218,8 +221,8 @@ def bootstrap_half_skill(
     text_correct = torch.as_tensor(text_correct)
     n_coef = len(coefficients)
     if skill_correct.shape[0] != n_coef or text_correct.shape[0] != n_coef:
-        raise ValueError(f"counts need one row per coefficient ({n_coef}), got "
-                         f"{skill_correct.shape[0]} and {text_correct.shape[0]}")
+        raise InvalidValueError(f"counts need one row per coefficient ({n_coef}), got "
+                                f"{skill_correct.shape[0]} and {text_correct.shape[0]}")
     skill_tokens = torch.as_tensor(skill_tokens)
     text_tokens = torch.as_tensor(text_tokens)
 

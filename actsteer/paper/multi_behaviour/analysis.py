@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from actsteer.errors import InvalidValueError
 from actsteer.paper.keys import CellKey, try_parse
 from actsteer.paper.multi_behaviour.choose import combined_variant
 from actsteer.paper.multi_behaviour.keys import CombinedKey, IndividualKey, SimultaneousKey
@@ -130,7 +131,7 @@ def _ranks(values: torch.Tensor) -> torch.Tensor:
 def spearman(x: list[float], y: list[float]) -> float | None:
     """Spearman rank correlation (``None`` for fewer than 3 pairs or a constant side)."""
     if len(x) != len(y):
-        raise ValueError(f"{len(x)} values against {len(y)}; give pairs")
+        raise InvalidValueError(f"{len(x)} values against {len(y)}; give pairs")
     if len(x) < 3:
         return None
     rx = _ranks(torch.tensor(x, dtype=torch.float64))

@@ -13,6 +13,7 @@ import torch
 
 from actsteer.data.behaviours import PaperSplits
 from actsteer.effects import AB_METRICS, paired_effect
+from actsteer.errors import InvalidValueError
 from actsteer.evaluation import MATCHING, ABScores, PreparedItems, score_items
 from actsteer.paper.common import check_layers, scale_layer
 from actsteer.paper.keys import CellKey
@@ -153,7 +154,7 @@ def item_values(cell: Mapping[str, Any], metric: str) -> torch.Tensor:
     if metric == "matching_rate":
         return (torch.tensor(items["class"]) == MATCHING).double()
     if metric not in AB_METRICS:
-        raise ValueError(f"unknown metric {metric!r}; use one of {', '.join(AB_METRICS)}")
+        raise InvalidValueError(f"unknown metric {metric!r}; use one of {', '.join(AB_METRICS)}")
     return torch.tensor(items[metric], dtype=torch.float64)
 
 

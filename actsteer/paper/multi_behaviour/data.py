@@ -16,6 +16,7 @@ from actsteer.data.behaviours import (
     PaperSplits,
     load_behaviour,
 )
+from actsteer.errors import MissingFileError
 from actsteer.evaluation import PreparedItems, prepare_items
 from actsteer.paper.common import ConfigError, digest
 from actsteer.paper.multi_behaviour.config import MultiBehaviourConfig, behaviour_key
@@ -28,8 +29,8 @@ def load_datasets(config: MultiBehaviourConfig) -> dict[str, BehaviourDataset]:
     """Each behaviour of ``config``: from ``data_dir``, else the shared paper files when
     found, else the built-ins (myopia, wealth_seeking)."""
     if config.data_dir is not None and not Path(config.data_dir).is_dir():
-        raise FileNotFoundError(f"data_dir={config.data_dir!r} is not a folder; pass the "
-                                "folder holding the paper's behaviour files")
+        raise MissingFileError(f"data_dir={config.data_dir!r} is not a folder; pass the "
+                               "folder holding the paper's behaviour files")
     found = data_dir("behaviours") if config.data_dir is None else Path(config.data_dir)
     out: dict[str, BehaviourDataset] = {}
     for spec in config.behaviours:
