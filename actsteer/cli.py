@@ -289,6 +289,7 @@ def cmd_extract(args: argparse.Namespace) -> None:
                                 backend=args.backend or "hooked", device=args.device,
                                 dtype=args.dtype)
     vector = actsteer.caa_vector(model, items[:n].pairs(args.prompt_format, model.tokenizer),
+                                 strata=[item.matching for item in items[:n]],
                                  site=args.site, read=args.read, method=args.method,
                                  dataset=dataset.name, batch_size=args.batch_size,
                                  progress=not args.quiet)

@@ -24,7 +24,7 @@ Example::
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -41,6 +41,7 @@ __all__ = [
     "diagnostics_table",
     "diagnostics_to_meta",
     "difference_consistency",
+    "fold_of",
     "held_out_projections",
     "vector_diagnostics",
 ]
@@ -104,10 +105,26 @@ def difference_consistency(positive: Float[Tensor, "pair layer d"],
     return (total - self_terms) / (n * (n - 1))
 
 
-def _fold_of(n: int, folds: int, seed: int) -> Tensor:
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+def fold_of(n: int, folds: int, seed: int = 0,
+            strata: Sequence[Hashable] | None = None) -> Tensor:
+    """Fold of each of ``n`` pairs: a ``seed``-ed shuffle dealt round-robin into ``folds``
+    folds, within each stratum when ``strata`` (one label per pair) are given, so every
+    fold holds each stratum in the same proportion (to one pair)."""
+    generator = torch.Generator().manual_seed(seed)
     fold = torch.empty(n, dtype=torch.long)
-    fold[order] = torch.arange(n) % folds
+    if strata is None:
+        order = torch.randperm(n, generator=generator)
+        fold[order] = torch.arange(n) % folds
+        return fold
+    if len(strata) != n:
+        raise InvalidValueError(f"{len(strata)} strata labels for {n} pairs; give one per pair")
+    dealt = 0
+    for label in sorted(set(strata), key=str):
+        members = torch.tensor([i for i, s in enumerate(strata) if s == label])
+        members = members[torch.randperm(len(members), generator=generator)]
+        # continue the deal where the previous stratum stopped, so fold sizes stay even
+        fold[members] = (dealt + torch.arange(len(members))) % folds
+        dealt += len(members)
     return fold
 
 
@@ -118,10 +135,12 @@ def held_out_projections(
     folds: int = 5,
     aggregator: Aggregator = mean_diff,
     seed: int = 0,
+    strata: Sequence[Hashable] | None = None,
 ) -> tuple[Float[Tensor, "pair layer"], Float[Tensor, "pair layer"]]:
     """Projections of each pair's two sides on the unit direction built (by
     ``aggregator``) from the *other* folds: k-fold cross-fitting, pairs assigned to
-    ``min(folds, pairs)`` folds by a ``seed``-ed shuffle. Needs at least 2 pairs."""
+    ``min(folds, pairs)`` folds by a ``seed``-ed shuffle (stratified by ``strata``, see
+    :func:`fold_of`). Needs at least 2 pairs."""
     _check_pairs(positive, negative)
     n = positive.shape[0]
     if folds < 2:
@@ -129,7 +148,7 @@ def held_out_projections(
     if n < 2:
         raise InvalidValueError(f"cross-fitting needs at least 2 pairs, got {n}")
     k = min(folds, n)
-    fold = _fold_of(n, k, seed)
+    fold = fold_of(n, k, seed, strata)
     pos_proj = torch.zeros(n, positive.shape[1], dtype=torch.float64)
     neg_proj = torch.zeros_like(pos_proj)
     for f in range(k):
@@ -159,10 +178,18 @@ def vector_diagnostics(
     folds: int = 5,
     aggregator: Aggregator = mean_diff,
     seed: int = 0,
+    strata: Sequence[Hashable] | None = None,
 ) -> dict[int, LayerDiagnostics]:
     """:class:`LayerDiagnostics` for each layer; ``layers[j]`` names column ``j`` of the
     activations. Separation and effect size use ``aggregator`` (the vector's own) under
-    ``folds``-fold cross-fitting; with one pair only ``n_pairs`` is filled in."""
+    ``folds``-fold cross-fitting; with one pair only ``n_pairs`` is filled in.
+
+    Pass ``strata`` (e.g. each pair's matching answer letter) when the pairs carry a
+    component that is balanced overall but not within random folds: on A/B items the
+    answer letter's component is far larger than the behaviour's, so a held-out fold
+    with more A-matching pairs leaves a training direction tilted towards B, which
+    projects that fold the wrong way and biases separation below 0.5 (leave-one-out on a
+    balanced set gives 0). Stratified folds keep every fold balanced."""
     _check_pairs(positive, negative)
     layer_list = [int(layer) for layer in layers]
     if len(layer_list) != positive.shape[1]:
@@ -173,7 +200,8 @@ def vector_diagnostics(
     consistency = difference_consistency(positive, negative)
     if n >= 2:
         pos_proj, neg_proj = held_out_projections(positive, negative, folds=folds,
-                                                  aggregator=aggregator, seed=seed)
+                                                  aggregator=aggregator, seed=seed,
+                                                  strata=strata)
         margin = pos_proj - neg_proj
         share = ((margin > 0).double() + 0.5 * (margin == 0).double()).mean(0)
     out: dict[int, LayerDiagnostics] = {}

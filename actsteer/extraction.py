@@ -15,7 +15,7 @@ Example::
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -193,6 +193,7 @@ def caa_vector(
     dataset: str = "",
     diagnostics: bool = True,
     folds: int = 5,
+    strata: Sequence[Hashable] | None = None,
     batch_size: int = 16,
     padding_side: PaddingSide = "left",
     progress: bool = False,
@@ -222,6 +223,10 @@ def caa_vector(
             (:func:`actsteer.diagnostics.vector_diagnostics`, ``folds``-fold
             cross-fitting with the same aggregator) into ``meta.diagnostics``. Cheap for
             ``mean_diff``; costs ``folds`` extra fits per layer for ``"probe"``.
+        strata: one label per pair (e.g. its matching answer letter) to stratify the
+            diagnostics' folds by; pass it for A/B items, whose letter component would
+            otherwise bias held-out separation below 0.5 (see
+            :func:`actsteer.diagnostics.vector_diagnostics`).
         batch_size, padding_side: batching only; results equal one-at-a-time.
 
     Returns:
@@ -243,7 +248,7 @@ def caa_vector(
         model, pairs, layers=layer_list, site=site, read=read, batch_size=batch_size,
         padding_side=padding_side, progress=progress)
     measured = (diagnostics_to_meta(vector_diagnostics(
-        positive, negative, layer_list, folds=folds, aggregator=aggregate))
+        positive, negative, layer_list, folds=folds, aggregator=aggregate, strata=strata))
         if diagnostics else {})
     return SteeringVector(
         _aggregate(aggregate, positive, negative),

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from actsteer.atomic import atomic_write, write_json_atomic
 from actsteer.errors import InvalidValueError, MissingFileError, MissingKeyError
+from actsteer.norms import ResidualNorms
 from actsteer.sites import SITES, hook_name
 from actsteer.vector import SteeringVector, VectorFileError, VectorMismatchError
 
@@ -72,6 +73,9 @@ class Injection:
     site: str = "resid_post"
     positions: Positions = ALL
     label: str = ""
+    fraction: float | None = None
+    """When the strength was given in units of the residual norm: ``coefficient *
+    |vector| = fraction * median norm`` at this layer (see :mod:`actsteer.norms`)."""
 
     def __post_init__(self) -> None:
         if self.vector.dim() != 1:
@@ -93,9 +97,13 @@ class Injection:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready description; the vector appears as its :func:`vector_digest`."""
-        return {"layer": self.layer, "site": self.site, "coefficient": float(self.coefficient),
-                "positions": {"mode": self.positions.mode, "start": self.positions.start},
-                "label": self.label, "vector": vector_digest(self.vector)}
+        out: dict[str, Any] = {
+            "layer": self.layer, "site": self.site, "coefficient": float(self.coefficient),
+            "positions": {"mode": self.positions.mode, "start": self.positions.start},
+            "label": self.label, "vector": vector_digest(self.vector)}
+        if self.fraction is not None:
+            out["fraction"] = float(self.fraction)
+        return out
 
 
 @dataclass(frozen=True)
@@ -114,7 +122,9 @@ class SteeringPlan:
         """Every coefficient multiplied by ``factor`` (the simultaneous "global scale")."""
         return replace(
             self,
-            injections=tuple(replace(i, coefficient=i.coefficient * factor)
+            injections=tuple(replace(i, coefficient=i.coefficient * factor,
+                                     fraction=None if i.fraction is None
+                                     else i.fraction * factor)
                              for i in self.injections),
         )
 
@@ -124,8 +134,9 @@ class SteeringPlan:
 
     def describe(self) -> str:
         """One human-readable line (for logs and tables; :meth:`identity` is the key)."""
-        parts = [f"{i.label or 'vector'}@{i.hook} x{i.coefficient:g} ({i.positions.mode})"
-                 for i in self.injections]
+        parts = [f"{i.label or 'vector'}@{i.hook} x{i.coefficient:g}"
+                 + ("" if i.fraction is None else f" ({i.fraction:g} of the norm)")
+                 + f" ({i.positions.mode})" for i in self.injections]
         return f"{self.name or 'plan'}: " + ("; ".join(parts) or "no injections")
 
     # -- plans as data -------------------------------------------------------------
@@ -155,7 +166,8 @@ class SteeringPlan:
                 where = entry["positions"]
                 injections.append(Injection(
                     vector, int(entry["layer"]), float(entry["coefficient"]), str(entry["site"]),
-                    Positions(where["mode"], int(where["start"])), str(entry["label"])))
+                    Positions(where["mode"], int(where["start"])), str(entry["label"]),
+                    None if entry.get("fraction") is None else float(entry["fraction"])))
             return cls(tuple(injections), str(data.get("name", "")), dict(data.get("meta", {})))
         except (KeyError, TypeError, ValueError) as error:
             detail = error.args[0] if error.args else error
@@ -235,6 +247,7 @@ def single(
     site: str | None = None,
     positions: Positions = ALL,
     label: str = "",
+    norms: ResidualNorms | None = None,
 ) -> SteeringPlan:
     """One vector at one layer: adds ``coefficient * vector[layer]`` at ``positions``.
 
@@ -244,9 +257,13 @@ def single(
         layer: block index; ``blocks.{layer}.hook_{site}`` must exist on the model.
         coefficient: the multiplier; 0 leaves logits bit-identical to no steering.
         positions: :class:`Positions` (default all positions, as the paper).
+        norms: with :class:`~actsteer.norms.ResidualNorms`, ``coefficient`` is a fraction
+            of the median residual norm at ``layer`` (recorded as the injection's
+            ``fraction``), whatever the vector's own norm.
 
     Example:
         >>> plan = single(vector, layer=14, coefficient=-4.0)   # subtract at block 14 output
+        >>> plan = single(vector, 14, 0.1, norms=residual_norms(model, texts))  # 0.1 |resid|
         >>> logits = actsteer.run(model, ["Human: ..."], plan)    # [batch, pos, d_vocab]
     """
     if isinstance(vector, SteeringVector) and site is not None and site != vector.site:
@@ -257,8 +274,12 @@ def single(
             stacklevel=2)
     chosen_site = site or (vector.site if isinstance(vector, SteeringVector) else "resid_post")
     label = label or (vector.meta.dataset if isinstance(vector, SteeringVector) else "")
-    injection = Injection(_direction(vector, layer), layer, coefficient, chosen_site,
-                          positions, label)
+    direction = _direction(vector, layer)
+    fraction = None
+    if norms is not None:
+        fraction, coefficient = coefficient, norms.coefficient(direction, layer, coefficient)
+    injection = Injection(direction, layer, coefficient, chosen_site, positions, label,
+                          fraction)
     return SteeringPlan((injection,), name=f"single({label or 'vector'}, L{layer})")
 
 
@@ -270,13 +291,16 @@ def combined(
     mode: Literal["sum", "mean"] = "sum",
     coefficient: float = 1.0,
     positions: Positions = ALL,
+    norms: ResidualNorms | None = None,
 ) -> SteeringPlan:
     """Several behaviour vectors merged into ONE vector at ONE layer.
 
     ``sum_i w_i v_i`` (``mode="sum"``) or that divided by the number of vectors
     (``mode="mean"``); weights default to 1 (e.g. pass each behaviour's chosen
     multiplier for the paper's weighted variant). The result is multiplied by
-    ``coefficient``. All vectors must come from the same site.
+    ``coefficient``; with ``norms``, ``coefficient`` is the fraction of the median
+    residual norm at ``layer`` that the merged vector gets. All vectors must come from
+    the same site.
 
     Example:
         >>> plan = combined({"myopia": v1, "wealth": v2}, layer=14,
@@ -307,7 +331,10 @@ def combined(
     # Weights go in the label, so describe() (and resumed results) tell weightings apart.
     label = f"{mode}(" + ",".join(k if weight_of[k] == 1 else f"{weight_of[k]:g}*{k}"
                                   for k in named) + ")"
-    injection = Injection(total, layer, coefficient, sites.pop(), positions, label)
+    fraction = None
+    if norms is not None:
+        fraction, coefficient = coefficient, norms.coefficient(total, layer, coefficient)
+    injection = Injection(total, layer, coefficient, sites.pop(), positions, label, fraction)
     return SteeringPlan((injection,), name=f"combined-{mode}(L{layer})",
                         meta={"weights": str(weight_of)})
 
@@ -331,11 +358,13 @@ def simultaneous(
     *,
     scale: float = 1.0,
     positions: Positions = ALL,
+    norms: ResidualNorms | None = None,
 ) -> SteeringPlan:
     """Each named vector at its own layer with its own coefficient, all in one pass.
 
     ``spec`` maps a name to ``(vector, layer, coefficient)``; every coefficient is then
-    multiplied by the global ``scale`` (the paper sweeps it from -2 to 2).
+    multiplied by the global ``scale`` (the paper sweeps it from -2 to 2). With ``norms``,
+    each coefficient is a fraction of the median residual norm at its layer.
 
     Example:
         >>> plan = simultaneous({"myopia": (v1, 11, 4.0), "wealth": (v2, 12, 8.0)}, scale=0.5)
@@ -344,11 +373,15 @@ def simultaneous(
     """
     if not spec:
         raise InvalidValueError("simultaneous() needs at least one entry")
-    injections = tuple(
-        Injection(vector.at(layer), layer, coefficient * scale, vector.site, positions, name)
-        for name, (vector, layer, coefficient) in spec.items()
-    )
-    return SteeringPlan(injections, name=f"simultaneous(scale={scale:g})")
+    injections = []
+    for name, (vector, layer, coefficient) in spec.items():
+        direction, fraction = vector.at(layer), None
+        if norms is not None:
+            fraction = coefficient * scale
+            coefficient = norms.coefficient(direction, layer, coefficient)
+        injections.append(Injection(direction, layer, coefficient * scale, vector.site,
+                                    positions, name, fraction))
+    return SteeringPlan(tuple(injections), name=f"simultaneous(scale={scale:g})")
 
 
 def empty_plan() -> SteeringPlan:

@@ -119,3 +119,42 @@ def test_caa_vector_stores_diagnostics_that_survive_save_and_load(tiny_model, tm
     assert caa_vector(tiny_model, pairs, layers=[1], diagnostics=False).meta.diagnostics == {}
     with pytest.raises(ValueError, match="folds"):
         caa_vector(tiny_model, pairs, layers=[1], folds=1)
+
+
+def _letter_only_pairs(n_per_letter: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor,
+                                                                   list[str]]:
+    """Pairs whose only signal is the answer letter: the matching side carries its letter's
+    large component, the other side the other letter's; nothing encodes the behaviour."""
+    gen = torch.Generator().manual_seed(seed)
+    d = 16
+    letter = {"A": torch.zeros(d), "B": torch.zeros(d)}
+    letter["A"][0], letter["B"][1] = 87.0, 87.0  # ~87 against ~1 on the embedded model
+    letters = ["A"] * n_per_letter + ["B"] * n_per_letter
+    other = {"A": "B", "B": "A"}
+    positive = torch.stack([letter[x] + torch.randn(d, generator=gen) for x in letters])
+    negative = torch.stack([letter[other[x]] + torch.randn(d, generator=gen) for x in letters])
+    return positive[:, None].double(), negative[:, None].double(), letters
+
+
+def test_stratified_folds_give_chance_separation_when_only_the_letter_differs():
+    positive, negative, letters = _letter_only_pairs(30)
+    random_folds = vector_diagnostics(positive, negative, [0], folds=5)[0].separation
+    loo = vector_diagnostics(positive, negative, [0], folds=60)[0].separation
+    stratified = [vector_diagnostics(positive, negative, [0], folds=5, seed=seed,
+                                     strata=letters)[0].separation for seed in range(5)]
+    # the known bias of random folds on a balanced set: below chance, 0 for leave-one-out
+    assert loo == pytest.approx(0.0, abs=0.02)
+    assert random_folds < 0.45
+    for value in stratified:
+        assert value == pytest.approx(0.5, abs=0.05)
+
+
+def test_stratified_folds_keep_each_stratum_even_across_folds():
+    from actsteer.diagnostics import fold_of
+
+    strata = ["A"] * 13 + ["B"] * 7
+    fold = fold_of(20, 5, seed=3, strata=strata)
+    for f in range(5):
+        members = [strata[i] for i in range(20) if int(fold[i]) == f]
+        assert len(members) == 4
+        assert members.count("A") in (2, 3) and members.count("B") in (1, 2)

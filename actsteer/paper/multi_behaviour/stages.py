@@ -120,14 +120,16 @@ def extract_vectors(run: Run) -> None:
             continue
         stamp = (f"{config.model.name} {config.prompt_format} {config.read_position} "
                  f"{identity[behaviour]['vector']}"
-                 + (" letter-balanced" if config.balance_letters else ""))
+                 + (" letter-balanced" if config.balance_letters else "")
+                 + " stratified-diagnostics")
         vector = cache.get(behaviour, stamp, model)
         if vector is None:
             items = split.vector.letter_balanced() if config.balance_letters else split.vector
             pairs = items.pairs(config.prompt_format, model.tokenizer)  # type: ignore[arg-type]
             vector = cache.put(behaviour, caa_vector(
                 model, pairs, dataset=behaviour, read=config.read_position,  # type: ignore[arg-type]
-                batch_size=config.batch_size, progress=run.progress), stamp)
+                strata=[item.matching for item in items], batch_size=config.batch_size,
+                progress=run.progress), stamp)
         run.vectors[behaviour] = vector
 
 
