@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,12 +33,15 @@ from actsteer.sweep import PrefixCache, sweep_logits
 
 @dataclass(frozen=True)
 class DocumentAccuracy:
-    """Per-document counts: correct top-1 and top-k predictions, and predictions made."""
+    """Per-document counts: correct top-1 and top-k predictions, predictions made, and
+    (when measured) the summed negative log-likelihood of the true next tokens."""
 
     top1: Int[Tensor, " doc"]
     topk: Int[Tensor, " doc"]
     tokens: Int[Tensor, " doc"]
     k: int
+    nll: Float[Tensor, " doc"] | None = None
+    """Sum over the document's predictions of −log p(true next token), in nats."""
 
     @property
     def top1_rate(self) -> float:
@@ -52,6 +56,17 @@ class DocumentAccuracy:
         rates = counts.double() / self.tokens.clamp_min(1).double()
         return bootstrap(rates, weights=self.tokens.double(), n_resamples=n_resamples,
                          seed=seed)
+
+    def perplexity(self, *, n_resamples: int = 1000, seed: int = 0) -> Estimate:
+        """exp(token-weighted mean negative log-likelihood), with the interval of that mean
+        (bootstrap over documents) mapped through exp."""
+        if self.nll is None:
+            raise InvalidValueError("these counts carry no log-likelihoods; score them with "
+                                    "accuracy_sweep, which records them")
+        per_token = self.nll.double() / self.tokens.clamp_min(1).double()
+        mean = bootstrap(per_token, weights=self.tokens.double(), n_resamples=n_resamples,
+                         seed=seed)
+        return Estimate(math.exp(mean.value), math.exp(mean.low), math.exp(mean.high), mean.n)
 
 
 @dataclass(frozen=True, eq=False)
@@ -113,17 +128,21 @@ def accuracy_sweep(
     n = len(documents)
     top1 = torch.zeros(len(plans), n, dtype=torch.long)
     topk = torch.zeros(len(plans), n, dtype=torch.long)
+    nll = torch.zeros(len(plans), n, dtype=torch.float64)
     pairs = list(zip(documents.groups, documents.batches, strict=True))
     for group, batch in tqdm(pairs, desc="next-token accuracy", disable=not progress,
                              leave=False):
 
         def hits_of(logits: Tensor, batch: Batch = batch) -> Tensor:
-            return torch.stack(count_hits(logits, batch, k))
+            hit_1, hit_k = count_hits(logits, batch, k)
+            return torch.stack([hit_1.double(), hit_k.double(), count_nll(logits, batch)])
 
         hits = sweep_logits(model, batch, plans, positions="all", cache=cache, reduce=hits_of)
         rows = torch.as_tensor(group)
-        top1[:, rows], topk[:, rows] = hits[:, 0].cpu(), hits[:, 1].cpu()
-    return [DocumentAccuracy(top1[i], topk[i], documents.tokens, k) for i in range(len(plans))]
+        top1[:, rows], topk[:, rows] = hits[:, 0].long().cpu(), hits[:, 1].long().cpu()
+        nll[:, rows] = hits[:, 2].cpu()
+    return [DocumentAccuracy(top1[i], topk[i], documents.tokens, k, nll[i])
+            for i in range(len(plans))]
 
 
 def next_token_accuracy(
@@ -156,3 +175,14 @@ def count_hits(logits: Float[Tensor, "batch pos d_vocab"], batch: Batch, k: int
     hit_k = (best == targets[..., None]).any(-1) & valid
     hit_1 = (best[..., 0] == targets) & valid
     return hit_1.sum(-1), hit_k.sum(-1)
+
+
+def count_nll(logits: Float[Tensor, "batch pos d_vocab"], batch: Batch) -> Float[Tensor, " batch"]:
+    """Per row of ``batch``: summed −log p(true next token) over the positions
+    :func:`count_hits` scores (float64, nats)."""
+    targets = batch.tokens[:, 1:].to(logits.device)
+    mask = batch.attention_mask.to(logits.device)
+    valid = (mask[:, 1:] * mask[:, :-1]).bool()
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    picked = logp.gather(-1, targets[..., None]).squeeze(-1).double()
+    return -(picked * valid).sum(-1)

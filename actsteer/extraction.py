@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -26,6 +25,7 @@ from tqdm.auto import tqdm
 
 from actsteer.aggregators import Aggregator, Method, resolve_aggregator
 from actsteer.batching import PaddingSide, encode, encode_many, length_batches, pad
+from actsteer.contrast import ContrastivePair
 from actsteer.diagnostics import diagnostics_to_meta, vector_diagnostics
 from actsteer.errors import InvalidValueError
 from actsteer.models import model_info
@@ -39,15 +39,6 @@ ReadPosition = Literal["last", "answer", "answer_mean", "mean"]
 ``answer_mean``: mean over the answer's tokens; ``mean``: mean over all real tokens."""
 
 Span = tuple[int, int]
-
-
-@dataclass(frozen=True)
-class ContrastivePair:
-    """A prompt with the answer showing the behaviour and the one that does not."""
-
-    prompt: str
-    positive: str
-    negative: str
 
 
 def read_activations(

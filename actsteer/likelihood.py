@@ -40,6 +40,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from actsteer.batching import Batch, encode, encode_many, length_batches, pad
+from actsteer.contrast import ContrastItem, WordSets
 from actsteer.errors import InvalidValueError
 from actsteer.plan import SteeringPlan
 from actsteer.sweep import sweep_logits
@@ -54,51 +55,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ContrastItem:
-    """A prompt with continuations that show a behaviour and continuations that do not.
-
-    Continuations are appended to the prompt as they are, so give them their leading
-    space (``" It was lovely."``); each is tokenised on its own, so its tokens are exactly
-    the ones scored.
-    """
-
-    prompt: str
-    behaviour: tuple[str, ...]
-    contrast: tuple[str, ...]
-
-    def __post_init__(self) -> None:
-        for side in ("behaviour", "contrast"):
-            texts = getattr(self, side)
-            if isinstance(texts, str):
-                raise InvalidValueError(f"{side}={texts!r} is one string; give a tuple of "
-                                        f"continuations, e.g. ({texts!r},)")
-            object.__setattr__(self, side, tuple(texts))
-            if not texts or any(not isinstance(t, str) or not t for t in texts):
-                raise InvalidValueError(f"{side} continuations {texts!r} must be non-empty "
-                                        "strings, at least one")
-
-
-@dataclass(frozen=True)
-class WordSets:
-    """A behaviour measured by the next token: its words against contrast words."""
-
-    name: str
-    behaviour: tuple[str, ...]
-    contrast: tuple[str, ...]
-
-    def __post_init__(self) -> None:
-        for side in ("behaviour", "contrast"):
-            words = tuple(getattr(self, side))
-            object.__setattr__(self, side, words)
-            if not words:
-                raise InvalidValueError(f"word set {self.name!r} has no {side} words")
-        shared = set(self.behaviour) & set(self.contrast)
-        if shared:
-            raise InvalidValueError(f"word set {self.name!r} lists {sorted(shared)} on both "
-                                    "sides; a word counts for one side only")
 
 
 @dataclass(frozen=True, eq=False)

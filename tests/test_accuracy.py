@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -107,3 +109,22 @@ def test_padding_never_counts_even_when_the_pad_token_would_be_a_hit(tiny_model,
     got = [(int(result.top1[i]), int(result.topk[i]), int(result.tokens[i]))
            for i in range(len(greedy_sequences))]
     assert got == [_reference(tiny_model, ids) for ids in greedy_sequences]
+
+
+def test_perplexity_equals_exp_of_the_token_weighted_mean_nll(tiny_model, greedy_sequences):
+    from actsteer.accuracy import Documents, accuracy_sweep
+    from actsteer.plan import empty_plan
+
+    docs = Documents.build(tiny_model, greedy_sequences, batch_size=3)
+    [scored] = accuracy_sweep(tiny_model, docs, [empty_plan()])
+    total, count = 0.0, 0
+    for seq in greedy_sequences:
+        with torch.no_grad():
+            logits = tiny_model(torch.tensor([seq]))[0].double()
+        logp = torch.log_softmax(logits[:-1], -1)
+        total -= float(logp.gather(-1, torch.tensor(seq[1:])[:, None]).sum())
+        count += len(seq) - 1
+    estimate = scored.perplexity(n_resamples=200)
+    assert estimate.value == pytest.approx(math.exp(total / count), rel=1e-4)
+    assert estimate.low <= estimate.value <= estimate.high
+    assert float(scored.nll.sum()) == pytest.approx(total, rel=1e-4)

@@ -391,14 +391,14 @@ def test_weighted_combined_plans_differ_by_their_weights(data) -> None:
 
 
 def test_config_json_round_trip_and_overrides() -> None:
-    for config in (mb.profile("quick"), mb.profile("paper"),
+    for config in (mb.profile("standard"), mb.profile("paper"),
                    mb.MultiBehaviourConfig(simultaneous_layers={"myopia": 3,
                                                                 "wealth_seeking": 4})):
         text = json.dumps(config.to_dict())
         assert mb.MultiBehaviourConfig.from_dict(json.loads(text)) == config
-    changed = mb.profile("quick", **{"model.dtype": "bf16", "n_test": 40})
+    changed = mb.profile("standard", **{"model.dtype": "bf16", "n_test": 40})
     assert changed.model.dtype == "bf16" and changed.n_test == 40
-    assert changed.model.name == mb.profile("quick").model.name
+    assert changed.model.name == mb.profile("standard").model.name
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
@@ -426,8 +426,8 @@ def test_config_validation(overrides, message) -> None:
 
 def test_unknown_fields_and_profiles_name_the_valid_ones() -> None:
     with pytest.raises(ConfigError, match=r"unknown config keys \['layerz'\].*grid_layers"):
-        mb.profile("quick", layerz=3)
-    with pytest.raises(ConfigError, match="unknown profile 'fast'"):
+        mb.profile("standard", layerz=3)
+    with pytest.raises(ConfigError, match="unknown A/B profile 'fast'"):
         mb.profile("fast")
     with pytest.raises(ConfigError, match=r"behaviours=.*appear once"):
         mb.MultiBehaviourConfig(behaviours=("myopia", "myopic"))
@@ -458,7 +458,7 @@ def test_builtins_when_no_shared_data_and_never_with_an_explicit_folder(monkeypa
     from actsteer.paper.multi_behaviour import data as data_module
 
     monkeypatch.setattr(data_module, "data_dir", lambda sub=None: None)
-    datasets = load_datasets(mb.profile("quick"))
+    datasets = load_datasets(mb.MultiBehaviourConfig())
     assert datasets["myopia"].source == "builtin:myopia"
     with pytest.raises(FileNotFoundError, match=r"myopic\.json"):
         load_datasets(mb.MultiBehaviourConfig(behaviours=("myopia",), data_dir=str(tmp_path)))
@@ -466,30 +466,31 @@ def test_builtins_when_no_shared_data_and_never_with_an_explicit_folder(monkeypa
         load_datasets(mb.MultiBehaviourConfig(data_dir="/nowhere"))
 
 
-def test_profiles_size_themselves_by_the_data_found(monkeypatch, tmp_path,
+def test_profiles_do_not_depend_on_the_files_found(monkeypatch, tmp_path,
                                                    behaviour_dir) -> None:
-    """quick: every built-in item without the paper's files, more items with them;
-    standard: the paper's splits and all five behaviours; both profile a subset of layers
-    that always includes the grid's."""
+    """standard: the paper's splits and all five behaviours, whatever is on disk; a subset of
+    layers profiled that always includes the grid's. quick: the expressed behaviours."""
     from actsteer.data.behaviours import PAPER_BEHAVIOURS
-    from actsteer.paper.multi_behaviour.config import QUICK_SIZES
+    from actsteer.paper.multi_behaviour.expressed import ExpressedConfig
 
     empty = tmp_path / "data"
     (empty / "behaviours").mkdir(parents=True)
     monkeypatch.setenv("ACTSTEER_DATA_DIR", str(empty))
-    builtin = mb.profile("quick")
-    assert (builtin.n_vector, builtin.n_grid, builtin.n_test) == (32, 16, 24)  # all 72 items
-    assert builtin.balance_letters
+    without = (mb.profile("standard"), mb.profile("quick"))
     monkeypatch.setenv("ACTSTEER_DATA_DIR", str(behaviour_dir.parent))
-    paper = mb.profile("quick")
-    assert (paper.n_vector, paper.n_grid, paper.n_test) == QUICK_SIZES["paper"]
-    standard = mb.profile("standard")
+    standard, quick = mb.profile("standard"), mb.profile("quick")
+    assert (standard, quick) == without
+    assert isinstance(quick, ExpressedConfig)
     assert standard.behaviours == PAPER_BEHAVIOURS
     assert (standard.n_vector, standard.n_grid, standard.n_test) == (None, None, None)
     layers = cells_module.Layers.resolve(standard, standard.behaviours, 30)
     assert layers.steerability == (2, 6, 10, 14, 18, 22, 26)
     odd = replace(standard, grid_layers=(13,))
     assert 13 in cells_module.Layers.resolve(odd, odd.behaviours, 30).steerability
+    with pytest.raises(ConfigError, match="unknown A/B profile 'quick'"):
+        from actsteer.paper.multi_behaviour.config import profile as ab_profile
+
+        ab_profile("quick")
 
 
 def test_behaviour_keys_and_scaled_layers() -> None:

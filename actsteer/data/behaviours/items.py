@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, overload
 
+from actsteer.contrast import ContrastivePair
 from actsteer.errors import InvalidTypeError, InvalidValueError
-from actsteer.extraction import ContrastivePair
 from actsteer.prompts import (
     AB_ANSWERS,
     YESNO_ANSWERS,

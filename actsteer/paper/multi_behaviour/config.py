@@ -234,58 +234,26 @@ class MultiBehaviourConfig(ConfigMixin):
 
 
 def profile(name: str, **overrides: Any) -> MultiBehaviourConfig:
-    """A named configuration, with fields replaced by ``overrides`` (``"model.dtype"``
+    """A named A/B configuration, with fields replaced by ``overrides`` (``"model.dtype"``
     style keys reach the model config).
 
-    * ``"quick"`` — the embedded SmolLM2-135M on the CPU, myopia and wealth_seeking,
-      :data:`QUICK_SIZES` items, letter-balanced vectors, small grids (about four minutes
-      on two cores); the paper's layers scaled to the loaded model's depth at run time.
     * ``"standard"`` — the embedded model on the CPU with the paper's files (all five
       behaviours, the paper's 500/200/300 splits), the grid at the paper's layer scaled
       (14), a steerability profile over every fourth layer (about 45 minutes on two
       cores; resumable).
     * ``"paper"`` — Llama-2-7b-chat on a GPU, all five behaviours, the paper's splits,
       layers 11-15 and scales -2..2.
+
+    The ``quick`` profile of the multi-behaviour experiment is the comparison on
+    behaviours the embedded model expresses
+    (:class:`~actsteer.paper.multi_behaviour.expressed.ExpressedConfig`);
+    :func:`actsteer.paper.multi_behaviour.profile` builds all three.
     """
     if name not in PROFILES:
-        raise ConfigError(f"unknown profile {name!r}; use one of {', '.join(PROFILES)}")
+        raise ConfigError(f"unknown A/B profile {name!r}; use one of {', '.join(PROFILES)} "
+                          "(quick is multi_behaviour.profile('quick'), the expressed "
+                          "behaviours)")
     return PROFILES[name]().with_overrides(overrides)
-
-
-QUICK_SIZES = {"builtin": (32, 16, 24), "paper": (64, 32, 64)}
-"""(vector, grid, test) items of the quick profile: every built-in item (72), or with the
-paper's files enough test items to resolve a ΔP(matching) of 0.03 at the per-item spread
-that letter-balanced vectors give on the embedded model (README, "What the embedded model
-shows")."""
-
-
-def _paper_files_found(behaviours: tuple[str, ...]) -> bool:
-    from actsteer.paths import data_dir
-
-    found = data_dir("behaviours")
-    return found is not None and all((found / PAPER_FILES[b]).is_file() for b in behaviours)
-
-
-def _quick() -> MultiBehaviourConfig:
-    # Layers stay None: run() scales the paper's 15-of-32 (and 11..15 for the
-    # simultaneous plan) to the loaded model's depth (14 of SmolLM2's 30).
-    behaviours = ("myopia", "wealth_seeking")
-    n_vector, n_grid, n_test = QUICK_SIZES[
-        "paper" if _paper_files_found(behaviours) else "builtin"]
-    return MultiBehaviourConfig(
-        model=ModelConfig(device="cpu"),
-        behaviours=behaviours,
-        balance_letters=True,
-        n_vector=n_vector, n_grid=n_grid, n_test=n_test,
-        grid_multipliers=(-8.0, -4.0, 4.0, 8.0),
-        combined_variants=("weighted_mean",),
-        scales=(-1.0, 1.0),
-        steerability_stride=4,
-        steerability_multipliers=(-8.0, 0.0, 8.0),
-        steerability_items=32,
-        tax_corpus="wikitext", tax_documents=6, tax_max_tokens=128,
-        batch_size=24, n_resamples=500, out_dir="results/multi_behaviour_quick",
-    )
 
 
 def _standard() -> MultiBehaviourConfig:
@@ -322,5 +290,5 @@ def _paper() -> MultiBehaviourConfig:
     )
 
 
-PROFILES = {"quick": _quick, "standard": _standard, "paper": _paper}
+PROFILES = {"standard": _standard, "paper": _paper}
 """Named profiles (functions, so that each call builds a fresh config)."""

@@ -1,0 +1,132 @@
+"""Numbers derived from an expressed-behaviour results file: paired effects, shares of the
+individual effect, cross-talk, the layer/coefficient decomposition, the perplexity cost and
+the VADER score of generated text. Everything is recomputed from the per-prompt values
+stored in the cells, so a report can be made again from the file alone."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from actsteer.effects import Effect, paired_effect
+from actsteer.paper.multi_behaviour.expressed.keys import TaxKey, TestKey, TextKey
+from actsteer.paper.multi_behaviour.expressed.plans import UNSTEERED
+from actsteer.stats import Estimate, bootstrap, paired_bootstrap
+from actsteer.steerability import SteerabilitySummary, propensity_slopes, summarize_steerability
+
+MULTI_PLANS = ("simultaneous", "combined-sum", "combined-mean", "combined-weighted_mean")
+"""The plans that steer every behaviour at once, in report order."""
+
+
+def _resamples(results: Mapping[str, Any]) -> int:
+    return int(results["config"].get("n_resamples", 1000))
+
+
+def values(results: Mapping[str, Any], plan: str, metric: str) -> torch.Tensor | None:
+    """Per test prompt: ``metric``'s propensity under ``plan`` (None if not scored)."""
+    cell = results["cells"].get(str(TestKey(plan)))
+    return None if cell is None else torch.tensor(cell["values"][metric], dtype=torch.float64)
+
+
+def effect(results: Mapping[str, Any], plan: str, metric: str, *, against: str = UNSTEERED,
+           direction: int = 1) -> Effect | None:
+    """Paired effect of ``plan`` against ``against`` (default unsteered) on ``metric``."""
+    treated, base = values(results, plan, metric), values(results, against, metric)
+    if treated is None or base is None:
+        return None
+    return paired_effect(treated, base, metric=metric, direction=direction,
+                         n_resamples=_resamples(results))
+
+
+def share(results: Mapping[str, Any], plan: str, behaviour: str) -> Estimate | None:
+    """``plan``'s effect on ``behaviour`` as a share of the behaviour's individual effect
+    (its own vector alone at its own layer), with a paired-bootstrap interval over prompts;
+    None when either is missing or the individual effect's interval includes 0."""
+    own = effect(results, f"individual:{behaviour}", behaviour)
+    base = values(results, UNSTEERED, behaviour)
+    treated = values(results, plan, behaviour)
+    alone = values(results, f"individual:{behaviour}", behaviour)
+    if own is None or own.verdict != "moves" or base is None or treated is None or alone is None:
+        return None
+    return paired_bootstrap(treated - base, alone - base,
+                            statistic=lambda a, b: a.mean(-1) / b.mean(-1),
+                            n_resamples=_resamples(results))
+
+
+def steerability(results: Mapping[str, Any], behaviour: str) -> SteerabilitySummary | None:
+    """Per-prompt slopes of ``behaviour``'s propensity against the fraction of the norm at
+    its own layer (Tan et al. 2024), summarised with intervals."""
+    fractions = sorted(float(f) for f in results["config"]["steerability_fractions"])
+    rows = []
+    for fraction in fractions:
+        plan = UNSTEERED if fraction == 0 else f"steer:{behaviour}:{fraction:+g}"
+        found = values(results, plan, behaviour)
+        if found is None:
+            return None
+        rows.append(found)
+    slopes = propensity_slopes(torch.stack(rows), fractions)
+    return summarize_steerability(slopes, n_resamples=_resamples(results))
+
+
+def cross_talk(results: Mapping[str, Any]) -> dict[str, dict[str, Effect | None]]:
+    """``[steered behaviour][measured behaviour]``: effect of a behaviour's vector alone on
+    every behaviour's propensity (the diagonal is its own effect)."""
+    names = list(results["behaviours"])
+    return {steered: {measured: effect(results, f"individual:{steered}", measured)
+                      for measured in names} for steered in names}
+
+
+def decomposition(results: Mapping[str, Any], behaviour: str) -> dict[str, Effect | None]:
+    """Paired differences on ``behaviour``'s propensity that isolate one change each:
+    ``layers`` = simultaneous − combined-sum (same strengths, own layers vs one layer);
+    ``coefficients (mean)`` = combined-sum − combined-mean and ``coefficients (weighted)``
+    = combined-sum − combined-weighted_mean (one layer, same total norm, each behaviour's
+    own coefficient vs one shared coefficient)."""
+    out: dict[str, Effect | None] = {
+        "layers": effect(results, "simultaneous", behaviour, against="combined-sum")}
+    for recipe, name in (("mean", "coefficients (mean)"),
+                         ("weighted_mean", "coefficients (weighted)")):
+        out[name] = effect(results, "combined-sum", behaviour, against=f"combined-{recipe}")
+    return out
+
+
+def perplexity(results: Mapping[str, Any], plan: str) -> Estimate | None:
+    """Perplexity on the tax text under ``plan``: exp(token-weighted mean NLL) [CI]."""
+    cell = results["cells"].get(str(TaxKey(plan)))
+    if cell is None:
+        return None
+    nll = torch.tensor(cell["nll"], dtype=torch.float64)
+    tokens = torch.tensor(cell["tokens"], dtype=torch.float64)
+    mean = bootstrap(nll / tokens.clamp_min(1), weights=tokens, n_resamples=_resamples(results))
+    return Estimate(math.exp(mean.value), math.exp(mean.low), math.exp(mean.high), mean.n)
+
+
+def perplexity_ratio(results: Mapping[str, Any], plan: str) -> Estimate | None:
+    """Perplexity under ``plan`` over the unsteered model's, with a paired interval over
+    documents (the same documents under both)."""
+    cell = results["cells"].get(str(TaxKey(plan)))
+    base = results["cells"].get(str(TaxKey(UNSTEERED)))
+    if cell is None or base is None:
+        return None
+    tokens = torch.tensor(base["tokens"], dtype=torch.float64)
+    extra = (torch.tensor(cell["nll"], dtype=torch.float64)
+             - torch.tensor(base["nll"], dtype=torch.float64))
+    # exp(sum of extra NLL / sum of tokens): a token-weighted mean, resampled over documents
+    mean = bootstrap(extra / tokens.clamp_min(1), weights=tokens, n_resamples=_resamples(results))
+    return Estimate(math.exp(mean.value), math.exp(mean.low), math.exp(mean.high), mean.n)
+
+
+def text_effect(results: Mapping[str, Any], plan: str) -> tuple[float, Effect] | None:
+    """Mean VADER compound score of ``plan``'s generated continuations and its paired
+    effect against the unsteered continuations of the same prompts."""
+    cell = results["cells"].get(str(TextKey(plan)))
+    base = results["cells"].get(str(TextKey(UNSTEERED)))
+    if cell is None or base is None:
+        return None
+    steered = torch.tensor(cell["compound"], dtype=torch.float64)
+    found = paired_effect(steered, torch.tensor(base["compound"], dtype=torch.float64),
+                          metric="vader_compound", n_resamples=_resamples(results))
+    return float(steered.mean()), found

@@ -1,0 +1,189 @@
+"""The plain-text report of the expressed-behaviour comparison: tables of paired effects
+with intervals, and the answer they give to the paper's question."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from actsteer.effects import Effect
+from actsteer.paper.multi_behaviour.expressed import analysis
+from actsteer.paper.multi_behaviour.expressed.keys import TextKey
+from actsteer.paper.multi_behaviour.expressed.plans import UNSTEERED
+from actsteer.stats import Estimate
+
+PLAN_TITLES = {"simultaneous": "simultaneous (own layers)",
+               "combined-sum": "combined sum (own coefficients)",
+               "combined-mean": "combined mean (paper)",
+               "combined-weighted_mean": "combined weighted mean (paper)"}
+
+
+def _fx(found: Effect | None, digits: int = 2) -> str:
+    return "-" if found is None else format(found, f".{digits}f")
+
+
+def _est(found: Estimate | None, digits: int = 2, suffix: str = "") -> str:
+    if found is None:
+        return "-"
+    return (f"{found.value:.{digits}f}{suffix} [{found.low:.{digits}f}, "
+            f"{found.high:.{digits}f}]")
+
+
+def _width(results: Mapping[str, Any]) -> int:
+    return max(10, *(len(b) for b in results["behaviours"])) + 2
+
+
+def individual_table(results: Mapping[str, Any]) -> list[str]:
+    config, layers = results["config"], results["layers"]
+    width = _width(results)
+    combined = layers["combined"]
+    lines = [f"each behaviour alone: Δ of its own propensity at {config['fraction']:g} of the "
+             "median residual norm (paired against the unsteered model, nats [95% CI])",
+             f"{'behaviour':<{width}}{'layer':>5}  {'add Δ':<26}{'verdict':<11}"
+             f"{'subtract Δ':<26}{'slope per unit fraction':<28}{f'at L{combined} Δ':<24}"]
+    lines.append("-" * len(lines[-1]))
+    for name in results["behaviours"]:
+        add = analysis.effect(results, f"individual:{name}", name)
+        sub = analysis.effect(results, f"-individual:{name}", name, direction=-1)
+        at_l = analysis.effect(results, f"individual@L:{name}", name)
+        slope = analysis.steerability(results, name)
+        slope_text = "-" if slope is None else (
+            f"{slope.mean_slope.value:+.1f} [{slope.mean_slope.low:+.1f}, "
+            f"{slope.mean_slope.high:+.1f}]")
+        lines.append(f"{name:<{width}}{layers['own'][name]:>5}  {_fx(add):<26}"
+                     f"{'-' if add is None else add.verdict:<11}{_fx(sub):<26}"
+                     f"{slope_text:<28}{_fx(at_l):<24}")
+    return lines
+
+
+def cross_talk_table(results: Mapping[str, Any]) -> list[str]:
+    names = list(results["behaviours"])
+    width = _width(results)
+    matrix = analysis.cross_talk(results)
+    lines = ["cross-talk: Δ of each column's propensity when the row's vector is added alone "
+             "(diagonal: its own effect)",
+             f"{'steered':<{width}}" + "".join(f"  {n:<24}" for n in names)]
+    for steered in names:
+        lines.append(f"{steered:<{width}}" + "".join(
+            f"  {_fx(matrix[steered][m]):<24}" for m in names))
+    return lines
+
+
+def comparison_table(results: Mapping[str, Any]) -> list[str]:
+    width = _width(results)
+    plan_width = max(len(t) for t in PLAN_TITLES.values()) + 2
+    lines = ["the paper's question: each behaviour under plans that steer every behaviour at "
+             "once, Δ of its propensity and the share of its individual effect [95% CI]",
+             f"{'behaviour':<{width}}{'plan':<{plan_width}}{'Δ [95% CI]':<26}share of individual"]
+    lines.append("-" * (len(lines[-1]) + 10))
+    for name in results["behaviours"]:
+        for plan in analysis.MULTI_PLANS:
+            found = analysis.effect(results, plan, name)
+            if found is None:
+                continue
+            portion = analysis.share(results, plan, name)
+            lines.append(f"{name:<{width}}{PLAN_TITLES[plan]:<{plan_width}}{_fx(found):<26}"
+                         f"{_est(portion, 2, 'x')}")
+    return lines
+
+
+def decomposition_table(results: Mapping[str, Any]) -> list[str]:
+    width = _width(results)
+    columns = ("layers", "coefficients (mean)", "coefficients (weighted)")
+    lines = ["what separates them, paired on the behaviour's own propensity: layers = "
+             "simultaneous − combined sum; coefficients = combined sum − combined mean "
+             "(one layer, same total norm)",
+             f"{'behaviour':<{width}}" + "".join(f"{c:<27}" for c in columns)]
+    for name in results["behaviours"]:
+        parts = analysis.decomposition(results, name)
+        lines.append(f"{name:<{width}}" + "".join(f"{_fx(parts[c]):<27}" for c in columns))
+    return lines
+
+
+def tax_table(results: Mapping[str, Any]) -> list[str]:
+    plans = [UNSTEERED, *(f"individual:{b}" for b in results["behaviours"]),
+             *analysis.MULTI_PLANS]
+    rows = [(p, analysis.perplexity(results, p), analysis.perplexity_ratio(results, p))
+            for p in plans]
+    rows = [r for r in rows if r[1] is not None]
+    if not rows:
+        return []
+    n = rows[0][1].n if rows[0][1] is not None else 0
+    lines = [f"cost: perplexity on {n} text documents [95% CI], and its ratio to the "
+             "unsteered model's (paired over documents)",
+             f"{'plan':<26}{'perplexity':<32}x unsteered"]
+    for plan, ppl, ratio in rows:
+        lines.append(f"{plan:<26}{_est(ppl, 1):<32}{'-' if plan == UNSTEERED else _est(ratio)}")
+    return lines
+
+
+def text_table(results: Mapping[str, Any]) -> list[str]:
+    found = [(p, analysis.text_effect(results, p))
+             for p in ("individual:sentiment", "-individual:sentiment", *analysis.MULTI_PLANS)]
+    found = [(p, f) for p, f in found if f is not None]
+    if not found:
+        return []
+    base = results["cells"][str(TextKey(UNSTEERED))]
+    lines = [f"generated text ({len(base['compound'])} greedy continuations of "
+             f"{results['config']['generate_tokens']} tokens): VADER compound sentiment, "
+             f"unsteered mean {sum(base['compound']) / len(base['compound']):+.2f}",
+             f"{'plan':<34}{'mean':>6}  Δ [95% CI]"]
+    for plan, (mean, change) in found:  # type: ignore[misc]
+        lines.append(f"{plan:<34}{mean:>+6.2f}  {_fx(change)}")
+    return lines
+
+
+def cosine_lines(results: Mapping[str, Any]) -> list[str]:
+    cosines = results.get("cosines") or {}
+    if not cosines:
+        return []
+    return ["cosine between the behaviours' vectors: " + ", ".join(
+        f"{pair} {value:+.2f}" for pair, value in cosines.items())]
+
+
+def answer(results: Mapping[str, Any]) -> list[str]:
+    """The paper's question answered from the intervals, in a few sentences."""
+    names = list(results["behaviours"])
+    moving = [b for b in names
+              if (found := analysis.effect(results, f"individual:{b}", b)) is not None
+              and found.verdict == "moves"]
+    lines = [f"answer on this model: {len(moving)} of {len(names)} behaviours move alone "
+             f"({', '.join(moving) or 'none'})."]
+    if not moving:
+        lines.append("  without an individual effect there is no share to compare; the "
+                     "tables above report the plans' effects for completeness")
+        return lines
+    for plan in analysis.MULTI_PLANS:
+        shares = [(b, analysis.share(results, plan, b)) for b in moving]
+        kept = [(b, s) for b, s in shares if s is not None]
+        if not kept:
+            continue
+        verdicts = [analysis.effect(results, plan, b) for b in moving]
+        moved = sum(1 for v in verdicts if v is not None and v.verdict == "moves")
+        span = f"{min(s.value for _, s in kept):.2f}-{max(s.value for _, s in kept):.2f}x"
+        lines.append(f"  {PLAN_TITLES[plan]}: moves {moved} of {len(moving)}, keeping {span} "
+                     "of the individual effects")
+    for column in ("layers", "coefficients (mean)", "coefficients (weighted)"):
+        parts = [(b, analysis.decomposition(results, b)[column]) for b in moving]
+        signs = [p.verdict for _, p in parts if p is not None]
+        if signs:
+            up = signs.count("moves")
+            down = signs.count("reversed")
+            lines.append(f"  {column}: favours the first plan for {up}, the second for {down}, "
+                         f"no difference for {len(signs) - up - down} of {len(signs)} behaviours")
+    return lines
+
+
+def summary_table(results: Mapping[str, Any]) -> str:
+    """The full plain-text report of an expressed-behaviour run."""
+    config = results["config"]
+    n_test = config.get("n_test")
+    lines = [f"expressed behaviours: word-set propensity (log next-token mass on the "
+             f"behaviour's words minus on its contrast words) after {n_test} held-out neutral "
+             "prompts", ""]
+    for block in (individual_table, cross_talk_table, comparison_table, decomposition_table,
+                  tax_table, text_table, cosine_lines, answer):
+        found = block(results)
+        if found:
+            lines += [*found, ""]
+    return "\n".join(lines).rstrip()
