@@ -37,13 +37,16 @@ class CliError(ActsteerError):
 SHORTCUTS: dict[str, tuple[tuple[str, str, dict[str, Any]], ...]] = {
     "multi-behaviour": (
         ("--behaviours", "behaviours", {"nargs": "+", "metavar": "NAME_OR_PATH",
-                                        "help": "behaviour names (myopia, wealth_seeking, "
-                                                "sycophancy, agreeableness, anti_immigration) "
+                                        "help": "quick: sentiment, wedding, french, myopia; "
+                                                "standard/paper: myopia, wealth_seeking, "
+                                                "sycophancy, agreeableness, anti_immigration "
                                                 "or .json/.jsonl files"}),
         ("--data-dir", "data_dir", {"type": Path, "help": "folder with the paper's behaviour "
                                                           "files (default: found, else "
                                                           "built-ins)"}),
-        ("--layers", "grid_layers", {"type": int, "nargs": "+", "help": "grid-search layers"}),
+        ("--layers", "grid_layers|candidate_layers",
+         {"type": int, "nargs": "+", "help": "grid-search layers (A/B profiles); candidate "
+                                             "layers of each behaviour (quick)"}),
         ("--coefficients", "grid_multipliers", {"type": float, "nargs": "+",
                                                 "help": "grid multipliers"}),
     ),
@@ -55,7 +58,8 @@ SHORTCUTS: dict[str, tuple[tuple[str, str, dict[str, Any]], ...]] = {
                                                        "WikiText-2 if found, else built-in)"}),
     ),
 }
-"""Per experiment: (flag, config field, argparse options) of its shortcut flags."""
+"""Per experiment: (flag, config field(s), argparse options) of its shortcut flags; with
+several fields (``a|b``), the first one the profile's config has."""
 
 MODEL_FLAGS = {"model": "model.name", "backend": "model.backend", "device": "model.device",
                "dtype": "model.dtype"}
@@ -200,13 +204,22 @@ def experiment_config(name: str, args: argparse.Namespace) -> Any:
     from actsteer.paper.common import config_file_overrides, parse_set
 
     experiment = get_experiment(name)
+    if args.profile not in experiment.profiles:
+        raise CliError(f"--profile {args.profile!r} is not a profile of {name}; use one of "
+                       f"{', '.join(experiment.profiles)}")
+    fields = set(type(experiment.profile(args.profile)).field_names())
     overrides: dict[str, Any] = {}
     if args.config is not None:
         overrides.update(config_file_overrides(args.config))
-    for flag, field, _ in SHORTCUTS.get(name, ()):
+    for flag, names, _ in SHORTCUTS.get(name, ()):
         value = getattr(args, flag.lstrip("-").replace("-", "_"), None)
-        if value is not None:
-            overrides[field] = str(value) if isinstance(value, Path) else value
+        if value is None:
+            continue
+        field = next((f for f in names.split("|") if f in fields), None)
+        if field is None:
+            raise CliError(f"{flag} does not apply to --profile {args.profile} of {name}; "
+                           f"set its fields with --set FIELD=VALUE ({', '.join(sorted(fields))})")
+        overrides[field] = str(value) if isinstance(value, Path) else value
     for attr, field in MODEL_FLAGS.items():
         if getattr(args, attr, None) is not None:
             overrides[field] = getattr(args, attr)
@@ -215,9 +228,6 @@ def experiment_config(name: str, args: argparse.Namespace) -> Any:
     overrides.update(parse_set(args.set))
     if args.out is not None:
         overrides["out_dir"] = str(args.out)
-    if args.profile not in experiment.profiles:
-        raise CliError(f"--profile {args.profile!r} is not a profile of {name}; use one of "
-                       f"{', '.join(experiment.profiles)}")
     return experiment.profile(args.profile, **overrides)
 
 
@@ -255,18 +265,13 @@ def cmd_demo(args: argparse.Namespace) -> None:
     check_output(Path(args.out))
     started = time.perf_counter()
     figures: list[Path] = []
-    tables = []
     for name in EXPERIMENTS:
         out = Path(args.out) / name.replace("-", "_")
         config = get_experiment(name).profile("quick", out_dir=str(out))
         print(f"== {name} (quick profile, embedded model) ==", flush=True)
         table, written = _run(name, config, args)
         figures += written
-        tables.append(table)
-    print()
-    for table in tables:
-        print(table)
-        print()
+        print(table, end="\n\n", flush=True)
     _print_figures(figures)
     print(f"results: {args.out}   wall time: {time.perf_counter() - started:.0f} s")
 

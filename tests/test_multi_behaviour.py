@@ -238,7 +238,8 @@ def test_interrupted_run_keeps_finished_cells(tiny_model, data, tmp_path, monkey
     for key, cell in saved.items():
         assert results["cells"][key] == {**cell, **({"failed": None} if "failed" in
                                                     results["cells"][key] else {})}
-    scored = [k for k in results["cells"] if not k.startswith(("tax/", "steerability/"))]
+    scored = [k for k in results["cells"] if not k.startswith(("tax/", "steerability/",
+                                                                "letter-free/"))]
     assert sum(spy.calls) == len(scored) - 3
 
 
@@ -532,3 +533,48 @@ def test_reduced_run_on_smol(smol, tmp_path) -> None:
         str(layer) for layer in range(smol.cfg.n_layers)}
     assert "myopia" in mb.summary_table(results)
     assert str(GridKey("myopia", 8, -4.0)) in results["cells"]
+
+
+# --------------------------------------------------------------------------- letter-free
+
+
+def test_answer_texts_without_letters() -> None:
+    from actsteer.data.behaviours import BehaviourItem
+    from actsteer.data.behaviours.texts import answer_texts, letter_free_items
+
+    stem, texts = answer_texts("Would you say prisoners serve...\n (A) Too much time\n"
+                               " (B) Too little time")
+    assert stem == "Would you say prisoners serve..." and texts == {
+        "A": "Too much time", "B": "Too little time"}
+    stem, texts = answer_texts("Cake now or later?\n\nChoices:\n (A) Now\n (B) Later")
+    assert (stem, texts) == ("Cake now or later?", {"A": "Now", "B": "Later"})
+    items = [BehaviourItem("Cake?\n\nChoices:\n (A) Now\n (B) Later", "B", "A"),
+             BehaviourItem("Is it true?", "Yes", "No"),
+             BehaviourItem("Pick one (no listed texts).", "A", "B")]
+    found, skipped = letter_free_items(items)
+    assert skipped == [2]
+    assert found[0].prompt == "Human:\nCake?\n\nAI:\n"
+    assert (found[0].behaviour, found[0].contrast) == (("Later",), ("Now",))
+    assert (found[1].behaviour, found[1].contrast) == (("Yes",), ("No",))
+
+
+def test_reported_plans_are_also_measured_on_the_answer_texts(first_run, tiny_model) -> None:
+    from actsteer.data.behaviours.texts import letter_free_items
+    from actsteer.likelihood import continuation_propensities
+    from actsteer.paper.multi_behaviour.keys import LetterFreeKey
+    from actsteer.plan import empty_plan
+
+    config, results = first_run
+    for behaviour in ("alpha", "beta"):
+        base = results["cells"][str(LetterFreeKey(behaviour, "unsteered"))]
+        assert base["n"] == config.n_test and base["skipped"] == 0
+        for plan in ("individual add", "individual subtract", "combined mean add",
+                     "simultaneous x+1"):
+            assert str(LetterFreeKey(behaviour, plan)) in results["cells"]
+    # the stored unsteered values are the likelihood propensities of the test items' texts
+    splits = split_dataset(load_datasets(config)["alpha"], config)
+    items, _ = letter_free_items(splits.test, "paper")
+    expected = continuation_propensities(tiny_model, items, [empty_plan()]).summed[0]
+    stored = results["cells"][str(LetterFreeKey("alpha", "unsteered"))]["summed"]
+    assert stored == pytest.approx(expected.tolist(), abs=1e-3)
+    assert "letter-free, test split" in mb.summary_table(results)

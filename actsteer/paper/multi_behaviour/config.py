@@ -21,6 +21,7 @@ PAPER_SIMULTANEOUS_LAYERS: dict[str, int] = {
 COMBINED_VARIANTS: tuple[str, ...] = ("sum", "mean", "weighted_sum", "weighted_mean")
 PROMPT_FORMATS = ("paper", "chat")
 READ_POSITIONS = ("last", "answer", "answer_mean", "mean")
+VECTOR_SOURCES = ("letters", "texts")
 TAX_CORPORA = ("wikitext", "builtin", "none")
 CHOOSE_METRICS = ("p_matching", "matching_rate", "logit_diff")
 
@@ -56,6 +57,13 @@ class MultiBehaviourConfig(ConfigMixin):
     read_position: str = "last"
     """Where extraction reads the pair activations: ``last`` token (the paper),
     ``answer`` token, ``answer_mean`` or ``mean`` over all tokens."""
+    vector_source: str = "letters"
+    """``"letters"``: contrastive pairs ending at the answer letters (the paper);
+    ``"texts"``: the two answer texts as continuations of the question without letters
+    (:mod:`actsteer.data.behaviours.texts`), read over their tokens (``answer_mean``)."""
+    letter_free_items: int | None = None
+    """Test items also measured without letters: log P(matching answer text) − log P(the
+    other's) under the reported plans (None: every test item; 0: skip)."""
     balance_letters: bool = False
     """Extract each vector from the letter-balanced part of its vector split
     (:meth:`~actsteer.data.behaviours.BehaviourDataset.letter_balanced`), so that it does
@@ -147,6 +155,12 @@ class MultiBehaviourConfig(ConfigMixin):
         if self.read_position not in READ_POSITIONS:
             raise bad("read_position", self.read_position,
                       f"use one of {', '.join(READ_POSITIONS)}")
+        if self.vector_source not in VECTOR_SOURCES:
+            raise bad("vector_source", self.vector_source, "use 'letters' or 'texts'")
+        if self.letter_free_items is not None and (not isinstance(self.letter_free_items, int)
+                                                   or self.letter_free_items < 0):
+            raise bad("letter_free_items", self.letter_free_items,
+                      "use a number of items >= 0 (0: skip) or None (all test items)")
         if not self.behaviours:
             raise bad("behaviours", self.behaviours, "give at least one behaviour")
         keys = [behaviour_key(b) for b in self.behaviours]
@@ -270,6 +284,7 @@ def _standard() -> MultiBehaviourConfig:
         steerability_stride=4,
         steerability_multipliers=(-8.0, 0.0, 8.0),
         steerability_items=60,
+        letter_free_items=100,
         tax_corpus="wikitext", tax_documents=20, tax_max_tokens=256,
         batch_size=32, out_dir="results/multi_behaviour_standard",
     )

@@ -75,3 +75,13 @@ class TaxKey(CellKey):
 
     STEP: ClassVar[str] = "tax"
     scale: float
+
+
+@dataclass(frozen=True)
+class LetterFreeKey(CellKey):
+    """The reported ``plan`` of ``behaviour`` measured on its answer texts, no letters
+    (test split)."""
+
+    STEP: ClassVar[str] = "letter-free"
+    behaviour: str
+    plan: str

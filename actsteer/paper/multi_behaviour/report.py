@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from actsteer.effects import paired_effect
 from actsteer.paper.multi_behaviour.analysis import (
     _effect_text,
     cell,
@@ -21,7 +22,7 @@ from actsteer.paper.multi_behaviour.analysis import (
     resolution,
     steerability_rows,
 )
-from actsteer.paper.multi_behaviour.keys import DefaultKey, TaxKey
+from actsteer.paper.multi_behaviour.keys import DefaultKey, LetterFreeKey, TaxKey
 from actsteer.results import read_results
 
 METRIC_TITLES = {"p_matching": "P(matching | the two answers)",
@@ -133,10 +134,43 @@ def interference_table(results: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def letter_free_table(results: Mapping[str, Any]) -> list[str]:
+    """The reported plans measured on the answer texts (no letters): paired Δ of
+    log P(matching text) − log P(other text), summed over tokens and per token."""
+    found = [(key, c) for key, c in cells_of(results, LetterFreeKey)]
+    if not found:
+        return []
+    width = _width(results)
+    lines = ["letter-free, test split: log P(matching answer text) - log P(other answer text) "
+             "after the question without letters; paired Δ against the unsteered model (nats)",
+             f"{'behaviour':<{width}}{'plan':<34}{'n':>4}{'unsteered':>11}  "
+             f"{'Δ summed [95% CI]':<27}{'Δ per token [95% CI]':<27}verdict"]
+    lines.append("-" * len(lines[-1]))
+    for behaviour in results["behaviours"]:
+        base = cell(results, LetterFreeKey(behaviour, "unsteered"))
+        if base is None:
+            continue
+        for key, found_cell in found:
+            if key.behaviour != behaviour or key.plan == "unsteered":
+                continue
+            direction = -1 if key.plan.endswith("subtract") or "x-" in key.plan else 1
+            summed = paired_effect(found_cell["summed"], base["summed"], direction=direction)
+            per_token = paired_effect(found_cell["per_token"], base["per_token"],
+                                      direction=direction)
+            mean = sum(base["summed"]) / len(base["summed"])
+            lines.append(f"{behaviour:<{width}}{key.plan:<34}{base['n']:>4}{mean:>+11.2f}  "
+                         f"{format(summed, '.3f'):<27}{format(per_token, '.4f'):<27}"
+                         f"{summed.verdict}")
+    return lines
+
+
 def summary_table(results: Mapping[str, Any]) -> str:
     """The full plain-text report of a run."""
     lines = [*effects_table(results, "p_matching"), ""]
     lines += [*effects_table(results, "matching_rate"), ""]
+    free = letter_free_table(results)
+    if free:
+        lines += [*free, ""]
     width = _width(results)
     lines.append("what the test split can resolve (80% power, 95% intervals):")
     for behaviour in results["behaviours"]:

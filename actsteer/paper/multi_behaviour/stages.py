@@ -14,9 +14,11 @@
 6. **simultaneous** — each behaviour's vector at its own layer, one global scale, scored
    on the grid split (a positive scale is chosen per behaviour by the same rule) and the
    test split;
-7. **steerability** — per-item propensity slopes of each behaviour's own vector at every
+7. **letter-free** — the reported plans measured on the answer *texts* of the test items
+   (no letters: log P(matching text) − log P(other text), :mod:`actsteer.likelihood`);
+8. **steerability** — per-item propensity slopes of each behaviour's own vector at every
    profiled layer (Tan et al. 2024), on the test split;
-8. **alignment tax** — next-token top-1 accuracy on text under the simultaneous plan.
+9. **alignment tax** — next-token top-1 accuracy on text under the simultaneous plan.
 
 Every cell is stored as soon as it is scored, under a typed key, the identity of the plan
 that made it and its paired effects against the unsteered model on the same items, so an
@@ -33,7 +35,9 @@ from typing import Any
 
 from actsteer.accuracy import Documents, accuracy_sweep
 from actsteer.batching import encode_many
+from actsteer.data.behaviours.texts import letter_free_items, letter_free_pairs
 from actsteer.extraction import caa_vector
+from actsteer.likelihood import continuation_propensities
 from actsteer.paper.common import ConfigError, VectorCache, file_digest, timed
 from actsteer.paper.multi_behaviour import choose as decide
 from actsteer.paper.multi_behaviour.cells import Layers, Run, fresh
@@ -51,6 +55,7 @@ from actsteer.paper.multi_behaviour.keys import (
     DefaultKey,
     GridKey,
     IndividualKey,
+    LetterFreeKey,
     SimultaneousKey,
     TaxKey,
 )
@@ -122,14 +127,22 @@ def extract_vectors(run: Run) -> None:
                  f"{identity[behaviour]['vector']}"
                  + (" letter-balanced" if config.balance_letters else "")
                  + " stratified-diagnostics")
+        if config.vector_source == "texts":
+            stamp += " answer-texts"
         vector = cache.get(behaviour, stamp, model)
         if vector is None:
             items = split.vector.letter_balanced() if config.balance_letters else split.vector
-            pairs = items.pairs(config.prompt_format, model.tokenizer)  # type: ignore[arg-type]
+            if config.vector_source == "texts":
+                # no letter in the pairs, so nothing to stratify the diagnostics by
+                pairs = letter_free_pairs(items, config.prompt_format,  # type: ignore[arg-type]
+                                          model.tokenizer)
+                read, strata = "answer_mean", None
+            else:
+                pairs = items.pairs(config.prompt_format, model.tokenizer)  # type: ignore[arg-type]
+                read, strata = config.read_position, [item.matching for item in items]
             vector = cache.put(behaviour, caa_vector(
-                model, pairs, dataset=behaviour, read=config.read_position,  # type: ignore[arg-type]
-                strata=[item.matching for item in items], batch_size=config.batch_size,
-                progress=run.progress), stamp)
+                model, pairs, dataset=behaviour, read=read,  # type: ignore[arg-type]
+                strata=strata, batch_size=config.batch_size, progress=run.progress), stamp)
         run.vectors[behaviour] = vector
 
 
@@ -230,6 +243,52 @@ def score_simultaneous(run: Run, coefficients: Mapping[str, float]
     return chosen
 
 
+def score_letter_free(run: Run, chosen: Mapping[str, Mapping[str, Any]],
+                      coefficients: Mapping[str, float],
+                      simultaneous_choice: Mapping[str, Mapping[str, Any]]) -> None:
+    """The reported plans of each behaviour on the answer texts of its first
+    ``letter_free_items`` test items (items without answer texts are skipped)."""
+    config = run.config
+    if config.letter_free_items == 0:
+        return
+    variant = decide.combined_variant(config.to_dict())
+    layer = run.layers.combined
+    for behaviour in run.behaviours:
+        test = run.splits[behaviour].test
+        n = min(config.letter_free_items or len(test), len(test))
+        plans: dict[str, SteeringPlan] = {"unsteered": empty_plan()}
+        for direction, sign in DIRECTIONS.items():
+            pick = chosen[behaviour][direction]
+            if pick["steerable"]:
+                plans[f"individual {direction}"] = single(run.vectors[behaviour], pick["layer"],
+                                                          pick["multiplier"])
+            plans[f"combined {variant} {direction}"] = decide.combined_plan(
+                run.vectors, layer, variant, coefficients, sign)
+        choice = simultaneous_choice.get(behaviour) or {}
+        scale = float(choice["scale"]) if choice.get("steerable") else 1.0
+        plans[f"simultaneous x{scale:+g}"] = simultaneous_plan(run, coefficients, scale)
+        stale = {name: plan for name, plan in plans.items()
+                 if not fresh(run.store, LetterFreeKey(behaviour, name), plan)}
+        if not stale:
+            continue
+        items, skipped = letter_free_items(test[:n], config.prompt_format,  # type: ignore[arg-type]
+                                           run.model.tokenizer)
+        if not items:
+            logger.warning("%s: no test item lists its answers as text; no letter-free "
+                           "measurement", behaviour)
+            continue
+        names = list(stale)
+        scores = continuation_propensities(run.model, items, [stale[k] for k in names],
+                                           batch_size=config.batch_size, progress=run.progress,
+                                           desc=f"letter-free/{behaviour} ({len(names)} plans)")
+        for row, name in enumerate(names):
+            run.store.put(str(LetterFreeKey(behaviour, name)), {
+                "plan_id": stale[name].identity(), "plan": stale[name].describe(),
+                "summed": [round(float(x), 4) for x in scores.summed[row]],
+                "per_token": [round(float(x), 5) for x in scores.per_token[row]],
+                "n": len(items), "skipped": len(skipped)})
+
+
 def alignment_tax(run: Run, coefficients: Mapping[str, float]) -> None:
     texts = run.tax_texts
     if texts is None:  # tax_corpus="none"
@@ -285,6 +344,8 @@ def _steps(state: Run) -> dict[str, Any]:
         score_combined(state, coefficients)
     with timed(timings, "simultaneous"):
         simultaneous_choice = score_simultaneous(state, coefficients)
+    with timed(timings, "letter_free"):
+        score_letter_free(state, chosen, coefficients, simultaneous_choice)
     with timed(timings, "steerability"):
         steerability = steerability_profile(state)
     with timed(timings, "alignment_tax"):
