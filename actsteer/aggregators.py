@@ -7,7 +7,8 @@ returning ``[layer, d_model]``. Three are built in, by name:
 * ``"mean_diff"`` — mean over pairs of (positive − negative): CAA;
 * ``"pca"`` — first singular direction of the uncentred differences, signed and scaled to
   the mean difference's projection on it;
-* ``"probe"`` — logistic-regression direction separating the two sides, scaled likewise.
+* ``"probe"`` — logistic-regression direction separating the two sides, scaled likewise
+  (the fit itself is :func:`logistic_fit`, which :mod:`actsteer.surgery` also uses).
 
 Pass your own to :func:`actsteer.caa_vector` (its ``__name__`` is recorded as the
 vector's ``meta.method``); :func:`per_layer` lifts a one-layer ``[pair, d] -> [d]``
@@ -35,6 +36,7 @@ __all__ = [
     "AGGREGATORS",
     "Aggregator",
     "Method",
+    "logistic_fit",
     "mean_diff",
     "pca",
     "per_layer",
@@ -90,10 +92,17 @@ def _pca_direction(positive: Float[Tensor, "pair d"],
     return component * projection
 
 
-def _probe_direction(positive: Float[Tensor, "pair d"], negative: Float[Tensor, "pair d"],
-                     *, l2: float = 1e-2, steps: int = 100) -> Float[Tensor, " d"]:
-    """Logistic-regression weight separating positive from negative activations, scaled
-    so that its projection of the mean difference equals the mean difference's."""
+def logistic_fit(positive: Float[Tensor, "n d"], negative: Float[Tensor, "m d"], *,
+                 l2: float = 1e-2, steps: int = 100
+                 ) -> tuple[Float[Tensor, " d"], Float[Tensor, ""]]:
+    """L2-regularised logistic regression of ``positive`` (label 1) against ``negative``
+    (label 0): ``(weight, bias)`` in activation coordinates, float64, so that
+    ``x @ weight + bias`` is the logit of "positive" for an activation ``x``.
+
+    The two sides may differ in size. Features are standardised for the fit (L-BFGS,
+    ``steps`` iterations, penalty ``l2 * |w|^2`` on the standardised weight) and the result
+    mapped back, so the weight is a direction in the activations' own space.
+    """
     x = torch.cat([positive, negative]).double()
     y = torch.cat([torch.ones(len(positive)), torch.zeros(len(negative))]).double()
     centre, spread = x.mean(0), x.std(0).clamp_min(1e-6)
@@ -111,7 +120,16 @@ def _probe_direction(positive: Float[Tensor, "pair d"], negative: Float[Tensor, 
 
     with torch.enable_grad():
         optimiser.step(closure)
-    direction = (weight.detach() / spread).to(positive.dtype)  # activation coordinates
+    raw = weight.detach() / spread  # activation coordinates
+    return raw, bias.detach() - torch.dot(centre, raw)
+
+
+def _probe_direction(positive: Float[Tensor, "pair d"], negative: Float[Tensor, "pair d"],
+                     *, l2: float = 1e-2, steps: int = 100) -> Float[Tensor, " d"]:
+    """Logistic-regression weight separating positive from negative activations, scaled
+    so that its projection of the mean difference equals the mean difference's."""
+    weight, _ = logistic_fit(positive, negative, l2=l2, steps=steps)
+    direction = weight.to(positive.dtype)
     unit = direction / direction.norm().clamp_min(1e-12)
     mean_diff = (positive - negative).mean(0)
     return unit * torch.dot(mean_diff, unit)
