@@ -14,7 +14,7 @@ or ``"no effect"`` (includes 0).
 
 Example::
 
-    scores = score_items(model, prompts, matching, not_matching,
+    scores = score_items(model, prepare_items(model, dataset),
                          [empty_plan(), single(v, 14, 8.0), single(v, 14, -8.0)])
     up = ab_effect(scores, 1, metric="p_matching")
     down = ab_effect(scores, 2, metric="p_matching", direction=-1)

@@ -10,8 +10,7 @@ answers) and the logit difference between them. Each item is scored with its own
 Example::
 
     prepared = prepare_items(model, dataset, "paper")          # per-item stems and ids
-    scores = score_items(model, prepared.prompts, prepared.matching_ids,
-                         prepared.not_matching_ids, [empty_plan(), plan])
+    scores = score_items(model, prepared, [empty_plan(), plan])
     scores.summary(1)["matching_rate"]                        # {"value": ..., "low": ...}
 """
 
@@ -28,7 +27,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from actsteer.batching import encode, encode_many, length_batches, pad
-from actsteer.errors import ActsteerError, InvalidValueError
+from actsteer.errors import ActsteerError, InvalidTypeError, InvalidValueError
 from actsteer.plan import SteeringPlan
 from actsteer.prompts import Labels, PromptFormat, answer_labels, format_item
 from actsteer.stats import bootstrap
@@ -128,6 +127,36 @@ class PreparedItems:
     def __len__(self) -> int:
         return len(self.prompts)
 
+    def __getitem__(self, index: slice) -> PreparedItems:
+        """The items of ``index`` (a slice), e.g. ``prepared[:60]``."""
+        if not isinstance(index, slice):
+            raise InvalidValueError(f"index PreparedItems with a slice (prepared[:n]), got "
+                                    f"{index!r}")
+        return PreparedItems(self.prompts[index], self.matching_ids[index],
+                             self.not_matching_ids[index], self.matching_labels[index],
+                             self.not_matching_labels[index], dict(self.label_ids))
+
+    @classmethod
+    def from_ids(cls, prompts: Sequence[Sequence[int]], matching_ids: Sequence[int],
+                 not_matching_ids: Sequence[int], *,
+                 matching_labels: Sequence[str] | None = None,
+                 not_matching_labels: Sequence[str] | None = None) -> PreparedItems:
+        """Items from token ids you made yourself (labels default to the answer ids as
+        text). Most callers use :func:`prepare_items` instead."""
+        n = len(prompts)
+        if len(matching_ids) != n or len(not_matching_ids) != n:
+            raise InvalidValueError(f"{n} prompts but {len(matching_ids)} matching and "
+                                    f"{len(not_matching_ids)} non-matching answer ids; give one "
+                                    "of each per prompt")
+        good = list(matching_labels) if matching_labels is not None else [
+            str(i) for i in matching_ids]
+        bad = list(not_matching_labels) if not_matching_labels is not None else [
+            str(i) for i in not_matching_ids]
+        ids = {**dict(zip(good, map(int, matching_ids), strict=True)),
+               **dict(zip(bad, map(int, not_matching_ids), strict=True))}
+        return cls([list(p) for p in prompts], [int(i) for i in matching_ids],
+                   [int(i) for i in not_matching_ids], good, bad, ids)
+
 
 def prepare_items(model: Any, items: Iterable[BehaviourItem],
                   fmt: PromptFormat = "paper") -> PreparedItems:
@@ -151,8 +180,7 @@ def prepare_items(model: Any, items: Iterable[BehaviourItem],
     Example::
 
         prepared = prepare_items(model, splits.test, "paper")
-        scores = score_items(model, prepared.prompts, prepared.matching_ids,
-                             prepared.not_matching_ids, [empty_plan()])
+        scores = score_items(model, prepared, [empty_plan()])
     """
     items = list(items)
     if not items:
@@ -249,30 +277,35 @@ class ABScores:
 
 def score_items(
     model: Any,
-    prompts_token_ids: Sequence[Sequence[int]],
-    matching_ids: Sequence[int],
-    not_matching_ids: Sequence[int],
+    items: PreparedItems,
     plans: Sequence[SteeringPlan],
     *,
     batch_size: int = 16,
     progress: bool = False,
     desc: str = "scoring",
 ) -> ABScores:
-    """Score every prompt under every plan: one forward per question per plan.
+    """Score every item under every plan: one forward per question per plan.
+
+    Args:
+        items: from :func:`prepare_items` (or :meth:`PreparedItems.from_ids`).
+        plans: steering plans; :func:`actsteer.plan.empty_plan` is the unsteered model.
 
     Prompts are left-padded in length-bucketed batches of ``batch_size`` and run through
-    :func:`actsteer.sweep.sweep_logits` (all plans per batch); results come back in input
-    order.
+    :func:`actsteer.sweep.sweep_logits` (all plans of a batch share the unsteered prefix);
+    results come back in item order, ``[plan, item]``.
     """
+    if not isinstance(items, PreparedItems):
+        raise InvalidTypeError(f"score_items takes PreparedItems (from prepare_items), got "
+                               f"{type(items).__name__}; for raw token ids use "
+                               "PreparedItems.from_ids(prompts, matching_ids, not_matching_ids)")
+    prompts_token_ids, matching_ids = items.prompts, items.matching_ids
+    not_matching_ids = items.not_matching_ids
     n = len(prompts_token_ids)
     if n == 0:
         raise InvalidValueError("score_items needs at least one prompt")
     if not plans:
         raise InvalidValueError("score_items needs at least one plan (use empty_plan() to score "
                                 "the unsteered model)")
-    if len(matching_ids) != n or len(not_matching_ids) != n:
-        raise InvalidValueError(f"{n} prompts but {len(matching_ids)} matching and "
-                                f"{len(not_matching_ids)} non-matching answer ids")
     shape = (len(plans), n)
     predicted = torch.zeros(shape, dtype=torch.long)
     klass = torch.zeros(shape, dtype=torch.long)

@@ -18,8 +18,8 @@ multipliers ±8 runs 960 blocks per batch instead of 1,830 for one full forward 
 
 Example::
 
-    profile = layer_profile(model, vector, prompts, matching, not_matching,
-                            multipliers=symmetric_multipliers(8.0), labels=letters)
+    items = prepare_items(model, dataset)                   # prompts, answer ids, letters
+    profile = layer_profile(model, vector, items, multipliers=symmetric_multipliers(8.0))
     best = max(profile.layers, key=lambda L: profile.mean_slopes()[L])
     profile.summary(best).mean_slope          # Estimate(value, low, high, n)
 """
@@ -37,7 +37,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from actsteer.errors import InvalidValueError, MissingKeyError
-from actsteer.evaluation import ABScores, score_items
+from actsteer.evaluation import ABScores, PreparedItems, score_items
 from actsteer.plan import SteeringPlan, empty_plan, single
 from actsteer.stats import Estimate, bootstrap
 from actsteer.vector import SteeringVector
@@ -214,13 +214,10 @@ class LayerProfile:
 def layer_profile(
     model: Any,
     vector: SteeringVector,
-    prompts_token_ids: Sequence[Sequence[int]],
-    matching_ids: Sequence[int],
-    not_matching_ids: Sequence[int],
+    items: PreparedItems,
     *,
     multipliers: Sequence[float],
     layers: Sequence[int] | None = None,
-    labels: Sequence[str] | None = None,
     batch_size: int = 16,
     progress: bool = False,
 ) -> LayerProfile:
@@ -229,13 +226,10 @@ def layer_profile(
 
     Args:
         vector: its row for layer ``L`` is added at ``L`` (:func:`actsteer.single`).
-        prompts_token_ids, matching_ids, not_matching_ids: as for :func:`score_items`
-            (e.g. from :func:`actsteer.evaluation.encode_items` and
-            :func:`actsteer.evaluation.answer_token_ids`).
+        items: from :func:`actsteer.evaluation.prepare_items`; each item's matching
+            label is kept for the position-bias split (``summary(L).by_label``).
         multipliers: a symmetric range including 0, e.g. ``symmetric_multipliers(8.0)``;
             the scale depends on the vector's norm and the model.
-        labels: the matching answer's label per item (``"A"``/``"B"``, ``"Yes"``/``"No"``),
-            kept for position-bias splits.
 
     Returns:
         A :class:`LayerProfile`; ``profile.summary(L)`` gives the steerability at ``L``.
@@ -248,11 +242,8 @@ def layer_profile(
         raise InvalidValueError(f"vector has no direction for layers {missing}; it has "
                                 f"{vector.layers}")
     values = check_multipliers(multipliers)
-    n = len(prompts_token_ids)
-    if labels is not None and len(labels) != n:
-        raise InvalidValueError(f"{len(labels)} labels for {n} prompts; give one per prompt")
     plans: list[SteeringPlan] = [empty_plan()]
     plans += [single(vector, layer, m) for layer in chosen for m in values if m != 0.0]
-    scores = score_items(model, prompts_token_ids, matching_ids, not_matching_ids, plans,
-                         batch_size=batch_size, progress=progress, desc="layer profile")
-    return LayerProfile(chosen, values, scores, None if labels is None else tuple(labels))
+    scores = score_items(model, items, plans, batch_size=batch_size, progress=progress,
+                         desc="layer profile")
+    return LayerProfile(chosen, values, scores, tuple(items.matching_labels))

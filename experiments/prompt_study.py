@@ -52,11 +52,9 @@ def measure(model: Any, name: str, data_dir: Path, fmt: str, read: str, balanced
     pairs = items.pairs(fmt, model.tokenizer)  # type: ignore[arg-type]
     vector = actsteer.caa_vector(model, pairs, read=read, dataset=name)  # type: ignore[arg-type]
     test = prepare_items(model, splits.test[:n_test], fmt)  # type: ignore[arg-type]
-    unsteered = score_items(model, test.prompts, test.matching_ids, test.not_matching_ids,
-                            [empty_plan()])
-    profile = layer_profile(model, vector, test.prompts, test.matching_ids,
-                            test.not_matching_ids, multipliers=(-multiplier, 0.0, multiplier),
-                            layers=layers, labels=test.matching_labels)
+    unsteered = score_items(model, test, [empty_plan()])
+    profile = layer_profile(model, vector, test, multipliers=(-multiplier, 0.0, multiplier),
+                            layers=layers)
     summaries = {layer: profile.summary(layer).to_dict() for layer in layers}
     best = max(layers, key=lambda layer: summaries[layer]["mean_slope"]["low"])
     return {

@@ -118,8 +118,7 @@ def test_score_items_classifies_by_each_items_own_letters(tiny_model) -> None:
     last = tiny_model.cfg.n_layers - 1
     push = {x: SteeringPlan((Injection(w_u[:, prepared.label_ids[x]] * 1e4, last),))
             for x in "CF"}
-    scores = score_items(tiny_model, prepared.prompts, prepared.matching_ids,
-                         prepared.not_matching_ids, [push["C"], push["F"]], batch_size=2)
+    scores = score_items(tiny_model, prepared, [push["C"], push["F"]], batch_size=2)
     assert (scores.predicted[0] == prepared.label_ids["C"]).all()
     assert (scores.predicted[1] == prepared.label_ids["F"]).all()
     assert scores.klass[0].tolist() == [MATCHING, NON_MATCHING, FAULTY, FAULTY, NON_MATCHING]
@@ -194,6 +193,10 @@ def _prepared(model):
     return prompts, matching, other
 
 
+def _items(model) -> PreparedItems:
+    return PreparedItems.from_ids(*_prepared(model))
+
+
 def test_plan_forcing_another_token_counts_faulty(tiny_model) -> None:
     prompts, matching, other = _prepared(tiny_model)
     w_u = tiny_model.W_U.detach().float()
@@ -201,8 +204,7 @@ def test_plan_forcing_another_token_counts_faulty(tiny_model) -> None:
     assert target not in matching + other
     last = tiny_model.cfg.n_layers - 1
     push = SteeringPlan((Injection(w_u[:, target] * 1e4, last),))
-    scores = score_items(tiny_model, prompts, matching, other, [empty_plan(), push],
-                         batch_size=4)
+    scores = score_items(tiny_model, _items(tiny_model), [empty_plan(), push], batch_size=4)
     assert scores.counts(1) == {"matching": 0, "non_matching": 0, "faulty": len(prompts)}
     assert (scores.predicted[1] == target).all()
     assert scores.top_answer_share(1) == 1.0
@@ -212,8 +214,8 @@ def test_batched_equals_one_at_a_time(tiny_model) -> None:
     prompts, matching, other = _prepared(tiny_model)
     vector = torch.randn(tiny_model.cfg.d_model, generator=torch.Generator().manual_seed(0))
     plans = [empty_plan(), single(vector, 1, 3.0)]
-    batched = score_items(tiny_model, prompts, matching, other, plans, batch_size=4)
-    one = [score_items(tiny_model, [p], [m], [o], plans, batch_size=1)
+    batched = score_items(tiny_model, _items(tiny_model), plans, batch_size=4)
+    one = [score_items(tiny_model, PreparedItems.from_ids([p], [m], [o]), plans, batch_size=1)
            for p, m, o in zip(prompts, matching, other, strict=True)]
     assert torch.equal(batched.predicted, torch.cat([s.predicted for s in one], 1))
     assert torch.equal(batched.klass, torch.cat([s.klass for s in one], 1))
@@ -228,9 +230,11 @@ def test_batched_equals_one_at_a_time(tiny_model) -> None:
 def test_score_items_rejects_mismatched_inputs(tiny_model) -> None:
     prompts, matching, other = _prepared(tiny_model)
     with pytest.raises(ValueError, match="answer ids"):
-        score_items(tiny_model, prompts, matching[:-1], other, [empty_plan()])
+        PreparedItems.from_ids(prompts, matching[:-1], other)
     with pytest.raises(ValueError, match="at least one plan"):
-        score_items(tiny_model, prompts, matching, other, [])
+        score_items(tiny_model, _items(tiny_model), [])
+    with pytest.raises(TypeError, match="PreparedItems.from_ids"):
+        score_items(tiny_model, prompts, [empty_plan()])  # type: ignore[arg-type]
 
 
 def test_prompt_modes(tiny_model) -> None:
@@ -249,9 +253,10 @@ def test_plans_scored_together_equal_plans_scored_alone(tiny_model) -> None:
     vectors = [torch.randn(tiny_model.cfg.d_model, generator=generator) for _ in range(2)]
     plans = [single(vectors[0], 1, 2.0) + single(vectors[1], 2, 2.0),
              single(vectors[0], 1, -1.0) + single(vectors[1], 2, -1.0), single(vectors[1], 2, 4.0)]
-    together = score_items(tiny_model, prompts, matching, other, plans, batch_size=4)
+    items = PreparedItems.from_ids(prompts, matching, other)
+    together = score_items(tiny_model, items, plans, batch_size=4)
     for index, plan in enumerate(plans):
-        alone = score_items(tiny_model, prompts, matching, other, [plan], batch_size=4)
+        alone = score_items(tiny_model, items, [plan], batch_size=4)
         assert torch.equal(together.klass[index], alone.klass[0])
         torch.testing.assert_close(together.logit_diff[index], alone.logit_diff[0],
                                    atol=1e-4, rtol=1e-4)

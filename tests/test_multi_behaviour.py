@@ -99,7 +99,7 @@ class Counting:
     def __call__(self, *args, **kwargs):
         if self.fail_after is not None and len(self.calls) >= self.fail_after:
             raise KeyboardInterrupt("simulated interruption")
-        self.calls.append(len(args[4]))
+        self.calls.append(len(args[2]))
         return score_items(*args, **kwargs)
 
 
@@ -176,8 +176,7 @@ def test_steerability_cells_equal_a_direct_computation(first_run, tiny_model) ->
     test = prepare_items(tiny_model, split_dataset(dataset, config).test, "paper")
     vector = SteeringVector.load(config.vector_files["beta"])
     multipliers = [-4.0, 0.0, 4.0]
-    scores = score_items(tiny_model, test.prompts, test.matching_ids, test.not_matching_ids,
-                         [single(vector, 3, m) for m in multipliers])
+    scores = score_items(tiny_model, test, [single(vector, 3, m) for m in multipliers])
     expected = propensity_slopes(scores.logit_diff.double(), multipliers)
     cell = results["cells"][str(SteerabilityKey("beta", 3))]
     torch.testing.assert_close(torch.tensor(cell["slopes"], dtype=torch.float64), expected,

@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from actsteer.evaluation import answer_token_ids, encode_items, score_items
+from actsteer.evaluation import PreparedItems, answer_token_ids, encode_items, score_items
 from actsteer.figures.steerability import steerability_by_layer, steerability_distributions
 from actsteer.plan import empty_plan, single
 from actsteer.stats import Estimate, bootstrap
@@ -75,17 +75,17 @@ def ab_items(tiny_model):
     letters = ["A", "B", "A", "A", "B", "B"]
     matching = [ids[x] for x in letters]
     other = [ids["B" if x == "A" else "A"] for x in letters]
-    return encode_items(tiny_model, questions, "AB"), matching, other, letters
+    others = ["B" if x == "A" else "A" for x in letters]
+    return PreparedItems.from_ids(encode_items(tiny_model, questions, "AB"), matching, other,
+                                  matching_labels=letters, not_matching_labels=others)
 
 
 def test_layer_profile_equals_scoring_each_plan_alone(tiny_model, vectors, ab_items):
-    prompts, matching, other, letters = ab_items
     vector = vectors[0]
-    profile = layer_profile(tiny_model, vector, prompts, matching, other,
-                            multipliers=MULTIPLIERS, layers=[1, 3], labels=letters,
-                            batch_size=4)
+    profile = layer_profile(tiny_model, vector, ab_items, multipliers=MULTIPLIERS,
+                            layers=[1, 3], batch_size=4)
     assert profile.scores.logit_diff.shape == (1 + 2 * 4, 6)
-    alone = score_items(tiny_model, prompts, matching, other,
+    alone = score_items(tiny_model, ab_items,
                         [empty_plan(), single(vector, 3, -2.0), single(vector, 1, 1.0)])
     assert torch.allclose(profile.scores.logit_diff[0], alone.logit_diff[0], atol=1e-5)
     assert torch.allclose(profile.scores.logit_diff[profile.plan_index(3, -2.0)],
@@ -101,7 +101,7 @@ def test_layer_profile_equals_scoring_each_plan_alone(tiny_model, vectors, ab_it
     with pytest.raises(KeyError, match="layer 2"):
         profile.plan_index(2, 1.0)
     with pytest.raises(ValueError, match=r"layers \[7\]"):
-        layer_profile(tiny_model, vector.select([1, 3]), prompts, matching, other,
+        layer_profile(tiny_model, vector.select([1, 3]), ab_items,
                       multipliers=MULTIPLIERS, layers=[7])
 
 
@@ -154,9 +154,8 @@ def test_sycophancy_steers_on_smollm2_and_the_letter_split_shows_why(smol, behav
                         ("letter-balanced", balanced_items)):
         vector = caa_vector(smol, items.pairs(), layers=[14], dataset="sycophancy",
                             batch_size=20)
-        profile = layer_profile(smol, vector, test.prompts, test.matching_ids,
-                                test.not_matching_ids, multipliers=(-8.0, 0.0, 8.0),
-                                labels=test.matching_labels, batch_size=20)
+        profile = layer_profile(smol, vector, test, multipliers=(-8.0, 0.0, 8.0),
+                                batch_size=20)
         found[name] = profile.summary(14)
     plain, balanced = found["as extracted"], found["letter-balanced"]
     report = {k: v.to_dict() for k, v in found.items()}

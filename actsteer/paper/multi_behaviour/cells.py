@@ -94,8 +94,7 @@ class Run:
               desc: str) -> ABScores:
         prepared = self.data[behaviour][split]
         self.scored += len(plans) * len(prepared.prompts)
-        return score_items(self.model, prepared.prompts, prepared.matching_ids,
-                           prepared.not_matching_ids, plans, batch_size=self.config.batch_size,
+        return score_items(self.model, prepared, plans, batch_size=self.config.batch_size,
                            progress=self.progress, desc=desc)
 
     def cells(self, behaviour: str, split: str,

@@ -68,8 +68,7 @@ def steerability_profile(run: Run) -> dict[str, dict[str, dict[str, Any]]]:
                    if run.store.cells.get(str(SteerabilityKey(behaviour, layer)), {}).get(
                        "plan_id") != ids[layer]]
         if pending:
-            scores = score_items(run.model, test.prompts[:n], test.matching_ids[:n],
-                                 test.not_matching_ids[:n],
+            scores = score_items(run.model, test[:n],
                                  [p for layer in pending for p in plans[layer]],
                                  batch_size=config.batch_size, progress=run.progress,
                                  desc=f"steerability/{behaviour} ({len(pending)} layers)")
