@@ -108,6 +108,7 @@ class ResultStore:
     def _open(self, overwrite: bool) -> None:
         if overwrite and self.path.exists():
             _set_aside(self.path, "replaced")
+        unended = False
         if not self.path.exists():
             _write_log(self.path, self.config, {}, {})
         else:
@@ -123,8 +124,11 @@ class ResultStore:
             elif saved.torn:  # the next line must not start on the end of a broken one
                 os.truncate(self.path, saved.end)
             self.cells, self.extra = saved.cells, saved.extra
+            unended = not saved.legacy and saved.unended
         self._log = open(self.path, "ab", buffering=0)  # noqa: SIM115 - held until close()
         self._size = os.fstat(self._log.fileno()).st_size
+        if unended:  # a header line written by hand, without its newline
+            self._append_bytes(b"\n")
 
     def close(self) -> None:
         """Release the lock (everything recorded is already on disk)."""
@@ -175,8 +179,11 @@ class ResultStore:
         return self._log
 
     def _append(self, record: dict[str, Any]) -> None:
+        self._append_bytes(_line(record))
+
+    def _append_bytes(self, data: bytes) -> None:
         log = self._open_log()
-        line = memoryview(_line(record))
+        line = memoryview(data)
         try:
             written = 0
             while written < len(line):
@@ -276,6 +283,8 @@ class _Replay:
     end: int
     torn: bool = False
     legacy: bool = False
+    unended: bool = False
+    """Whether the complete lines end without a newline (a header written by hand)."""
 
 
 def _line(record: Mapping[str, Any]) -> bytes:
@@ -348,6 +357,7 @@ def _replay(path: Path) -> _Replay:
             kind, name, value = record
             (saved.cells if kind == "cell" else saved.extra)[name] = value
         at = saved.end = stop
+    saved.unended = not data[:saved.end].endswith(b"\n")
     return saved
 
 

@@ -230,6 +230,14 @@ def test_whole_file_json_results_are_read_and_resumed_as_a_log(tmp_path, indent)
     assert read_results(path)["cells"] == {"a": {"x": 1}, "b": 2}
 
 
+def test_a_log_without_a_final_newline_resumes_on_a_line_of_its_own(tmp_path) -> None:
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps({"format": FORMAT, "config": CONFIG}))  # written by hand
+    with ResultStore(path, CONFIG) as store:
+        store.put("a", 1)
+    assert read_results(path)["cells"] == {"a": 1} and len(_lines(path)) == 2
+
+
 def test_results_are_written_with_the_umask_mode(tmp_path) -> None:
     umask = os.umask(0o022)
     try:
