@@ -4,7 +4,7 @@
     actsteer multi-behaviour --profile quick --behaviours myopia sycophancy --set n_test=300
     actsteer broad-skills --layers 9 14 --config my_settings.json
     actsteer extract sycophancy --data-dir ../shared/data/behaviours --out syc.safetensors
-    actsteer plot results/demo/multi_behaviour/multi_behaviour.json
+    actsteer plot results/demo/multi_behaviour/multi_behaviour.jsonl
 
 Every field of an experiment's config can be set: ``--set field=value`` (JSON values,
 ``model.dtype=bf16`` for the model), ``--config file.json`` (an object of fields), and
@@ -145,8 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     _flags(extract)
 
     plot = sub.add_parser("plot", help="write the figures (and print the table) of a "
-                                       "results JSON file")
-    plot.add_argument("results", type=Path, help="multi_behaviour.json or broad_skills.json")
+                                       "results file")
+    plot.add_argument("results", type=Path,
+                      help="multi_behaviour.jsonl or broad_skills.jsonl (or a .json one)")
     plot.add_argument("--out", type=Path, default=None,
                       help="figure folder (default: beside the results file)")
     _flags(plot)

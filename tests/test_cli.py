@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from actsteer import cli
+from actsteer.results import FORMAT, read_results
 from actsteer.vector import SteeringVector
 
 COMMANDS = ("demo", "multi-behaviour", "broad-skills", "extract", "plot")
@@ -160,7 +161,7 @@ def test_a_typo_in_the_model_leaves_nothing_that_blocks_the_fix(capsys, tmp_path
     assert code == 2 and "no-such-model" in err
     code, _, err = _main(capsys, *common, "--model", str(tiny_folder), "--layers", "99")
     assert code == 2 and "outside the model's 4 layers" in err
-    assert not (out / "multi_behaviour.json").exists()
+    assert not (out / "multi_behaviour.jsonl").exists()
     code, _, err = _main(capsys, *common, "--model", str(tiny_folder))
     assert code == 0, err
 
@@ -179,7 +180,7 @@ def test_multi_behaviour_plot_and_extract_end_to_end(capsys, tmp_path, tiny_fold
         capsys, "--quiet", "multi-behaviour", "--model", str(tiny_folder), "--layers", "1",
         "--coefficients", "-2", "2", "--seed", "13", "--out", str(out))
     assert code == 0, err
-    results = json.loads((out / "multi_behaviour.json").read_text())
+    results = read_results(out / "multi_behaviour.jsonl")
     assert results["config"]["grid_layers"] == [1]
     assert results["config"]["grid_multipliers"] == [-2.0, 2.0]
     assert results["config"]["model"]["name"] == str(tiny_folder)
@@ -189,10 +190,17 @@ def test_multi_behaviour_plot_and_extract_end_to_end(capsys, tmp_path, tiny_fold
                        "steerability.html", "steerability_by_layer.html"]
 
     replot = tmp_path / "replot"
-    code, stdout, _ = _main(capsys, "plot", str(out / "multi_behaviour.json"), "--out",
+    code, stdout, _ = _main(capsys, "plot", str(out / "multi_behaviour.jsonl"), "--out",
                             str(replot))
     assert code == 0 and (replot / "simultaneous.html").is_file()
     assert str(replot / "simultaneous.html") in stdout
+    legacy = tmp_path / "legacy" / "multi_behaviour.json"  # a whole-file JSON results file
+    legacy.parent.mkdir()
+    extra = {k: v for k, v in results.items() if k not in ("config", "cells", "path")}
+    legacy.write_text(json.dumps({"config": results["config"], "cells": results["cells"],
+                                  "extra": extra}))
+    code, _, err = _main(capsys, "plot", str(legacy))
+    assert code == 0 and (legacy.parent / "figures" / "simultaneous.html").is_file(), err
 
     vector_path = tmp_path / "myopia.safetensors"
     code, stdout, err = _main(capsys, "--quiet", "extract", "myopia", "--model",
@@ -223,12 +231,12 @@ def test_broad_skills_then_plot(capsys, tmp_path, tiny_folder) -> None:
         capsys, "--quiet", "broad-skills", "--model", str(tiny_folder), "--layers", "1",
         "--coefficients", "0", "1", "4", "--out", str(out))
     assert code == 0, err
-    saved = json.loads((out / "broad_skills.json").read_text())
+    saved = read_results(out / "broad_skills.jsonl")
     assert saved["config"]["layers"] == [1] and saved["config"]["coefficients"] == [0.0, 1.0, 4.0]
     swept = {cell["coefficient"] for key, cell in saved["cells"].items() if key != "baseline"}
     assert swept <= {1.0, 4.0} and swept
     assert "figures:" in stdout
-    code, replotted, _ = _main(capsys, "plot", str(out / "broad_skills.json"), "--out",
+    code, replotted, _ = _main(capsys, "plot", str(out / "broad_skills.jsonl"), "--out",
                                str(tmp_path / "again"))
     assert code == 0 and (tmp_path / "again" / "skills_tradeoff.html").is_file()
     assert "python" in replotted  # plot also prints the summary table
@@ -239,6 +247,21 @@ def test_plot_of_an_unfinished_run_says_to_finish_it(capsys, tmp_path) -> None:
     partial.write_text(json.dumps({"config": {}, "cells": {}, "extra": {}}))
     code, _, err = _main(capsys, "plot", str(partial))
     assert code == 2 and "unfinished run" in err and "re-run" in err
+    log = tmp_path / "multi_behaviour.jsonl"
+    log.write_text(json.dumps({"format": FORMAT, "config": {}}) + "\n")
+    code, _, err = _main(capsys, "plot", str(log))
+    assert code == 2 and "unfinished run" in err and "re-run" in err
+
+
+@pytest.mark.parametrize("name, experiment", [
+    ("multi_behaviour.jsonl", "multi-behaviour"), ("multi_behaviour.json", "multi-behaviour"),
+    ("broad_skills.jsonl", "broad-skills"), ("broad_skills.json", "broad-skills"),
+    ("broad_skills.jsonl.replaced-20250101-120000", "broad-skills"),
+])
+def test_plot_knows_the_experiment_from_either_file_name(name, experiment) -> None:
+    from actsteer.paper import experiment_for
+
+    assert experiment_for(name).name == experiment
 
 
 

@@ -38,7 +38,7 @@ from actsteer.paper.multi_behaviour.keys import (
 )
 from actsteer.paper.multi_behaviour.report import _spans
 from actsteer.plan import combined, simultaneous, single
-from actsteer.results import ResultConfigMismatchError
+from actsteer.results import ResultConfigMismatchError, read_results
 from actsteer.steerability import propensity_slopes
 from actsteer.vector import SteeringVector, VectorMeta
 
@@ -165,8 +165,9 @@ def test_every_step_is_recorded_with_its_plan(first_run) -> None:
             vectors[behaviour], pick["layer"], pick["multiplier"]).identity()
     assert {str(TaxKey(s)) for s in (0.0, -1.0, 1.0)} <= set(cells)
     assert results["simultaneous_choice"]["alpha"]["scale"] == 1.0
-    saved = json.loads(Path(results["path"]).read_text())
-    assert saved["cells"] == cells and saved["extra"]["chosen"] == results["chosen"]
+    saved = read_results(results["path"])
+    assert Path(results["path"]).name == "multi_behaviour.jsonl"
+    assert saved["cells"] == cells and saved["chosen"] == results["chosen"]
     assert not (Path(config.out_dir) / "vectors").exists()  # the given files were used
 
 
@@ -204,10 +205,10 @@ def test_a_cell_made_by_another_plan_is_scored_again(first_run, tiny_model, tmp_
     shutil.copytree(config.out_dir, tmp_path / "copy")
     copy = replace(config, out_dir=str(tmp_path / "copy"))
     path = tmp_path / "copy" / mb.RESULTS_FILE
-    saved = json.loads(path.read_text())
     key = str(SimultaneousKey(-1.0, "beta", "test"))
-    saved["cells"][key]["plan_id"] = "an older plan"
-    path.write_text(json.dumps(saved))
+    stale = {**read_results(path)["cells"][key], "plan_id": "an older plan"}
+    with path.open("a") as log:  # a later line for a cell replaces the earlier one
+        log.write(json.dumps({"cell": key, "value": stale}) + "\n")
     spy = Counting()
     monkeypatch.setattr(cells_module, "score_items", spy)
     again = mb.run(copy, model=tiny_model, progress=False)
@@ -229,7 +230,7 @@ def test_interrupted_run_keeps_finished_cells(tiny_model, data, tmp_path, monkey
     monkeypatch.setattr(cells_module, "score_items", Counting(fail_after=3))
     with pytest.raises(KeyboardInterrupt):
         mb.run(config, model=tiny_model, progress=False)
-    saved = json.loads((tmp_path / mb.RESULTS_FILE).read_text())["cells"]
+    saved = read_results(tmp_path / mb.RESULTS_FILE)["cells"]
     assert len(saved) == 3
     spy = Counting()
     monkeypatch.setattr(cells_module, "score_items", spy)

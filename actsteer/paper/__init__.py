@@ -32,10 +32,13 @@ def get_experiment(name: str) -> Experiment:
 
 
 def experiment_for(results_file: str) -> Experiment:
-    """The reproduction that writes a results file of this name (for ``actsteer plot``)."""
+    """The reproduction that writes a results file of this name (for ``actsteer plot``):
+    its ``.jsonl`` log, a whole-file ``.json`` one, or a name that starts like them (a
+    copy set aside, a shard)."""
     for name in EXPERIMENTS:
         experiment = get_experiment(name)
-        if results_file.startswith(experiment.results_file.removesuffix(".json")):
+        stem = experiment.results_file.removesuffix(".jsonl").removesuffix(".json")
+        if results_file.startswith(stem):
             return experiment
     files = [get_experiment(n).results_file for n in EXPERIMENTS]
     raise InvalidValueError(f"cannot tell which experiment made {results_file}; expected one of "

@@ -52,6 +52,6 @@ def summary_table(results: Mapping[str, Any]) -> str:
 
 
 def load_results(path: str | Path) -> dict[str, Any]:
-    """A finished ``broad_skills.json`` in the shape :func:`run` returns (for
+    """A finished ``broad_skills.jsonl`` in the shape :func:`run` returns (for
     :func:`summary_table` and :func:`write_figures`)."""
     return read_results(path, needs=("layers", "headline"))

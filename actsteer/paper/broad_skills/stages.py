@@ -53,7 +53,7 @@ from actsteer.vector import SteeringVector, VectorMeta
 
 logger = logging.getLogger(__name__)
 
-RESULTS_FILE = "broad_skills.json"
+RESULTS_FILE = "broad_skills.jsonl"
 PAPER_LAYER = 15
 
 

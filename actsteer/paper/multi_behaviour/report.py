@@ -203,5 +203,5 @@ def _rho(value: float | None) -> str:
 
 
 def load_results(path: str | Path) -> dict[str, Any]:
-    """A finished ``multi_behaviour.json`` in the shape ``run`` returns."""
+    """A finished ``multi_behaviour.jsonl`` in the shape ``run`` returns."""
     return read_results(path, needs=("behaviours", "chosen", "coefficients", "layers"))

@@ -66,7 +66,7 @@ from actsteer.vector import SteeringVector
 
 logger = logging.getLogger(__name__)
 
-RESULTS_FILE = "multi_behaviour.json"
+RESULTS_FILE = "multi_behaviour.jsonl"
 
 
 def open_run(config: MultiBehaviourConfig, model: Any, progress: bool,
@@ -314,7 +314,7 @@ def run(config: MultiBehaviourConfig, *, model: Any = None, progress: bool = Tru
         overwrite: bool = False) -> dict[str, Any]:
     """Run (or resume) the experiment; returns its results (also in the results file).
 
-    Finished cells in ``out_dir/multi_behaviour.json`` are reused; a results file made
+    Finished cells in ``out_dir/multi_behaviour.jsonl`` are reused; a results file made
     with a different config or data raises
     :class:`actsteer.results.ResultConfigMismatchError` unless ``overwrite``, which starts
     the file afresh.
