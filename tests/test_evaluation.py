@@ -233,7 +233,7 @@ def test_score_items_rejects_mismatched_inputs(tiny_model) -> None:
         PreparedItems.from_ids(prompts, matching[:-1], other)
     with pytest.raises(ValueError, match="at least one plan"):
         score_items(tiny_model, _items(tiny_model), [])
-    with pytest.raises(TypeError, match="PreparedItems.from_ids"):
+    with pytest.raises(TypeError, match=r"PreparedItems\.from_ids"):
         score_items(tiny_model, prompts, [empty_plan()])  # type: ignore[arg-type]
 
 
