@@ -132,7 +132,7 @@ def test_a_run_stores_every_plan_and_reports_it(tiny_run) -> None:
     own = results["layers"]["own"]
     assert len(set(own.values())) == len(own) == 3  # distinct own layers
     for plan in ("unsteered", "simultaneous", "combined-sum", "combined-mean",
-                 "individual:sentiment", "steer:french:-0.25"):
+                 "individual:sentiment", "steer:myopia:-0.25"):
         cell = results["cells"][f"expressed-test/plan={plan}"]
         assert set(cell["values"]) == set(config.behaviours)
         assert len(cell["values"]["wedding"]) == config.n_test

@@ -39,7 +39,7 @@ class ExpressedConfig(ConfigMixin):
 
     model: ModelConfig = field(default_factory=_default_model)
     """The model and where it runs."""
-    behaviours: tuple[str, ...] = ("sentiment", "wedding", "french")
+    behaviours: tuple[str, ...] = ("sentiment", "wedding", "myopia")
     """Built-in expressed behaviours (:data:`actsteer.data.expressed.EXPRESSED_BEHAVIOURS`)."""
     candidate_layers: tuple[int, ...] | None = None
     """Layers searched for each behaviour's own layer on the grid prompts (None: 1/5, 1/3,
