@@ -20,6 +20,7 @@ from actsteer.paper.multi_behaviour.expressed import analysis
 from actsteer.paper.multi_behaviour.expressed import stages as expressed_stages
 from actsteer.paper.multi_behaviour.expressed.plans import combined_plan, comparison_plans
 from actsteer.plan import simultaneous
+from actsteer.steerability import propensity_slopes
 from actsteer.steering import steer
 
 
@@ -122,7 +123,8 @@ def tiny_run(tiny_model, tmp_path_factory):
     config = expressed.ExpressedConfig(
         out_dir=str(tmp_path_factory.mktemp("expressed")), n_grid=6, n_test=10,
         candidate_layers=(1, 2, 3), combined_layer=2, generate_prompts=3, generate_tokens=4,
-        tax_corpus="builtin", tax_documents=3, tax_max_tokens=24, n_resamples=100)
+        steerability_fractions=(-0.15, 0.0, 0.15, 0.3), tax_corpus="builtin",
+        tax_documents=3, tax_max_tokens=24, n_resamples=100)
     return config, mb.run_any(config, model=tiny_model, progress=False)
 
 
@@ -132,10 +134,18 @@ def test_a_run_stores_every_plan_and_reports_it(tiny_run) -> None:
     own = results["layers"]["own"]
     assert len(set(own.values())) == len(own) == 3  # distinct own layers
     for plan in ("unsteered", "simultaneous", "combined-sum", "combined-mean",
-                 "individual:sentiment", "steer:myopia:-0.25"):
+                 "individual:sentiment", "steer:myopia:+0.3"):
         cell = results["cells"][f"expressed-test/plan={plan}"]
         assert set(cell["values"]) == set(config.behaviours)
         assert len(cell["values"]["wedding"]) == config.n_test
+    assert not any("steer:myopia:-0.15" in key or "steer:myopia:+0.15" in key
+                   for key in results["cells"])  # the individual plans are those rungs
+    slope = analysis.steerability(results, "myopia")
+    ladder = torch.stack([torch.tensor(results["cells"][f"expressed-test/plan={plan}"][
+        "values"]["myopia"]) for plan in ("-individual:myopia", "unsteered",
+                                          "individual:myopia", "steer:myopia:+0.3")])
+    expected = propensity_slopes(ladder, [-0.15, 0.0, 0.15, 0.3])
+    assert slope is not None and slope.mean_slope.value == pytest.approx(float(expected.mean()))
     effect = analysis.effect(results, "simultaneous", "sentiment")
     base = torch.tensor(results["cells"]["expressed-test/plan=unsteered"]["values"]["sentiment"])
     steered = torch.tensor(results["cells"]["expressed-test/plan=simultaneous"]["values"][

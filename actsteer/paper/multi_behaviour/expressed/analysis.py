@@ -13,7 +13,7 @@ import torch
 
 from actsteer.effects import Effect, paired_effect
 from actsteer.paper.multi_behaviour.expressed.keys import TaxKey, TestKey, TextKey
-from actsteer.paper.multi_behaviour.expressed.plans import UNSTEERED
+from actsteer.paper.multi_behaviour.expressed.plans import UNSTEERED, steer_plan
 from actsteer.stats import Estimate, bootstrap, paired_bootstrap
 from actsteer.steerability import SteerabilitySummary, propensity_slopes, summarize_steerability
 
@@ -59,11 +59,13 @@ def share(results: Mapping[str, Any], plan: str, behaviour: str) -> Estimate | N
 def steerability(results: Mapping[str, Any], behaviour: str) -> SteerabilitySummary | None:
     """Per-prompt slopes of ``behaviour``'s propensity against the fraction of the norm at
     its own layer (Tan et al. 2024), summarised with intervals."""
-    fractions = sorted(float(f) for f in results["config"]["steerability_fractions"])
+    config = results["config"]
+    fractions = sorted(float(f) for f in (config.get("steerability_fractions") or (
+        -config["fraction"], 0.0, config["fraction"])))
     rows = []
     for fraction in fractions:
-        plan = UNSTEERED if fraction == 0 else f"steer:{behaviour}:{fraction:+g}"
-        found = values(results, plan, behaviour)
+        found = values(results, steer_plan(behaviour, fraction, float(config["fraction"])),
+                       behaviour)
         if found is None:
             return None
         rows.append(found)

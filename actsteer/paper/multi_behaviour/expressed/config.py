@@ -47,8 +47,9 @@ class ExpressedConfig(ConfigMixin):
     fraction: float = 0.15
     """Strength of each behaviour's vector, as a fraction of the median residual norm at
     the layer where it is added."""
-    steerability_fractions: tuple[float, ...] = (-0.25, -0.1, 0.0, 0.1, 0.25)
-    """Fractions of the per-item steerability slopes at each behaviour's own layer."""
+    steerability_fractions: tuple[float, ...] | None = None
+    """Fractions of the per-item steerability slopes at each behaviour's own layer (None:
+    ``-fraction, 0, +fraction``, which reuses the individual plans at no extra cost)."""
     combined_layer: int | None = None
     """Layer of the combined vector (None: the paper's 15 of 32 scaled to the model)."""
     combined_recipes: tuple[str, ...] = COMBINED_RECIPES
@@ -66,7 +67,7 @@ class ExpressedConfig(ConfigMixin):
     """Tokens per perplexity document (truncated)."""
     generate_prompts: int = 8
     """Test prompts continued by greedy generation and scored by VADER (0: skip)."""
-    generate_tokens: int = 24
+    generate_tokens: int = 16
     """New tokens per generated continuation."""
     batch_size: int = 24
     """Prompts per forward pass."""
@@ -85,8 +86,9 @@ class ExpressedConfig(ConfigMixin):
             if isinstance(value, str):
                 raise invalid(name, value, "give a list, not one value")
             object.__setattr__(self, name, tuple(value))
-        object.__setattr__(self, "steerability_fractions",
-                           tuple(float(f) for f in self.steerability_fractions))
+        if self.steerability_fractions is not None:
+            object.__setattr__(self, "steerability_fractions",
+                               tuple(float(f) for f in self.steerability_fractions))
         if self.candidate_layers is not None:
             if isinstance(self.candidate_layers, int) or not all(
                     isinstance(x, int) and not isinstance(x, bool) and x >= 0
@@ -107,7 +109,7 @@ class ExpressedConfig(ConfigMixin):
             raise invalid("behaviours", self.behaviours, "name each behaviour once")
         if not (isinstance(self.fraction, (int, float)) and 0 < self.fraction <= 1):
             raise invalid("fraction", self.fraction, "use a fraction of the norm in (0, 1]")
-        fractions = self.steerability_fractions
+        fractions = self.ladder()
         if (len(fractions) < 3 or 0.0 not in fractions or len(set(fractions)) != len(fractions)
                 or not all(math.isfinite(f) for f in fractions)):
             raise invalid("steerability_fractions", fractions,
@@ -135,6 +137,11 @@ class ExpressedConfig(ConfigMixin):
         if self.generate_prompts > self.n_test:
             raise invalid("generate_prompts", self.generate_prompts,
                           f"use at most n_test={self.n_test} prompts")
+
+    def ladder(self) -> tuple[float, ...]:
+        """The steerability fractions in use, sorted."""
+        found = self.steerability_fractions or (-self.fraction, 0.0, self.fraction)
+        return tuple(sorted(float(f) for f in found))
 
     def results_config(self) -> dict[str, Any]:
         return {"kind": KIND, **super().results_config()}

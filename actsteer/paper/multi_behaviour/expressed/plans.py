@@ -30,6 +30,18 @@ from actsteer.vector import SteeringVector
 UNSTEERED = "unsteered"
 
 
+def steer_plan(behaviour: str, fraction: float, individual_fraction: float) -> str:
+    """The name of the plan that adds ``behaviour``'s vector at ``fraction`` at its own
+    layer (the individual plans for ``±individual_fraction``; the unsteered one for 0)."""
+    if fraction == 0:
+        return UNSTEERED
+    if fraction == individual_fraction:
+        return f"individual:{behaviour}"
+    if fraction == -individual_fraction:
+        return f"-individual:{behaviour}"
+    return f"steer:{behaviour}:{fraction:+g}"
+
+
 def individual(name: str, vector: SteeringVector, layer: int, fraction: float,
                norms: ResidualNorms) -> SteeringPlan:
     return single(vector, layer, fraction, norms=norms, label=name)

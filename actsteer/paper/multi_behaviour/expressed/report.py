@@ -163,14 +163,31 @@ def answer(results: Mapping[str, Any]) -> list[str]:
         span = f"{min(s.value for _, s in kept):.2f}-{max(s.value for _, s in kept):.2f}x"
         lines.append(f"  {PLAN_TITLES[plan]}: moves {moved} of {len(moving)}, keeping {span} "
                      "of the individual effects")
-    for column in ("layers", "coefficients (mean)", "coefficients (weighted)"):
+    sides = {"layers": ("simultaneous (own layers)", "combined sum (one layer)"),
+             "coefficients (mean)": ("combined sum (own coefficients)", "combined mean"),
+             "coefficients (weighted)": ("combined sum (own coefficients)",
+                                         "combined weighted mean")}
+    for column, (first, second) in sides.items():
         parts = [(b, analysis.decomposition(results, b)[column]) for b in moving]
-        signs = [p.verdict for _, p in parts if p is not None]
-        if signs:
-            up = signs.count("moves")
-            down = signs.count("reversed")
-            lines.append(f"  {column}: favours the first plan for {up}, the second for {down}, "
-                         f"no difference for {len(signs) - up - down} of {len(signs)} behaviours")
+        present = [(b, p) for b, p in parts if p is not None]
+        if not present:
+            continue
+        groups = {verdict: [f"{b} {format(p, '.2f')}" for b, p in present
+                            if p.verdict == verdict]
+                  for verdict in ("moves", "reversed", "no effect")}
+        said = [f"{first} keeps more of {', '.join(groups['moves'])}" if groups["moves"] else "",
+                f"{second} keeps more of {', '.join(groups['reversed'])}"
+                if groups["reversed"] else "",
+                f"no difference for {', '.join(groups['no effect'])}"
+                if groups["no effect"] else ""]
+        lines.append(f"  {column}: " + "; ".join(x for x in said if x))
+    alone = [r for b in moving if (r := analysis.perplexity_ratio(results, f"individual:{b}"))]
+    together = [r for p in analysis.MULTI_PLANS
+                if (r := analysis.perplexity_ratio(results, p)) is not None]
+    if alone and together:
+        lines.append(f"  cost: each alone {min(r.value for r in alone):.2f}-"
+                     f"{max(r.value for r in alone):.2f}x the unsteered perplexity, all at once "
+                     f"{min(r.value for r in together):.2f}-{max(r.value for r in together):.2f}x")
     return lines
 
 

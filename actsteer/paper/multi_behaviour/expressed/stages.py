@@ -52,6 +52,7 @@ from actsteer.paper.multi_behaviour.expressed.plans import (
     UNSTEERED,
     comparison_plans,
     individual,
+    steer_plan,
 )
 from actsteer.paper.multi_behaviour.stages import RESULTS_FILE
 from actsteer.plan import SteeringPlan, empty_plan
@@ -141,26 +142,28 @@ def open_run(config: ExpressedConfig, model: Any, progress: bool,
     return ExpressedRun(config, model, store, behaviours, prompts, texts, progress)
 
 
-def extract_vectors(run: ExpressedRun) -> None:
+def extract_vectors(run: ExpressedRun, layers: list[int]) -> None:
+    """Each behaviour's vector at ``layers`` (the forward stops after the deepest)."""
     cache = VectorCache(Path(run.config.out_dir) / "vectors")
     for name, behaviour in run.behaviours.items():
-        stamp = (f"{run.config.model.name} expressed answer_mean "
+        stamp = (f"{run.config.model.name} expressed answer_mean layers {layers} "
                  f"{run.store.config['data']['behaviours'][name]}")
         vector = cache.get(name, stamp, run.model)
         if vector is None:
             vector = cache.put(name, caa_vector(run.model, behaviour.pairs(), read="answer_mean",
-                                                dataset=name, progress=run.progress), stamp)
+                                                layers=layers, dataset=name,
+                                                progress=run.progress), stamp)
         run.vectors[name] = vector
 
 
-def measure_norms(run: ExpressedRun) -> ResidualNorms:
+def measure_norms(run: ExpressedRun, layers: list[int]) -> ResidualNorms:
     stored = run.store.extra.get("norms")
     if stored is not None:
         run.norms = ResidualNorms.from_dict(stored)
         return run.norms
     sequences = [ids[:run.config.tax_max_tokens] for ids in encode_many(run.model, run.tax_texts)]
-    run.norms = residual_norms(run.model, sequences, batch_size=run.config.batch_size,
-                               source="perplexity text")
+    run.norms = residual_norms(run.model, sequences, layers=layers,
+                               batch_size=run.config.batch_size, source="perplexity text")
     run.store.set_extra("norms", run.norms.to_dict())
     return run.norms
 
@@ -210,11 +213,14 @@ def choose_layers(run: ExpressedRun, candidates: tuple[int, ...]) -> dict[str, d
 
 
 def steerability_plans(run: ExpressedRun, own: Mapping[str, int]) -> dict[str, SteeringPlan]:
+    """The steerability ladder's plans that the comparison does not already score (the
+    individual plans are its ``±fraction`` rungs)."""
     assert run.norms is not None
-    return {f"steer:{name}:{fraction:+g}": individual(name, vector, own[name], fraction,
-                                                      run.norms)
-            for name, vector in run.vectors.items()
-            for fraction in run.config.steerability_fractions if fraction != 0}
+    config = run.config
+    return {steer_plan(name, fraction, config.fraction): individual(
+                name, vector, own[name], fraction, run.norms)
+            for name, vector in run.vectors.items() for fraction in config.ladder()
+            if fraction not in (0.0, config.fraction, -config.fraction)}
 
 
 def score_test(run: ExpressedRun, plans: Mapping[str, SteeringPlan]) -> None:
@@ -257,8 +263,8 @@ def score_tax(run: ExpressedRun, plans: Mapping[str, SteeringPlan]) -> None:
             "tokens": [int(x) for x in counts.tokens]})
 
 
-TEXT_PLANS = ("unsteered", "individual:sentiment", "-individual:sentiment", "simultaneous",
-              "combined-sum", "combined-mean")
+TEXT_PLANS = ("unsteered", "individual:sentiment", "-individual:sentiment", "simultaneous")
+"""Plans whose greedy continuations are scored by VADER (generation is the slowest step)."""
 
 
 def score_text(run: ExpressedRun, plans: Mapping[str, SteeringPlan]) -> None:
@@ -317,10 +323,11 @@ def _steps(state: ExpressedRun) -> dict[str, Any]:
                       else scale_layer(PAPER_LAYER, n_layers))
     check_layers(n_layers, [*(("candidate layer", x) for x in candidates),
                             ("combined_layer", combined_layer)])
+    needed = sorted({*candidates, combined_layer})
     with timed(timings, "vectors"):
-        extract_vectors(state)
+        extract_vectors(state, needed)
     with timed(timings, "norms"):
-        norms = measure_norms(state)
+        norms = measure_norms(state, needed)
     with timed(timings, "layers"):
         chosen = choose_layers(state, tuple(candidates))
     own = {name: int(entry["layer"]) for name, entry in chosen.items()}
