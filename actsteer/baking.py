@@ -35,6 +35,7 @@ from torch import Tensor
 
 from actsteer.atomic import atomic_dir
 from actsteer.errors import ActsteerError, InvalidValueError
+from actsteer.models.info import backend_of
 from actsteer.plan import SteeringPlan
 from actsteer.steering import check_plan, steer
 from actsteer.vector import VectorMismatchError
@@ -117,7 +118,7 @@ def bake(model: Any, plan: SteeringPlan, *, verify: bool = True) -> Any:
         >>> steered.generate("Tell me about money", max_new_tokens=20)
     """
     check_plan(model, plan)
-    bridge = hasattr(model, "original_model")
+    bridge = backend_of(model) == "bridge"
     edits = bias_edits(plan, int(model.cfg.n_layers), bridge=bridge)
     baked = copy.deepcopy(model)
     with torch.no_grad():

@@ -42,6 +42,7 @@ from torch import Tensor
 
 from actsteer.batching import Batch
 from actsteer.errors import InvalidValueError
+from actsteer.models.info import backend_of
 from actsteer.plan import SteeringPlan
 from actsteer.steering import check_plan, steer
 
@@ -55,11 +56,7 @@ ReadAt = Literal["last", "all"] | Int[Tensor, " batch"] | None
 
 def supports_prefix_reuse(model: Any) -> bool:
     """True when ``model`` can resume a forward pass mid-model (``HookedTransformer``)."""
-    try:
-        from transformer_lens import HookedTransformer
-    except ImportError:  # pragma: no cover - TransformerLens 4.x without HookedTransformer
-        return False
-    return isinstance(model, HookedTransformer)
+    return backend_of(model) == "hooked"
 
 
 def start_layer(model: Any, plan: SteeringPlan) -> int:

@@ -9,6 +9,7 @@ import actsteer
 from actsteer import Injection, Positions, SteeringPlan, run, single
 from actsteer.baking import PLAN_FILE, BakeError, bake, bias_edits, save_baked_hf
 from actsteer.batching import encode, pad
+from actsteer.models.info import backend_of
 
 TEXTS = ["Human:\nWould you like $5 now or $50 next week?\n\nAI:\nI choose (",
          "The capital of France is", "a"]
@@ -24,7 +25,7 @@ def _batch(model):
 
 
 def _is_bridge(model) -> bool:
-    return hasattr(model, "original_model")
+    return backend_of(model) == "bridge"
 
 
 def _assert_bakes(model, plan: SteeringPlan, atol: float = 1e-5) -> None:
