@@ -41,7 +41,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from actsteer.batching import Batch
-from actsteer.errors import InvalidValueError
+from actsteer.errors import InvalidTypeError, InvalidValueError
 from actsteer.models.info import backend_of
 from actsteer.plan import SteeringPlan
 from actsteer.steering import check_plan, steer
@@ -55,8 +55,12 @@ ReadAt = Literal["last", "all"] | Int[Tensor, " batch"] | None
 
 
 def supports_prefix_reuse(model: Any) -> bool:
-    """True when ``model`` can resume a forward pass mid-model (``HookedTransformer``)."""
-    return backend_of(model) == "hooked"
+    """True when ``model`` can resume a forward pass mid-model (``HookedTransformer``); a
+    model of neither backend (a stand-in with ``cfg`` and ``hooks``) runs full forwards."""
+    try:
+        return backend_of(model) == "hooked"
+    except InvalidTypeError:
+        return False
 
 
 def start_layer(model: Any, plan: SteeringPlan) -> int:
