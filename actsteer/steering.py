@@ -141,12 +141,13 @@ class PositionTracker:
             mask = None
         if call.cached > 0:
             self.offset, self.seen = call.cached, total
-            if self.prompt_len is None:
+            self._sequence = self._sequence or forced
+            if self.prompt_len is None:  # the cache holds a prompt this context never saw
                 self.prompt_len = call.cached
                 if self.row_starts is None:
-                    self.unknown_starts = ("the KV cache was filled before this steering "
-                                           "context saw the prompt")
-            if self.row_starts is None and mask is not None:
+                    self._read_starts(batch, mask, None, "the KV cache was filled before this "
+                                      "steering context saw the prompt")
+            elif self.row_starts is None and mask is not None:
                 self.row_starts, self.unknown_starts = _first_real(mask), None
             return
         ambiguous = None
@@ -257,13 +258,12 @@ def _inferred_mask(model: Any, tokens: Tensor, kwargs: dict[str, Any]) -> Tensor
     """The mask HookedTransformer builds itself for a call from the start without one:
     TransformerLens 3.9 masks leading pad tokens when the tokenizer pads on the left."""
     tokenizer = getattr(model, "tokenizer", None)
-    if (tokenizer is None or kwargs.get("start_at_layer") is not None
-            or backend_of(model) != "hooked"):
+    if tokenizer is None or kwargs.get("start_at_layer") is not None:
         return None
     side = kwargs.get("padding_side")
     if side not in ("left", "right"):
-        side = tokenizer.padding_side
-    if side != "left":
+        side = getattr(tokenizer, "padding_side", None)
+    if side != "left" or backend_of(model) != "hooked":
         return None
     from transformer_lens.utilities import get_attention_mask
 
