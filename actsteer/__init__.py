@@ -5,7 +5,7 @@ combined or simultaneous) and apply it, then measure what it did::
 
     import actsteer
     model = actsteer.load_model()                                   # SmolLM2-135M, offline
-    data = actsteer.load_behaviour("myopia")                        # built-in items
+    data = actsteer.load_behaviour("builtin:myopia")                # built-in items
     vector = actsteer.caa_vector(model, data.pairs(), dataset="myopia")
     plan = actsteer.single(vector, layer=14, coefficient=8.0)
     text = actsteer.generate(model, "Would you rather ...", plan)   # batched, KV-cached

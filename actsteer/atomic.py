@@ -2,8 +2,9 @@
 
 Everything actsteer writes (results, vectors, plans, figures, converted models) goes
 through here: the content is written to a scratch path beside the target and renamed
-into place, and files get the mode a plain ``open`` would give them (0666 less the
-umask), whatever ``mkstemp`` created them with.
+into place. Files get the mode a plain ``open`` gives (0666 less the umask): the scratch
+file is created that way, and the kernel's answer is read back from it and restored
+after writers that recreate the file (safetensors does); the umask is never set.
 
 Example::
 
@@ -17,20 +18,32 @@ import contextlib
 import json
 import math
 import os
+import secrets
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_dir", "atomic_write", "jsonable", "readable_mode", "write_json_atomic"]
+__all__ = ["atomic_dir", "atomic_write", "jsonable", "write_json_atomic"]
 
 
-def readable_mode(path: str | os.PathLike[str]) -> None:
-    """Give ``path`` the mode a plain ``open`` would: 0666 less the umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
+def _scratch_file(target: Path, suffix: str) -> tuple[Path, int]:
+    """A new empty file beside ``target`` under a name nobody else holds, and its mode:
+    created with 0666 for the kernel to apply the umask, as ``open`` does (``mkstemp``
+    would make it 0600)."""
+    for _ in range(100):
+        scratch = target.parent / f".{target.name}-{secrets.token_hex(6)}{suffix}"
+        try:
+            fd = os.open(scratch, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        except FileExistsError:
+            continue
+        try:
+            return scratch, stat.S_IMODE(os.fstat(fd).st_mode)
+        finally:
+            os.close(fd)
+    raise FileExistsError(f"no free scratch name beside {target} after 100 tries")
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None], *,
@@ -43,12 +56,10 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None], *,
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}-", suffix=suffix, dir=target.parent)
-    os.close(fd)
-    scratch = Path(name)
+    scratch, mode = _scratch_file(target, suffix)
     try:
         write(scratch)
-        readable_mode(scratch)
+        os.chmod(scratch, mode)
         os.replace(scratch, target)
     finally:
         scratch.unlink(missing_ok=True)

@@ -8,12 +8,13 @@ Surgery", arXiv 2407.08770, with a constant addition). Per injection at layer ``
   (HookedTransformer ``blocks[L].mlp.b_out``; Hugging Face ``mlp.down_proj.bias``);
 * ``attn_out(L)`` and ``resid_mid(L)``: the attention output bias of block ``L``
   (``blocks[L].attn.b_O``; ``self_attn.o_proj.bias``): both add to the residual stream
-  right after attention;
+  right after attention (on TransformerBridge, hook steering adds ``resid_mid`` at
+  ``attn_out`` for the same reason, see :func:`actsteer.steering.injection_hook`);
 * ``resid_pre(L)``, ``L >= 1``: the same as ``resid_post(L - 1)``.
 
 Refused, with the reason: position-limited plans (a bias reaches every position),
-``resid_pre`` at layer 0 (no block writes before it), and ``resid_mid`` on
-TransformerBridge (there the hook is the MLP norm's input, which a bias cannot mimic).
+``resid_pre`` at layer 0 (no block writes before it), and ``resid_mid`` where a norm
+follows attention (there hook steering refuses it as well).
 
 Example::
 
@@ -35,6 +36,7 @@ from torch import Tensor
 
 from actsteer.atomic import atomic_dir
 from actsteer.errors import ActsteerError, InvalidValueError
+from actsteer.models.info import backend_of
 from actsteer.plan import SteeringPlan
 from actsteer.steering import check_plan, steer
 from actsteer.vector import VectorMismatchError
@@ -51,13 +53,12 @@ class BakeError(ActsteerError, ValueError):
     """A plan that cannot be baked exactly into biases, or a model bake cannot edit."""
 
 
-def bias_edits(plan: SteeringPlan, n_layers: int, *,
-               bridge: bool = False) -> dict[tuple[int, Part], Tensor]:
+def bias_edits(plan: SteeringPlan, n_layers: int) -> dict[tuple[int, Part], Tensor]:
     """What to add to which block output bias so that the model computes ``plan``.
 
     Returns ``{(layer, "attn" | "mlp"): delta}``, the deltas of injections that land on
-    the same bias summed in plan order. ``bridge`` refuses ``resid_mid`` (see the module
-    docstring). Raises :class:`BakeError` naming the first injection that cannot be baked.
+    the same bias summed in plan order. Raises :class:`BakeError` naming the first
+    injection that cannot be baked.
     """
     edits: dict[tuple[int, Part], Tensor] = {}
     for injection in plan.injections:
@@ -69,24 +70,16 @@ def bias_edits(plan: SteeringPlan, n_layers: int, *,
         if not 0 <= injection.layer < n_layers:
             raise BakeError(f"{where}: layer {injection.layer} is out of range for a "
                             f"{n_layers}-layer model")
-        key = _target(injection.site, injection.layer, where, bridge)
+        key = _target(injection.site, injection.layer, where)
         delta = injection.delta.detach()
         edits[key] = edits[key] + delta.to(edits[key]) if key in edits else delta.clone()
     return edits
 
 
-def _target(site: str, layer: int, where: str, bridge: bool) -> tuple[int, Part]:
+def _target(site: str, layer: int, where: str) -> tuple[int, Part]:
     if site in ("resid_post", "mlp_out"):
         return layer, "mlp"
-    if site == "attn_out":
-        return layer, "attn"
-    if site == "resid_mid":
-        if bridge:
-            raise BakeError(
-                f"{where}: on TransformerBridge, hook_resid_mid is the MLP norm's input "
-                "(ln2.hook_in), so hook steering there changes what the MLP reads but not the "
-                "residual stream, and no bias reproduces that; use site 'attn_out' (the "
-                "residual-stream addition after attention) or the hooked backend")
+    if site in ("attn_out", "resid_mid"):
         return layer, "attn"
     if site == "resid_pre":
         if layer == 0:
@@ -116,9 +109,9 @@ def bake(model: Any, plan: SteeringPlan, *, verify: bool = True) -> Any:
         >>> steered = bake(model, actsteer.single(vector, 15, 4.0))
         >>> steered.generate("Tell me about money", max_new_tokens=20)
     """
-    check_plan(model, plan)
-    bridge = hasattr(model, "original_model")
-    edits = bias_edits(plan, int(model.cfg.n_layers), bridge=bridge)
+    check_plan(model, plan)  # also refuses resid_mid where a norm follows attention
+    bridge = backend_of(model) == "bridge"
+    edits = bias_edits(plan, int(model.cfg.n_layers))
     baked = copy.deepcopy(model)
     with torch.no_grad():
         for (layer, part), delta in edits.items():

@@ -32,6 +32,7 @@ from torch import Tensor
 
 from actsteer.batching import encode_many, length_batches, pad, pad_id
 from actsteer.errors import InvalidTypeError, InvalidValueError
+from actsteer.models.info import backend_of
 from actsteer.plan import SteeringPlan
 from actsteer.steering import steer
 
@@ -167,15 +168,9 @@ class _BridgeDecoder:
 
 
 def _decoder(model: Any, use_cache: bool) -> _Decoder:
-    from transformer_lens import HookedTransformer
-    from transformer_lens.model_bridge import TransformerBridge
-
-    if isinstance(model, HookedTransformer):
+    if backend_of(model) == "hooked":
         return _HookedDecoder(model, use_cache)
-    if isinstance(model, TransformerBridge):
-        return _BridgeDecoder(model, use_cache)
-    raise InvalidTypeError(f"generate needs a HookedTransformer or a TransformerBridge, got "
-                           f"{type(model).__name__}; load one with actsteer.load_model")
+    return _BridgeDecoder(model, use_cache)
 
 
 def _stop_ids(model: Any, stop_at_eos: bool, eos_token_id: int | Sequence[int] | None

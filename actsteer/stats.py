@@ -112,7 +112,13 @@ def bootstrap(
 ) -> Estimate:
     """Percentile bootstrap of ``statistic`` over items (default: the mean; with
     ``weights``, the weighted mean ``sum(w x) / sum(w)``, e.g. token-weighted accuracy over
-    documents). ``statistic`` maps a ``[n]`` sample to a scalar."""
+    documents). ``statistic`` maps a ``[n]`` sample to a scalar; ``weights`` define the
+    statistic themselves, so the two are not accepted together."""
+    if statistic is not None and weights is not None:
+        raise InvalidValueError(
+            "bootstrap got both a statistic and weights, but with weights the statistic is "
+            "the weighted mean; drop one, or for a weighted statistic of your own use "
+            "paired_bootstrap(values, weights, statistic=lambda x, w: ...)")
     x = torch.as_tensor(values, dtype=torch.float64).flatten()
     if x.numel() == 0:
         raise InvalidValueError("cannot bootstrap an empty sample")
@@ -130,7 +136,7 @@ def bootstrap(
 
     point = float(stat(None))
     idx = resample_indices(x.numel(), n_resamples, seed)
-    if statistic is not None and w is None:
+    if statistic is not None:
         draws = torch.stack([torch.as_tensor(statistic(x[row])) for row in idx])
     else:
         draws = stat(idx)

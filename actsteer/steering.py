@@ -25,8 +25,9 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from actsteer.batching import Batch, PaddingSide, encode, pad
-from actsteer.errors import InvalidValueError
+from actsteer.batching import Batch, PaddingSide, encode, pad, pad_id
+from actsteer.errors import ActsteerError, InvalidValueError
+from actsteer.models.info import backend_of
 from actsteer.plan import Injection, Positions, SteeringPlan
 from actsteer.sites import HookSiteError, check_layers, hook_name
 from actsteer.vector import VectorMismatchError
@@ -53,45 +54,73 @@ def _first_real(mask: Tensor) -> Tensor:
     return mask.ne(0).to(torch.int8).argmax(dim=1)
 
 
+class PositionsUnknownError(ActsteerError, ValueError):
+    """A position-limited plan met a forward pass whose positions cannot be known (where
+    each row starts, or which columns are the prompt); the message names the fix."""
+
+
+_FIX_STARTS = ("pass attention_mask= with the tokens, call handle.new_prompt(row_starts) "
+               "before the call, or use actsteer.run / actsteer.generate")
+_FIX_SPLIT = ("call handle.new_prompt() before a new prompt (and before each generation "
+              "run by TransformerLens's own generate), or use actsteer.generate")
+_UNSEEN = ("this pass did not go through model(...) (TransformerLens's own "
+           "HookedTransformer.generate calls forward directly), so its attention mask and "
+           "KV cache are unseen")
+
+
 class PositionTracker:
     """Where the current forward pass sits in the sequence, for position-limited steering.
 
     Every call of the model inside :func:`steer` is classified before it runs, from its
-    keyword arguments:
+    keyword arguments, and a position-limited injection raises
+    :class:`PositionsUnknownError` rather than guess what it cannot know:
 
     * a call with a non-empty KV cache (``past_kv_cache`` on HookedTransformer,
-      ``past_key_values`` on TransformerBridge) continues the current prompt at column
+      ``past_key_values`` on TransformerBridge) continues the current sequence at column
       ``cached``;
-    * a call without one whose ``tokens`` extend the previous call's tokens (uncached
-      generation re-running the sequence) continues it from column 0;
-    * any other call is a **new prompt**: its columns are the prompt, and each row's first
-      real token is read from its ``attention_mask`` (column 0 without a mask). A call
-      resumed with ``start_at_layer`` is read the same way from ``tokens=`` and
-      ``attention_mask=``.
+    * after :meth:`new_prompt`, a call without a cache whose tokens extend the previous
+      call's re-runs the sequence with generated tokens appended (uncached generation);
+      without :meth:`new_prompt` such a call could as well be a new prompt (a prompt, then
+      the prompt with an answer), so ``prompt``/``generated`` plans refuse it;
+    * any other call is a **new prompt**. Each row's first real token is read from its
+      ``attention_mask``, or from the mask HookedTransformer infers itself (a tokenizer
+      that pads on the left); without either, rows start at column 0 when there is one
+      row or no row begins with the pad token, and a ``from`` plan refuses the call
+      otherwise. A call resumed with ``start_at_layer`` is read the same way from
+      ``tokens=`` and ``attention_mask=``.
 
     Calls that bypass ``model.__call__`` (TransformerLens's own ``HookedTransformer.generate``
-    calls ``forward`` directly) are not seen; for those the first pass is the prompt, a
-    one-column pass is a KV-cached decode step and a longer pass re-runs the sequence, so
-    call :meth:`new_prompt` before each unrelated generation in one ``steer`` block.
-    :meth:`new_prompt` also forces the next call to be a new prompt, with given row starts.
+    calls ``forward`` directly) are not seen. The first such pass of a ``steer`` block, or
+    after :meth:`new_prompt`, is a prompt; after :meth:`new_prompt` a one-column pass is a
+    KV-cached decode step and a pass one column longer than the last re-runs the sequence;
+    other passes refuse position-limited plans. So call :meth:`new_prompt` before each
+    generation (with ``row_starts`` for several left-padded rows, whose mask is unseen).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, pad_token_id: int | None = None) -> None:
+        self.pad_token_id = pad_token_id
         self.prompt_len: int | None = None
         self.offset = 0
         self.seen = 0
         self.row_starts: Tensor | None = None
+        self.unknown_starts: str | None = None
+        """Why each row's first column is not known (``from`` plans raise), or None."""
+        self.unknown_split: str | None = None
+        """Why the prompt's columns are not known (``prompt``/``generated`` raise), or None."""
         self._forced = False
+        self._sequence = False  # new_prompt() started it: later passes may continue it
         self._pending: ForwardCall | None = None
         self._tokens: Tensor | None = None
 
     def new_prompt(self, row_starts: Int[Tensor, " batch"] | None = None) -> None:
         """Make the next pass a new prompt whose rows start at ``row_starts`` (default:
-        read from that pass's attention mask, else column 0)."""
+        read from that pass, see the class docstring), and passes after it that continue
+        it (KV-cached steps, uncached re-runs) its generation."""
         self.prompt_len = None
         self.offset = 0
         self.seen = 0
         self.row_starts = row_starts
+        self.unknown_starts = self.unknown_split = None
         self._forced = True
         self._tokens = None
 
@@ -99,12 +128,12 @@ class PositionTracker:
         """Called by the model's forward pre-hook; consumed by the next :meth:`advance`."""
         self._pending = call
 
-    def advance(self, seq_len: int) -> None:
+    def advance(self, batch: int, seq_len: int) -> None:
         """Called once per forward pass, by the earliest steering hook."""
         call, self._pending = self._pending, None
         forced, self._forced = self._forced, False
         if call is None:
-            self._advance_by_length(seq_len)
+            self._advance_unseen(batch, seq_len, forced)
             return
         total = call.cached + seq_len
         mask = call.attention_mask
@@ -112,20 +141,67 @@ class PositionTracker:
             mask = None
         if call.cached > 0:
             self.offset, self.seen = call.cached, total
-            if self.prompt_len is None:
+            self._sequence = self._sequence or forced
+            if self.prompt_len is None:  # the cache holds a prompt this context never saw
                 self.prompt_len = call.cached
-            if self.row_starts is None and mask is not None:
-                self.row_starts = _first_real(mask)
+                if self.row_starts is None:
+                    self._read_starts(batch, mask, None, "the KV cache was filled before this "
+                                      "steering context saw the prompt")
+            elif self.row_starts is None and mask is not None:
+                self.row_starts, self.unknown_starts = _first_real(mask), None
             return
-        if not forced and self._continues(call.tokens, seq_len):
-            self.offset, self.seen, self._tokens = 0, seq_len, call.tokens
-            return
+        ambiguous = None
+        if not forced and self._extends(call.tokens, seq_len):
+            if self._sequence:  # an uncached generation re-running its sequence
+                self.offset, self.seen, self._tokens = 0, seq_len, call.tokens
+                return
+            ambiguous = ("its tokens extend the previous call's and it has no KV cache, so it "
+                         "may re-run that sequence with generated tokens or be a new prompt")
         if not (forced and self.row_starts is not None):
-            self.row_starts = _first_real(mask) if mask is not None else None
+            self._read_starts(batch, mask, call.tokens)
         self.prompt_len, self.offset, self.seen = seq_len, 0, seq_len
-        self._tokens = call.tokens
+        self._tokens, self._sequence, self.unknown_split = call.tokens, forced, ambiguous
 
-    def _continues(self, tokens: Tensor | None, seq_len: int) -> bool:
+    def _advance_unseen(self, batch: int, seq_len: int, forced: bool) -> None:
+        if forced or self.prompt_len is None:  # the first pass of a sequence is its prompt
+            if not (forced and self.row_starts is not None):
+                self._read_starts(batch, None, None, _UNSEEN)
+            self.prompt_len, self.offset, self.seen = seq_len, 0, seq_len
+            self._tokens, self._sequence, self.unknown_split = None, forced, None
+        elif self._sequence and seq_len == 1:  # KV-cached decode step
+            self.offset, self.seen = self.seen, self.seen + 1
+        elif self._sequence and seq_len == self.seen + 1:  # uncached generation re-runs it
+            self.offset, self.seen = 0, seq_len
+        else:
+            reason = (f"{_UNSEEN}; a pass of {seq_len} columns after {self.seen} is not known "
+                      "to continue a generation started with handle.new_prompt()")
+            self.prompt_len, self.offset, self.seen = seq_len, 0, seq_len
+            self.row_starts, self.unknown_starts, self.unknown_split = None, reason, reason
+            self._tokens, self._sequence = None, False
+
+    def _read_starts(self, batch: int, mask: Tensor | None, tokens: Tensor | None,
+                     unseen: str | None = None) -> None:
+        """Each row's first real column for a new prompt, or the reason it is unknown."""
+        if mask is not None:
+            self.row_starts, self.unknown_starts = _first_real(mask), None
+            return
+        reason = unseen
+        if reason is None and tokens is None:
+            reason = "the call passes text or embeddings, not token ids with an attention mask"
+        elif reason is None and tokens is not None and batch > 1:
+            pad = self.pad_token_id
+            padded = (tokens[:, 0] == pad).nonzero() if pad is not None else None
+            if padded is None:
+                reason = "the model has no pad token to tell padding by and no mask was given"
+            elif len(padded):
+                reason = (f"row {int(padded[0, 0])} begins with the pad token (id {pad}), which "
+                          "may be left padding, and the call has no attention_mask")
+        if reason is None or batch == 1:  # one row, or none padded: all start at column 0
+            self.row_starts, self.unknown_starts = torch.zeros(batch, dtype=torch.long), None
+        else:
+            self.row_starts, self.unknown_starts = None, reason
+
+    def _extends(self, tokens: Tensor | None, seq_len: int) -> bool:
         previous = self._tokens
         if previous is None or tokens is None or self.prompt_len is None:
             return False
@@ -133,29 +209,38 @@ class PositionTracker:
         return (tokens.shape[0] == previous.shape[0] and seq_len > width
                 and torch.equal(tokens[:, :width].to(previous.device), previous))
 
-    def _advance_by_length(self, seq_len: int) -> None:
-        if self.prompt_len is None:
-            self.prompt_len, self.offset, self.seen = seq_len, 0, seq_len
-        elif seq_len == 1:  # KV-cached decode step
-            self.offset, self.seen = self.seen, self.seen + 1
-        else:  # uncached generation re-runs the full sequence
-            self.offset, self.seen = 0, seq_len
-
     def mask(self, positions: Positions, batch: int, seq_len: int,
-             device: torch.device) -> Tensor:
-        """Boolean ``[batch or 1, seq_len, 1]``: True where the vector is added."""
+             device: torch.device, where: str = "vector") -> Tensor:
+        """Boolean ``[batch or 1, seq_len, 1]``: True where the vector is added.
+
+        Raises :class:`PositionsUnknownError` naming ``where`` (the injection) when this
+        pass's positions for ``positions`` cannot be known.
+        """
         columns = self.offset + torch.arange(seq_len, device=device)
         prompt_len = self.prompt_len if self.prompt_len is not None else seq_len
+        if positions.mode in ("prompt", "generated") and self.unknown_split is not None:
+            raise PositionsUnknownError(f"{where} with {positions}: cannot tell the prompt's "
+                                        f"columns: {self.unknown_split}; {_FIX_SPLIT}")
         if positions.mode == "prompt":
             chosen = (columns < prompt_len)[None, :]
         elif positions.mode == "generated":
             chosen = (columns >= prompt_len)[None, :]
         else:  # "from": index counted from each row's first real token
-            starts = (self.row_starts.to(device) if self.row_starts is not None
-                      and len(self.row_starts) == batch else torch.zeros(1, device=device,
-                                                                         dtype=torch.long))
+            starts = self._starts(positions, batch, where).to(device)
             chosen = (columns[None, :] - starts[:, None]) >= positions.start
         return chosen[..., None]
+
+    def _starts(self, positions: Positions, batch: int, where: str) -> Tensor:
+        starts = self.row_starts
+        if starts is None:
+            reason = self.unknown_starts or "no pass has been seen"
+            raise PositionsUnknownError(f"{where} with {positions}: cannot tell where each row "
+                                        f"starts: {reason}; {_FIX_STARTS}")
+        if len(starts) != batch:
+            raise PositionsUnknownError(
+                f"{where} with {positions}: {len(starts)} row starts for a batch of {batch} "
+                "rows; give handle.new_prompt(row_starts) one start per row of the next call")
+        return starts
 
 
 def _cache_length(cache: Any) -> int:
@@ -169,8 +254,29 @@ def _cache_length(cache: Any) -> int:
     return int(length()) if callable(length) else 0
 
 
-def read_call(args: tuple[Any, ...], kwargs: dict[str, Any]) -> ForwardCall:
-    """A :class:`ForwardCall` from the arguments of ``model(...)`` on either backend."""
+def _inferred_mask(model: Any, tokens: Tensor, kwargs: dict[str, Any]) -> Tensor | None:
+    """The mask HookedTransformer builds itself for a call from the start without one:
+    TransformerLens 3.9 masks leading pad tokens when the tokenizer pads on the left."""
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None or kwargs.get("start_at_layer") is not None:
+        return None
+    side = kwargs.get("padding_side")
+    if side not in ("left", "right"):
+        side = getattr(tokenizer, "padding_side", None)
+    if side != "left" or backend_of(model) != "hooked":
+        return None
+    from transformer_lens.utilities import get_attention_mask
+
+    prepend = kwargs.get("prepend_bos")
+    if not isinstance(prepend, bool):
+        prepend = bool(model.cfg.default_prepend_bos)
+    return get_attention_mask(tokenizer, tokens, prepend, padding_side="left")
+
+
+def read_call(args: tuple[Any, ...], kwargs: dict[str, Any],
+              model: Any = None) -> ForwardCall:
+    """A :class:`ForwardCall` from the arguments of ``model(...)`` on either backend
+    (with ``model``, a call without a mask gets the one the model infers, if it does)."""
     first = args[0] if args else kwargs.get("input")
     tokens = kwargs.get("tokens")
     if isinstance(first, Tensor) and not first.is_floating_point():
@@ -182,6 +288,8 @@ def read_call(args: tuple[Any, ...], kwargs: dict[str, Any]) -> ForwardCall:
     mask = kwargs.get("attention_mask")
     if not isinstance(mask, Tensor) or mask.dim() != 2:
         mask = None
+    if mask is None and not cached and tokens is not None and model is not None:
+        mask = _inferred_mask(model, tokens, kwargs)
     previous = getattr(cache, "previous_attention_mask", None)
     # HookedTransformer takes the new columns' mask and appends it to the cache's.
     if (mask is not None and cached and isinstance(previous, Tensor)
@@ -191,16 +299,16 @@ def read_call(args: tuple[Any, ...], kwargs: dict[str, Any]) -> ForwardCall:
 
 
 def _make_hook(delta: Tensor, positions: Positions, tracker: PositionTracker,
-               leads: bool) -> HookFn:
+               leads: bool, label: str = "vector") -> HookFn:
     """A hook adding ``delta`` at ``positions``. Returns a new tensor (no in-place edits)."""
 
     def hook(activation: Tensor, hook: Any) -> Tensor:
         if leads:
-            tracker.advance(activation.shape[1])
+            tracker.advance(activation.shape[0], activation.shape[1])
         if positions.mode == "all":
             return activation + delta
         where = tracker.mask(positions, activation.shape[0], activation.shape[1],
-                             activation.device)
+                             activation.device, label)
         return torch.where(where, activation + delta, activation)
 
     return hook
@@ -288,9 +396,10 @@ class SteeringHandle:
     tracker: PositionTracker
 
     def new_prompt(self, row_starts: Int[Tensor, " batch"] | None = None) -> None:
-        """Force the next pass to be a new prompt (see :class:`PositionTracker`). Calls
-        through ``model(...)`` are classified without it; it is needed only around
-        TransformerLens's own ``HookedTransformer.generate``."""
+        """Force the next pass to be a new prompt, optionally with each row's first real
+        column, and the passes that continue it its generation (see
+        :class:`PositionTracker`). Needed before a call that extends the previous call's
+        tokens, and before each generation by TransformerLens's own ``generate``."""
         self.tracker.new_prompt(row_starts)
 
 
@@ -301,8 +410,10 @@ def steer(model: Any, plan: SteeringPlan) -> Iterator[SteeringHandle]:
     Checks every hook name, width and value first, so a plan that does not fit raises
     before the model is touched. Nests with other hooks and with ``run_with_cache``.
     Position-limited injections (:class:`~actsteer.plan.Positions`) need each row's first
-    real token: pass ``attention_mask=`` with left-padded batches (see
-    :class:`PositionTracker` for how calls are told apart).
+    real token and the prompt's columns: pass ``attention_mask=`` with left-padded
+    batches, and call ``handle.new_prompt()`` where a call's tokens extend the previous
+    call's; where they cannot be known, the pass raises :class:`PositionsUnknownError`
+    (see :class:`PositionTracker` for how calls are told apart).
 
     Example::
 
@@ -310,18 +421,19 @@ def steer(model: Any, plan: SteeringPlan) -> Iterator[SteeringHandle]:
             logits = model(batch.tokens, attention_mask=batch.attention_mask)
     """
     check_plan(model, plan)
-    tracker = PositionTracker()
+    tracker = PositionTracker(pad_id(model) if getattr(model, "tokenizer", None) else None)
     dtype = model.cfg.dtype
     ordered = sorted(plan.injections, key=lambda injection: _firing_order(model, injection))
     hooks = [
         (injection_hook(model, injection),
          _make_hook(injection.delta.to(device=_hook_device(model, injection.layer), dtype=dtype),
-                    injection.positions, tracker, leads=index == 0))
+                    injection.positions, tracker, leads=index == 0,
+                    label=f"{injection.label or 'vector'} at {injection_hook(model, injection)}"))
         for index, injection in enumerate(ordered)
     ]
 
     def observe(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        tracker.observe(read_call(args, kwargs))
+        tracker.observe(read_call(args, kwargs, module))
 
     observer = None
     try:

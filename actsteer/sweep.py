@@ -33,6 +33,9 @@ not implemented (see ``benchmarks/README.md``).
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import itertools
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -41,7 +44,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from actsteer.batching import Batch
-from actsteer.errors import InvalidValueError
+from actsteer.errors import InvalidTypeError, InvalidValueError
+from actsteer.models.info import backend_of
 from actsteer.plan import SteeringPlan
 from actsteer.steering import check_plan, steer
 
@@ -54,12 +58,12 @@ ReadAt = Literal["last", "all"] | Int[Tensor, " batch"] | None
 
 
 def supports_prefix_reuse(model: Any) -> bool:
-    """True when ``model`` can resume a forward pass mid-model (``HookedTransformer``)."""
+    """True when ``model`` can resume a forward pass mid-model (``HookedTransformer``); a
+    model of neither backend (a stand-in with ``cfg`` and ``hooks``) runs full forwards."""
     try:
-        from transformer_lens import HookedTransformer
-    except ImportError:  # pragma: no cover - TransformerLens 4.x without HookedTransformer
+        return backend_of(model) == "hooked"
+    except InvalidTypeError:
         return False
-    return isinstance(model, HookedTransformer)
 
 
 def start_layer(model: Any, plan: SteeringPlan) -> int:
@@ -72,13 +76,33 @@ def start_layer(model: Any, plan: SteeringPlan) -> int:
     return min(layers) if layers else int(model.cfg.n_layers)
 
 
+def weights_version(model: Any) -> str:
+    """A digest of every parameter's and buffer's version counter and storage: it changes
+    when a tensor of ``model`` is edited in place (``add_``, ``copy_``, ``load_state_dict``)
+    or replaced (``.to()``, a new ``Parameter``). Edits through ``tensor.data`` bypass the
+    version counter, as they bypass autograd; after those, ``PrefixCache.clear()``."""
+    digest = hashlib.blake2b(digest_size=16)
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        digest.update(f"{tensor._version},{tensor.data_ptr()};".encode())
+    return digest.hexdigest()
+
+
+def _content(tensor: Tensor) -> str:
+    """A digest of a tensor's dtype, shape and values."""
+    data = tensor.detach().contiguous().cpu()
+    digest = hashlib.blake2b(f"{data.dtype}{tuple(data.shape)}".encode(), digest_size=16)
+    digest.update(data.flatten().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 class PrefixCache:
     """Unsteered residual streams entering a block, kept across :func:`sweep_logits` calls.
 
-    Keyed by the :class:`Batch` object (identity, not value) and the block index; holds
-    at most ``max_bytes``, dropping the oldest streams first to make room (a stream
-    larger than the budget is not kept). Use one cache per set of batches that is scored
-    repeatedly, e.g. one per evaluation set.
+    Keyed by what determines a stream: the model (the object itself, and
+    :func:`weights_version`, so an in-place edit of a weight misses), the content of the
+    batch's token ids and attention mask (a new :class:`Batch` with the same tensors
+    hits), and the block index. Holds at most ``max_bytes``, dropping the oldest streams
+    first to make room (a stream larger than the budget is not kept).
 
     Example::
 
@@ -91,29 +115,42 @@ class PrefixCache:
         if max_bytes < 0:
             raise InvalidValueError(f"max_bytes must be >= 0, got {max_bytes}")
         self.max_bytes = max_bytes
-        self._streams: dict[tuple[int, int], tuple[Batch, Tensor]] = {}
+        # (model id, weights version, tokens, mask), layer -> (the model, weakly; stream)
+        self._streams: dict[tuple[tuple[int, str, str, str], int],
+                            tuple[weakref.ref[Any], Tensor]] = {}
 
     @property
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for _, t in self._streams.values())
 
-    def get(self, batch: Batch, layer: int) -> Tensor | None:
-        entry = self._streams.get((id(batch), layer))
-        return entry[1] if entry is not None and entry[0] is batch else None
+    @staticmethod
+    def _key(model: Any, batch: Batch) -> tuple[int, str, str, str]:
+        return (id(model), weights_version(model), _content(batch.tokens),
+                _content(batch.attention_mask))
 
-    def nearest(self, batch: Batch, layer: int) -> tuple[int, Tensor] | None:
+    def _kept(self, model: Any, batch: Batch) -> dict[int, Tensor]:
+        """This model's streams of this batch's content, by layer (an entry whose model
+        has gone, and whose id another object took, is not this model's)."""
+        key = self._key(model, batch)
+        return {layer: stream for (owner, layer), (ref, stream) in self._streams.items()
+                if owner == key and ref() is model}
+
+    def get(self, model: Any, batch: Batch, layer: int) -> Tensor | None:
+        """The kept stream of ``batch`` through ``model`` entering block ``layer``."""
+        return self._kept(model, batch).get(layer)
+
+    def nearest(self, model: Any, batch: Batch, layer: int) -> tuple[int, Tensor] | None:
         """The deepest kept stream of ``batch`` entering a block at or below ``layer``."""
-        kept = [(at, stream) for (_, at), (owner, stream) in self._streams.items()
-                if owner is batch and at <= layer]
+        kept = [(at, stream) for at, stream in self._kept(model, batch).items() if at <= layer]
         return max(kept, key=lambda pair: pair[0]) if kept else None
 
-    def put(self, batch: Batch, layer: int, stream: Tensor) -> None:
+    def put(self, model: Any, batch: Batch, layer: int, stream: Tensor) -> None:
         size = stream.numel() * stream.element_size()
         if size > self.max_bytes:
             return
         while self._streams and self.nbytes + size > self.max_bytes:
             del self._streams[next(iter(self._streams))]  # oldest first
-        self._streams[(id(batch), layer)] = (batch, stream)
+        self._streams[(self._key(model, batch), layer)] = (weakref.ref(model), stream)
 
     def clear(self) -> None:
         self._streams.clear()
@@ -255,10 +292,10 @@ def _stream_at(model: Any, batch: Batch, resid: Tensor | None, at: int, layer: i
     ``resid`` (entering block ``at``) or from the deepest cached stream, else from the
     tokens; kept in the cache when there is one."""
     if cache is not None:
-        exact = cache.get(batch, layer)
+        exact = cache.get(model, batch, layer)
         if exact is not None:
             return exact, layer
-        if resid is None and (found := cache.nearest(batch, layer)) is not None:
+        if resid is None and (found := cache.nearest(model, batch, layer)) is not None:
             at, resid = found
     mask = batch.attention_mask
     if resid is None:
@@ -267,5 +304,5 @@ def _stream_at(model: Any, batch: Batch, resid: Tensor | None, at: int, layer: i
         resid = model(resid, start_at_layer=at, stop_at_layer=layer, tokens=batch.tokens,
                       attention_mask=mask)
     if cache is not None:
-        cache.put(batch, layer, resid)
+        cache.put(model, batch, layer, resid)
     return resid, layer

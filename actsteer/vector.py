@@ -95,7 +95,9 @@ class SteeringVector:
     """Directions ``[len(layers), d_model]`` for ``layers`` at one hook ``site``.
 
     One extraction reads every layer, so a single value serves any layer choice later.
-    Equality is :meth:`equals` (tensors compared exactly), not ``==``.
+    Layers count from 0 (no negative indices); directions are floating point (an integer
+    tensor is refused: convert it with ``.float()``). Equality is :meth:`equals` (tensors
+    compared exactly), not ``==``.
     """
 
     directions: Float[Tensor, "layer d_model"]
@@ -117,6 +119,14 @@ class SteeringVector:
             )
         if len(set(self.layers)) != len(self.layers):
             raise VectorMismatchError(f"duplicate layers in {list(self.layers)}")
+        if any(layer < 0 for layer in self.layers):
+            raise InvalidValueError(
+                f"layers {list(self.layers)} include a negative index; layers count from 0 "
+                "(layer >= 0), so give block numbers as the model counts them")
+        if not self.directions.is_floating_point():
+            raise InvalidTypeError(
+                f"directions have dtype {self.directions.dtype}; steering directions must be "
+                "floating point: convert them first (e.g. directions.float())")
         object.__setattr__(self, "layers", tuple(int(layer) for layer in self.layers))
 
     # -- access ---------------------------------------------------------------------
@@ -257,7 +267,7 @@ class SteeringVector:
         layers, site, meta = _parse_header(source, header["actsteer"])
         try:
             vector = cls(directions, layers, site, meta)
-        except VectorMismatchError as error:
+        except (VectorMismatchError, InvalidValueError, InvalidTypeError) as error:
             raise VectorFileError(f"{source}: {error}") from None
         if model is not None:
             vector.check_fits(model)

@@ -9,6 +9,7 @@ import actsteer
 from actsteer import Injection, Positions, SteeringPlan, run, single
 from actsteer.baking import PLAN_FILE, BakeError, bake, bias_edits, save_baked_hf
 from actsteer.batching import encode, pad
+from actsteer.models.info import backend_of
 
 TEXTS = ["Human:\nWould you like $5 now or $50 next week?\n\nAI:\nI choose (",
          "The capital of France is", "a"]
@@ -24,7 +25,7 @@ def _batch(model):
 
 
 def _is_bridge(model) -> bool:
-    return hasattr(model, "original_model")
+    return backend_of(model) == "bridge"
 
 
 def _assert_bakes(model, plan: SteeringPlan, atol: float = 1e-5) -> None:
@@ -40,8 +41,6 @@ def _assert_bakes(model, plan: SteeringPlan, atol: float = 1e-5) -> None:
                                              ("attn_out", 0), ("mlp_out", 1),
                                              ("resid_pre", 1), ("resid_mid", 2)])
 def test_each_site_bakes_exactly(tiny_any, site, layer):
-    if site == "resid_mid" and _is_bridge(tiny_any):
-        pytest.skip("refused on the bridge (test_bridge_refuses_resid_mid)")
     _assert_bakes(tiny_any, single(_direction(layer), layer, 1.5, site=site))
 
 
@@ -91,11 +90,19 @@ def test_refusals_name_the_reason(tiny_any, plan, message):
         bake(tiny_any, plan)
 
 
-def test_bridge_refuses_resid_mid(tiny_bridge, tiny_model):
-    plan = single(_direction(0), 2, site="resid_mid")
-    with pytest.raises(BakeError, match="MLP norm's input"):
-        bake(tiny_bridge, plan)
-    _assert_bakes(tiny_model, plan)  # the hooked backend's resid_mid is the residual stream
+def test_bridge_bakes_resid_mid_as_the_attention_output_bias(tiny_bridge, tiny_model):
+    """On the bridge, hook steering adds resid_mid at attn_out (its hook_resid_mid is the
+    MLP norm's input); bake does the same with the attention output bias, as on
+    HookedTransformer, and both backends agree."""
+    plan = single(_direction(0), 2, 1.5, site="resid_mid")
+    baked = bake(tiny_bridge, plan)  # verified against hook steering inside bake
+    batch = _batch(tiny_bridge)
+    torch.testing.assert_close(run(baked, batch),
+                               run(bake(tiny_bridge, single(_direction(0), 2, 1.5,
+                                                            site="attn_out")), batch),
+                               atol=1e-5, rtol=0)
+    _assert_bakes(tiny_bridge, plan)
+    _assert_bakes(tiny_model, plan)
 
 
 def test_plans_that_do_not_fit_raise_before_copying(tiny_model):

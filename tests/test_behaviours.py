@@ -535,7 +535,7 @@ def test_slicing_and_splits_sizes() -> None:
 
 @pytest.mark.parametrize("name", ["myopia", "wealth_seeking"])
 def test_builtin_datasets_are_balanced_distinct_ab(name: str) -> None:
-    ds = load_behaviour(name)
+    ds = load_behaviour(f"builtin:{name}")
     assert ds.source == f"builtin:{name}"
     assert len(ds) >= 64
     assert ds.kind == "AB"
@@ -639,6 +639,34 @@ def test_missing_path_says_what_to_pass(tmp_path: Path) -> None:
     assert "\n" not in str(info.value)
     with pytest.raises(FileNotFoundError, match=r"data_dir=<folder with sycophancy\.json>"):
         load_behaviour("sycophancy", data_dir=tmp_path)
+
+
+def _paper_rows(n: int) -> list[dict[str, str]]:
+    return [{"question": render_paper_prompt(f"Now or later {i}?", "YesNo"),
+             "answer_matching_behavior": "Yes" if i % 2 else "No",
+             "answer_not_matching_behavior": "No" if i % 2 else "Yes"} for i in range(n)]
+
+
+def test_a_paper_name_always_means_the_paper_file(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """"myopia" is the paper's file wherever the data folder is; the built-in items have
+    their own name, and a missing paper file says where it looked and names them."""
+    folder = tmp_path / "data" / "behaviours"
+    folder.mkdir(parents=True)
+    monkeypatch.setenv("ACTSTEER_DATA_DIR", str(tmp_path / "data"))
+    with pytest.raises(FileNotFoundError, match=r"myopic\.json.*'builtin:myopia'"):
+        load_behaviour("myopia")  # the folder is there, the paper's file is not
+    (folder / "myopic.json").write_text(json.dumps(_paper_rows(6)))
+    paper = load_behaviour("myopia")
+    assert (paper.name, len(paper), paper.source) == ("myopia", 6, str(folder / "myopic.json"))
+    builtin = load_behaviour("builtin:myopia")
+    assert (builtin.name, len(builtin), builtin.source) == ("myopia", 72, "builtin:myopia")
+    with pytest.raises(ValueError, match="data_dir does not apply"):
+        load_behaviour("builtin:myopia", data_dir=folder)
+    monkeypatch.setenv("ACTSTEER_DATA_DIR", str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match=r"no data folder.*ACTSTEER_DATA_DIR.*nowhere"
+                                                r".*'builtin:wealth_seeking'"):
+        load_behaviour("wealth_seeking")
 
 
 def test_paper_name_with_data_dir_reads_that_folder(tmp_path: Path) -> None:

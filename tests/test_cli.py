@@ -132,11 +132,11 @@ def test_bad_output_paths_and_devices_fail_before_any_work(capsys, tmp_path) -> 
     cases = [
         (["multi-behaviour", "--out", str(a_file)], "is a file; give a folder"),
         (["broad-skills", "--out", str(a_file / "below")], "which is a file"),
-        (["extract", "myopia", "--out", str(tmp_path)], "is a folder; give a file name"),
-        (["extract", "myopia", "--out", str(a_file / "v.safetensors")], "which is a file"),
+        (["extract", "builtin:myopia", "--out", str(tmp_path)], "is a folder; give a file name"),
+        (["extract", "builtin:myopia", "--out", str(a_file / "v.safetensors")], "which is a file"),
         (["demo", "--out", str(a_file)], "is a file"),
         (["multi-behaviour", "--device", "cuda:7", "--out", str(tmp_path / "o")], "cuda"),
-        (["extract", "myopia", "--device", "warp", "--out", str(tmp_path / "v")],
+        (["extract", "builtin:myopia", "--device", "warp", "--out", str(tmp_path / "v")],
          "is not a device"),
     ]
     if os.geteuid() != 0:  # root writes anywhere
@@ -203,7 +203,7 @@ def test_multi_behaviour_plot_and_extract_end_to_end(capsys, tmp_path, tiny_fold
     assert code == 0 and (legacy.parent / "figures" / "simultaneous.html").is_file(), err
 
     vector_path = tmp_path / "myopia.safetensors"
-    code, stdout, err = _main(capsys, "--quiet", "extract", "myopia", "--model",
+    code, stdout, err = _main(capsys, "--quiet", "extract", "builtin:myopia", "--model",
                               str(tiny_folder), "--n", "8", "--out", str(vector_path))
     assert code == 0, err
     vector = SteeringVector.load(vector_path)
@@ -212,7 +212,7 @@ def test_multi_behaviour_plot_and_extract_end_to_end(capsys, tmp_path, tiny_fold
 
 
 def test_extract_rejects_too_many_items(capsys, tmp_path, tiny_folder) -> None:
-    code, _, err = _main(capsys, "extract", "myopia", "--model", str(tiny_folder), "--n",
+    code, _, err = _main(capsys, "extract", "builtin:myopia", "--model", str(tiny_folder), "--n",
                          "100000", "--out", str(tmp_path / "v.safetensors"))
     assert code == 2 and "--n 100000 is outside 1..72" in err
     assert not (tmp_path / "v.safetensors").exists()

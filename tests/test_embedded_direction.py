@@ -33,7 +33,7 @@ def _relabelled(data: BehaviourDataset, matching: str) -> BehaviourDataset:
 
 @pytest.mark.parametrize("letter", ["A", "B"])
 def test_a_vector_of_known_direction_raises_the_matching_answer(smol, letter) -> None:
-    data = _relabelled(actsteer.load_behaviour("myopia").shuffled(), letter)
+    data = _relabelled(actsteer.load_behaviour("builtin:myopia").shuffled(), letter)
     train, test = data[:40], data[40:]
     vector = actsteer.caa_vector(smol, train.pairs(), layers=[8, 14], dataset=data.name,
                                  batch_size=20)

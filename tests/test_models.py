@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import json
 import socket
 import threading
 import time
@@ -262,3 +263,41 @@ def test_second_embedded_load_uses_cache():
     start = time.perf_counter()
     path = models.embedded_model_path()
     assert time.perf_counter() - start < 0.5 and (path / "model.safetensors").exists()
+
+
+def test_backend_of_is_the_one_backend_question(tiny_model, tiny_bridge):
+    """One answer everywhere, by class (a subclass of HookedTransformer is hooked), and a
+    clear error for anything that is neither backend."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    from actsteer.errors import InvalidTypeError
+    from actsteer.models.info import backend_of
+
+    assert backend_of(tiny_model) == "hooked" and backend_of(tiny_bridge) == "bridge"
+
+    class Custom(HookedTransformer):
+        pass
+
+    cfg = HookedTransformerConfig(n_layers=1, d_model=8, n_ctx=8, d_head=4, d_vocab=10,
+                                  act_fn="relu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        custom = Custom(cfg)
+    assert backend_of(custom) == "hooked"
+    assert models.model_info(custom).backend == "hooked"  # not built by load_model
+    with pytest.raises(InvalidTypeError, match=r"HookedTransformer or a TransformerBridge.*Linear"):
+        backend_of(torch.nn.Linear(2, 2))
+
+
+def test_tiny_model_folder_keys_every_setting_and_leaves_the_global_rng(tmp_path):
+    state = torch.get_rng_state()
+    models.tiny_model_folder(tmp_path / "tiny", n_layers=1, d_model=16, d_mlp=32)
+    assert torch.equal(torch.get_rng_state(), state)  # a library call seeds nothing global
+    default = models.tiny_model_folder()
+    for setting, key, value in (("n_heads", "num_attention_heads", 2),
+                                ("n_kv_heads", "num_key_value_heads", 4),
+                                ("d_mlp", "intermediate_size", 96)):
+        folder = models.tiny_model_folder(**{setting: value})
+        assert folder != default, setting
+        config = json.loads((folder / "config.json").read_text())
+        assert config[key] == value, setting

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from actsteer.errors import InvalidValueError
 from actsteer.stats import (
     Estimate,
     bootstrap,
@@ -93,3 +94,11 @@ def test_paired_statistic_ratio_of_sums():
         paired_bootstrap(hits, base, lambda x, y: x - y)
     with pytest.raises(ValueError, match="4 and 3"):
         paired_bootstrap(hits, base[:3])
+
+
+def test_bootstrap_refuses_a_statistic_with_weights():
+    """The weighted mean would silently replace the statistic; refuse the pair."""
+    with pytest.raises(InvalidValueError, match=r"statistic.*weights.*weighted mean"):
+        bootstrap([1.0, 0.0, 1.0], lambda x: x.max(-1).values, weights=[1.0, 2.0, 3.0])
+    weighted = bootstrap([1.0, 0.0], weights=[3.0, 1.0], n_resamples=50)  # alone: still fine
+    assert weighted.value == 0.75

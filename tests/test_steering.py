@@ -8,6 +8,7 @@ import torch
 import actsteer
 from actsteer import Positions, combined, run, simultaneous, single, steer
 from actsteer.batching import encode, pad
+from actsteer.errors import ActsteerError
 from actsteer.extraction import ContrastivePair, caa_vector
 
 TEXTS = ["hello there friend", "another, longer text about many things at once", "x y"]
@@ -322,3 +323,94 @@ def test_delta_overflowing_only_in_the_models_dtype_is_refused(tiny_folder, tiny
     assert _actsteer_hooks(half) == 0 and len(half._forward_pre_hooks) == 0
     with steer(tiny_model, plan):  # a float32 model holds it
         pass
+
+
+# -- the position tracker raises where it cannot know (issue 16) -------------------------
+
+def test_from_positions_without_a_mask_on_a_left_padded_batch_raise(tiny_any, vectors):
+    """Without attention_mask the rows' starts are unknown: refuse, do not count from 0."""
+    batch = _left_padded(tiny_any)
+    plan = single(vectors[0], 1, 4.0, positions=Positions.from_index(2))
+    with torch.no_grad(), steer(tiny_any, plan), pytest.raises(
+            ActsteerError, match=r"blocks\.1\.hook_resid_post with Positions\(mode='from', "
+                                 r"start=2\).*attention_mask=.*new_prompt\(row_starts\)"):
+        tiny_any(batch.tokens)
+    assert _actsteer_hooks(tiny_any) == 0
+    with torch.no_grad(), steer(tiny_any, plan) as handle:  # the fixes it names work
+        handle.new_prompt(batch.starts)
+        forced = tiny_any(batch.tokens, attention_mask=batch.attention_mask)
+    torch.testing.assert_close(forced, run(tiny_any, batch, plan), atol=0, rtol=0)
+
+
+def test_from_positions_read_the_mask_transformer_lens_infers(tiny_model, vectors):
+    """HookedTransformer masks leading pad tokens itself when its tokenizer pads on the
+    left: those row starts are knowable, and they are the ones the model uses."""
+    batch = _left_padded(tiny_model)
+    plan = single(vectors[0], 1, 4.0, positions=Positions.from_index(2))
+    tokenizer = tiny_model.tokenizer
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    try:
+        with torch.no_grad(), steer(tiny_model, plan):
+            inferred = tiny_model(batch.tokens)
+    finally:
+        tokenizer.padding_side = side
+    torch.testing.assert_close(inferred, run(tiny_model, batch, plan), atol=1e-5, rtol=0)
+
+
+def test_unpadded_rows_without_a_mask_start_at_column_0(tiny_any, vectors):
+    batch = _batch(tiny_any, "right")  # no row begins with padding
+    plan = single(vectors[0], 1, 4.0, positions=Positions.from_index(2))
+    with torch.no_grad(), steer(tiny_any, plan):
+        direct = tiny_any(batch.tokens)
+    reference = run(tiny_any, batch, plan)
+    for row in range(len(TEXTS)):
+        n = int(batch.lengths[row])
+        torch.testing.assert_close(direct[row, :n], reference[row, :n], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("mode", ["prompt", "generated"])
+def test_a_call_extending_the_previous_one_is_not_taken_for_generation(tiny_any, vectors,
+                                                                       mode):
+    """Scoring a prompt, then the prompt with an answer, is two prompts, not a generation:
+    with no KV cache the second call is ambiguous, so a prompt/generated plan refuses it."""
+    plan = single(vectors[0], 1, 4.0, positions=Positions(mode))
+    prompt = encode(tiny_any, "The weather today is")
+    short, longer = torch.tensor([prompt]), torch.tensor([prompt + encode(tiny_any, " warm")])
+    with torch.no_grad(), steer(tiny_any, plan) as handle:
+        tiny_any(short)
+        with pytest.raises(ActsteerError, match=r"extend.*new_prompt.*generate"):
+            tiny_any(longer)
+        handle.new_prompt()  # the fix the error names: say it is a new prompt
+        second = tiny_any(longer)
+    torch.testing.assert_close(second, run(tiny_any, pad(tiny_any, [longer[0].tolist()]), plan),
+                               atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("mode", ["prompt", "from"])
+def test_passes_outside_model_call_need_new_prompt(tiny_model, vectors, mode):
+    """Passes through forward() directly are not seen; after the first, only a generation
+    started with new_prompt() is read (one-token steps, or the sequence one token longer)."""
+    plan = single(vectors[0], 1, 4.0, positions=Positions(mode, 1))
+    first = torch.tensor([encode(tiny_model, "The weather today is")])
+    other = torch.tensor([encode(tiny_model, "An unrelated and much longer prompt than that")])
+    with torch.no_grad(), steer(tiny_model, plan) as handle:
+        tiny_model.forward(first)
+        with pytest.raises(ActsteerError, match=r"forward.*new_prompt"):
+            tiny_model.forward(other)
+        handle.new_prompt()
+        tiny_model.forward(first)
+        with pytest.raises(ActsteerError, match=r"new_prompt"):
+            tiny_model.forward(other)
+
+
+def test_transformer_lens_generate_of_several_rows_needs_row_starts(tiny_model, vectors):
+    plan = single(vectors[0], 1, 6.0, positions=Positions.from_index(2))
+    batch = _left_padded(tiny_model)
+    with torch.no_grad(), steer(tiny_model, plan) as handle:
+        handle.new_prompt()
+        with pytest.raises(ActsteerError, match=r"row.*new_prompt\(row_starts\)"):
+            tiny_model.generate(batch.tokens, max_new_tokens=2, do_sample=False,
+                                verbose=False, stop_at_eos=False)
+        handle.new_prompt(batch.starts)
+        tiny_model.generate(batch.tokens, max_new_tokens=2, do_sample=False, verbose=False,
+                            stop_at_eos=False)

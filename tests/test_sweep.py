@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
+
 import pytest
 import torch
 
@@ -16,7 +19,8 @@ from actsteer import (
     steer,
 )
 from actsteer.accuracy import Documents, accuracy_sweep, count_hits
-from actsteer.batching import encode, length_batches, pad
+from actsteer.baking import bake
+from actsteer.batching import Batch, encode, length_batches, pad
 from actsteer.sweep import PrefixCache, start_layer, supports_prefix_reuse, sweep_logits
 
 TEXTS = [
@@ -199,7 +203,9 @@ def test_prefix_cache_reuses_streams_across_calls_and_stays_exact(tiny_model, ve
     # block 0 ran for the first call only: later calls resumed from the cached stream at 2
     # (the unsteered plan advanced that stream from 2 to the end, without block 0)
     assert len(calls) == 1
-    assert cache.get(batch, 2) is not None and cache.get(_batch(tiny_model, "left"), 2) is None
+    # kept by content: an equal batch finds the stream, a differently padded one does not
+    assert cache.get(tiny_model, _batch(tiny_model, "left"), 2) is not None
+    assert cache.get(tiny_model, _batch(tiny_model, "right"), 2) is None
 
 
 def test_prefix_cache_budget_drops_oldest_first(tiny_model, vectors):
@@ -210,7 +216,8 @@ def test_prefix_cache_budget_drops_oldest_first(tiny_model, vectors):
     for batch in batches:
         sweep_logits(tiny_model, batch, [single(first, 2, 1.0)], cache=cache)
     assert cache.nbytes <= cache.max_bytes
-    assert cache.get(batches[0], 2) is None and cache.get(batches[1], 2) is not None
+    assert cache.get(tiny_model, batches[0], 2) is None
+    assert cache.get(tiny_model, batches[1], 2) is not None
     with pytest.raises(ValueError, match="max_bytes"):
         PrefixCache(-1)
 
@@ -242,3 +249,50 @@ def test_positions_must_be_known(tiny_model):
         sweep_logits(tiny_model, batch, [empty_plan()], positions="every")
     with pytest.raises(ValueError, match="one column per row"):
         sweep_logits(tiny_model, batch, [empty_plan()], positions=torch.tensor([0, 1]))
+
+
+# -- the prefix cache is keyed by what determines a stream (issue 18) --------------------
+
+@contextlib.contextmanager
+def _block0_runs(model):
+    runs: list[int] = []
+    handle = model.blocks[0].register_forward_hook(lambda *args: runs.append(1))
+    try:
+        yield runs
+    finally:
+        handle.remove()
+
+
+def test_prefix_cache_is_keyed_by_model_weights_tokens_and_mask(tiny_model, vectors):
+    """A new Batch with the same content hits; another model, an in-place weight edit, or
+    other tokens or mask miss; every answer equals the uncached path."""
+    first, _ = vectors
+    model = copy.deepcopy(tiny_model)  # edited in place below
+    plan = single(first, 2, 3.0)
+    batch = _batch(model, "left")
+    cache = PrefixCache()
+
+    def scored(target, which):
+        with _block0_runs(target) as runs:
+            got = sweep_logits(target, which, [plan], cache=cache)
+        want = sweep_logits(target, which, [plan], reuse_prefix=False)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+        return len(runs)
+
+    assert scored(model, batch) == 1
+    assert scored(model, _batch(model, "left")) == 0  # equal content, new object: a hit
+    assert scored(model, batch) == 0
+    assert scored(tiny_model, batch) == 1  # same batch, another model
+    mask = batch.attention_mask.clone()
+    row = int(batch.starts.argmin())
+    mask[row, int(batch.starts[row])] = 0  # that row's first token becomes padding
+    lengths = batch.lengths.clone()
+    lengths[row] -= 1
+    assert scored(model, Batch(batch.tokens, mask, lengths, "left")) == 1  # other mask
+    assert scored(model, _batch(model, "left", TEXTS[:3])) == 1  # other tokens
+    with torch.no_grad():
+        model.blocks[0].mlp.W_out.mul_(1.5)  # an in-place edit of one weight
+    assert scored(model, batch) == 1
+    assert scored(model, batch) == 0
+    baked = bake(model, single(first, 0, 2.0))  # a copy with other biases
+    assert scored(baked, batch) == 1

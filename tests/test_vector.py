@@ -212,3 +212,26 @@ def test_diagnostics_must_be_plain_json():
         VectorMeta(diagnostics={"15": torch.tensor(0.5)})
     with pytest.raises(TypeError, match="must be a mapping"):
         VectorMeta(diagnostics=[0.5])  # type: ignore[arg-type]
+
+
+def test_negative_layers_and_integer_directions_are_refused(tmp_path):
+    """Layers count from 0 (no Python-style -1), and directions are floating point:
+    refused on construction and on load, naming the file."""
+    from safetensors.torch import save_file
+
+    from actsteer.errors import InvalidTypeError, InvalidValueError
+
+    with pytest.raises(InvalidValueError, match=r"layers \[-1, 0\].*>= 0"):
+        SteeringVector(torch.zeros(2, 4), (-1, 0))
+    with pytest.raises(InvalidTypeError, match=r"torch\.int64.*floating"):
+        SteeringVector(torch.zeros(2, 4, dtype=torch.long), (0, 1))
+    with pytest.raises(InvalidTypeError, match="floating"):
+        _vector(0).to(dtype=torch.int32)
+    cases = [("negative", torch.zeros(2, 64), "[-1, 0]", r"layers \[-1, 0\]"),
+             ("integer", torch.ones(2, 64, dtype=torch.int64), "[0, 1]", r"torch\.int64")]
+    for name, directions, layers, message in cases:
+        path = tmp_path / f"{name}.safetensors"
+        save_file({"directions": directions}, str(path), metadata={
+            "actsteer": f'{{"site": "resid_post", "layers": {layers}, "meta": {{}}}}'})
+        with pytest.raises(VectorFileError, match=rf"{name}\.safetensors.*{message}"):
+            SteeringVector.load(path)

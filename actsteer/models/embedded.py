@@ -119,11 +119,8 @@ def tiny_model_folder(
     """
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    target = (
-        Path(path)
-        if path is not None
-        else cache_dir() / f"tiny-random-l{n_layers}-d{d_model}-s{seed}"
-    )
+    name = f"tiny-random-l{n_layers}-d{d_model}-h{n_heads}-kv{n_kv_heads}-m{d_mlp}-s{seed}"
+    target = Path(path) if path is not None else cache_dir() / name
     if (target / "config.json").exists() and (target / "model.safetensors").exists():
         return target
     tokenizer = AutoTokenizer.from_pretrained(embedded_tokenizer_path())
@@ -142,12 +139,14 @@ def tiny_model_folder(
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
-    with torch.no_grad():  # larger than the default init so random logits are not flat
-        for param in model.parameters():
-            if param.dim() == 2:
-                param.normal_(0.0, 0.2)
+    # Seeded inside fork_rng, so the caller's global RNG state is left as it was.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+        with torch.no_grad():  # larger than the default init so random logits are not flat
+            for param in model.parameters():
+                if param.dim() == 2:
+                    param.normal_(0.0, 0.2)
     with atomic_dir(target) as scratch:
         model.save_pretrained(scratch)
         tokenizer.save_pretrained(scratch)

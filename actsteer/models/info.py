@@ -12,13 +12,21 @@ import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, TypeAlias
 
+from actsteer.errors import InvalidTypeError
 from actsteer.hub import HubUnavailableError
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
     from transformer_lens.model_bridge import TransformerBridge
 
-__all__ = ["Backend", "ModelInfo", "ModelUnavailableError", "SteerableModel", "model_info"]
+__all__ = [
+    "Backend",
+    "ModelInfo",
+    "ModelUnavailableError",
+    "SteerableModel",
+    "backend_of",
+    "model_info",
+]
 
 Backend = Literal["hooked", "bridge"]
 SteerableModel: TypeAlias = "HookedTransformer | TransformerBridge"
@@ -46,6 +54,27 @@ class ModelInfo:
     weight_processing: str
 
 
+def backend_of(model: object) -> Backend:
+    """``"hooked"`` for a HookedTransformer, ``"bridge"`` for a TransformerBridge (either
+    class or a subclass); :class:`~actsteer.errors.InvalidTypeError` for anything else.
+
+    The one place actsteer tells the backends apart.
+    """
+    from transformer_lens.model_bridge import TransformerBridge
+
+    try:
+        from transformer_lens import HookedTransformer
+    except ImportError:  # pragma: no cover - TransformerLens 4.x has no HookedTransformer
+        pass
+    else:
+        if isinstance(model, HookedTransformer):
+            return "hooked"
+    if isinstance(model, TransformerBridge):
+        return "bridge"
+    raise InvalidTypeError(f"expected a HookedTransformer or a TransformerBridge (see "
+                           f"actsteer.load_model), got {type(model).__name__}")
+
+
 def record(model: object, name: str, backend: Backend, fold_ln: bool) -> None:
     """Remember how ``model`` was built, for :func:`model_info`."""
     _LOADED[model] = (name, backend, fold_ln)
@@ -62,7 +91,7 @@ def model_info(model: SteerableModel) -> ModelInfo:
         model,
         (
             str(getattr(cfg, "model_name", "unknown")),
-            "hooked" if type(model).__name__ == "HookedTransformer" else "bridge",
+            backend_of(model),
             None,  # not built by load_model: processing unknown
         ),
     )

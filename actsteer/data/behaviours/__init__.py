@@ -15,7 +15,7 @@ offers (:attr:`BehaviourItem.choices`), which its prompt names.
   :func:`load_behaviour`, which picks one from a name, a path or ``"hub:<file>"``.
 
 Example:
-    >>> ds = load_behaviour("myopia")          # built-in, no files needed
+    >>> ds = load_behaviour("builtin:myopia")  # built-in, no files needed
     >>> ds.kind
     'AB'
     >>> s = ds.splits()                        # 50/20/30 of what is available

@@ -249,7 +249,7 @@ class BehaviourDataset:
 
         Example::
 
-            vector = caa_vector(model, load_behaviour("myopia").pairs(), dataset="myopia")
+            vector = caa_vector(model, load_behaviour("builtin:myopia").pairs(), dataset="myopia")
         """
         if fmt not in ("paper", "chat"):
             raise InvalidValueError(f"unknown prompt format {fmt!r}; use 'paper' or 'chat'")

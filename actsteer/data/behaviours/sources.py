@@ -1,13 +1,16 @@
 """Where behaviour datasets come from: built-ins, the paper's files, any file, the Hub.
 
-:func:`load_behaviour` turns one spec (a name, a path or ``"hub:<file>"``) into a
-:class:`BehaviourDataset`; the other loaders here are the sources it dispatches to.
+:func:`load_behaviour` turns one spec (``"builtin:<name>"``, a paper behaviour's name, a
+path or ``"hub:<file>"``) into a :class:`BehaviourDataset`; the other loaders here are the
+sources it dispatches to. Distinct data has distinct names: ``"myopia"`` is always the
+paper's file, ``"builtin:myopia"`` the items shipped with actsteer.
 The paper's files are found with :func:`actsteer.paths.data_dir` (``$ACTSTEER_DATA_DIR``
 or ``shared/data`` beside the repository), Hub files through :mod:`actsteer.hub`.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from actsteer.data import read_builtin
@@ -22,10 +25,11 @@ from actsteer.data.behaviours.formats import (
 from actsteer.data.behaviours.items import BehaviourDataset
 from actsteer.errors import InvalidValueError, MissingFileError
 from actsteer.hub import HubUnavailableError, fetch_file
-from actsteer.paths import data_dir
+from actsteer.paths import DATA_DIR_ENV, data_dir
 
 __all__ = [
     "BUILTIN_BEHAVIOURS",
+    "BUILTIN_PREFIX",
     "HUB_REPO",
     "PAPER_BEHAVIOURS",
     "PAPER_FILES",
@@ -56,7 +60,11 @@ PAPER_FILES: dict[str, str] = {
 """File name of each paper behaviour inside the behaviour data folder."""
 
 BUILTIN_BEHAVIOURS: tuple[str, ...] = ("myopia", "wealth_seeking")
-"""Behaviours shipped with the package (original items, ``actsteer/data/builtin/``)."""
+"""Behaviours shipped with the package (original items, ``actsteer/data/builtin/``),
+loaded as ``"builtin:<name>"``."""
+
+BUILTIN_PREFIX = "builtin:"
+"""``load_behaviour("builtin:myopia")`` loads a built-in set (see :func:`load_builtin`)."""
 
 HUB_REPO = "Anthropic/model-written-evals"
 """The Hub dataset that ``"hub:<file>"`` specs read from."""
@@ -91,7 +99,8 @@ def default_data_dir() -> Path | None:
 
 
 def load_builtin(name: str) -> BehaviourDataset:
-    """Load a dataset shipped with the package: ``"myopia"`` or ``"wealth_seeking"``.
+    """Load a dataset shipped with the package: ``"myopia"`` or ``"wealth_seeking"`` (with
+    or without the ``"builtin:"`` prefix that :func:`load_behaviour` needs).
 
     These are small original item sets (72 A/B items each, balanced) for tests and
     quick runs; they are not the paper's data.
@@ -100,7 +109,7 @@ def load_builtin(name: str) -> BehaviourDataset:
         >>> load_builtin("wealth_seeking").balance_report()
         {'A': 36, 'B': 36}
     """
-    key = canonical_name(name)
+    key = canonical_name(name.removeprefix(BUILTIN_PREFIX))
     if key not in BUILTIN_BEHAVIOURS:
         raise InvalidValueError(
             f"no built-in behaviour {name!r}; built-ins are {', '.join(BUILTIN_BEHAVIOURS)}"
@@ -155,11 +164,18 @@ def load_from_hub(
 
 
 def _valid_specs() -> str:
+    builtins = ", ".join(BUILTIN_PREFIX + name for name in BUILTIN_BEHAVIOURS)
     return (
-        f"built-ins {', '.join(BUILTIN_BEHAVIOURS)}; paper behaviours "
-        f"{', '.join(PAPER_BEHAVIOURS)} (with data_dir=...); a .json/.jsonl path; "
+        f"built-ins {builtins}; paper behaviours {', '.join(PAPER_BEHAVIOURS)} (their files "
+        f"in data_dir=... or the data folder); a .json/.jsonl path; "
         f"or 'hub:<file in {HUB_REPO}>'"
     )
+
+
+def _instead(key: str) -> str:
+    """The built-in set to suggest when the paper's file for ``key`` is missing."""
+    return (f", or use {BUILTIN_PREFIX + key!r} for actsteer's built-in items"
+            if key in BUILTIN_BEHAVIOURS else "")
 
 
 def _load_path(path: Path, on_error: OnError) -> BehaviourDataset:
@@ -178,47 +194,50 @@ def load_behaviour(
 
     Dispatch on ``spec``:
 
+    * ``"builtin:<name>"``: a set shipped with actsteer (:data:`BUILTIN_BEHAVIOURS`, see
+      :func:`load_builtin`); ``data_dir`` does not apply;
     * a path ending ``.json``: paper format when the items carry the ``Human:`` wrapper,
       otherwise a JSON list in the Anthropic schema; ``.jsonl``: Anthropic JSONL;
     * ``"hub:<relpath>"``: :func:`load_from_hub`;
-    * a paper behaviour name (:data:`PAPER_BEHAVIOURS`) with ``data_dir``: that paper
-      file (:data:`PAPER_FILES`) in ``data_dir``;
-    * a built-in name (``"myopia"``, ``"wealth_seeking"``) without ``data_dir``: the
-      built-in set;
-    * another paper name without ``data_dir``: the file in :func:`default_data_dir`.
+    * a paper behaviour name (:data:`PAPER_BEHAVIOURS`): always the paper's file
+      (:data:`PAPER_FILES`), in ``data_dir`` or else :func:`default_data_dir`; a missing
+      file raises :class:`~actsteer.errors.MissingFileError` naming where it looked.
 
     Example:
-        >>> load_behaviour("wealth_seeking").source
+        >>> load_behaviour("builtin:wealth_seeking").source
         'builtin:wealth_seeking'
         >>> load_behaviour("sycophancy", data_dir="../shared/data/behaviours")
         ... # doctest: +SKIP
     """
     if isinstance(spec, str) and spec.startswith(_HUB_PREFIX):
         return load_from_hub(spec[len(_HUB_PREFIX) :], on_error=on_error)
+    if isinstance(spec, str) and spec.startswith(BUILTIN_PREFIX):
+        if data_dir is not None:
+            raise InvalidValueError(
+                f"{spec!r} is a built-in set, so data_dir does not apply; drop data_dir, or "
+                f"name a paper behaviour ({', '.join(PAPER_BEHAVIOURS)}) to read its file")
+        return load_builtin(spec)
     if isinstance(spec, Path) or spec.endswith((".json", ".jsonl")):
         return _load_path(Path(spec), on_error)
     key = canonical_name(spec)
-    if key not in PAPER_BEHAVIOURS and key not in BUILTIN_BEHAVIOURS:
+    if key not in PAPER_FILES:
         if Path(spec).exists():
             return _load_path(Path(spec), on_error)
         raise InvalidValueError(f"unknown behaviour {spec!r}; valid: {_valid_specs()}")
-    if data_dir is None and key in BUILTIN_BEHAVIOURS:
-        return load_builtin(key)
-    if key not in PAPER_FILES:
-        raise InvalidValueError(
-                                f"{spec!r} is not a paper behaviour, so data_dir does not apply; "
-                                f"paper behaviours are {', '.join(PAPER_BEHAVIOURS)}"
-                                )
+    filename = PAPER_FILES[key]
     folder = Path(data_dir) if data_dir is not None else default_data_dir()
     if folder is None:
+        env = os.environ.get(DATA_DIR_ENV)
+        looked = (f"${DATA_DIR_ENV}/{DATA_SUBDIR} ({env}/{DATA_SUBDIR})" if env else
+                  f"shared/data/{DATA_SUBDIR} in {Path.cwd()}, its parents and beside the "
+                  "actsteer package")
         raise MissingFileError(
-            f"no data folder for paper behaviour {key!r}; pass data_dir=<folder with "
-            f"{PAPER_FILES[key]}> or set ACTSTEER_DATA_DIR"
-            )
-    path = folder / PAPER_FILES[key]
+            f"paper behaviour {key!r} reads {filename}, but no data folder was found (looked "
+            f"for {looked}); pass data_dir=<folder with {filename}>, set {DATA_DIR_ENV}"
+            f"{_instead(key)}")
+    path = folder / filename
     if not path.is_file():
         raise MissingFileError(
             f"paper behaviour file not found: {path}; pass data_dir=<folder with "
-            f"{PAPER_FILES[key]}>"
-            )
+            f"{filename}>{_instead(key)}")
     return load_paper_json(path, name=key, on_error=on_error)

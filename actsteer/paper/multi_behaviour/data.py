@@ -40,7 +40,7 @@ def load_datasets(config: MultiBehaviourConfig) -> dict[str, BehaviourDataset]:
         elif key in PAPER_FILES and found is not None and (found / PAPER_FILES[key]).is_file():
             dataset = load_behaviour(key, data_dir=found)
         elif key in BUILTIN_BEHAVIOURS and config.data_dir is None:
-            dataset = load_behaviour(key)
+            dataset = load_behaviour(f"builtin:{key}")
         else:
             dataset = load_behaviour(key, data_dir=found)
         logger.info("behaviour %s: %d items from %s", key, len(dataset), dataset.source)
