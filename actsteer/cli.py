@@ -280,6 +280,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def cmd_extract(args: argparse.Namespace) -> None:
     import actsteer
     from actsteer.data.behaviours import load_behaviour
+    from actsteer.models import EMBEDDED_MODEL
 
     check_output(args.out, folder=False)
     check_device(args.device)
@@ -291,7 +292,7 @@ def cmd_extract(args: argparse.Namespace) -> None:
     n = args.n if args.n is not None else min(500, len(items))
     if not 0 < n <= len(items):
         raise CliError(f"--n {args.n} is outside 1..{len(items)} (items in {dataset.name})")
-    model = actsteer.load_model(args.model or actsteer.EMBEDDED_MODEL,
+    model = actsteer.load_model(args.model or EMBEDDED_MODEL,
                                 backend=args.backend or "hooked", device=args.device,
                                 dtype=args.dtype)
     vector = actsteer.caa_vector(model, items[:n].pairs(args.prompt_format, model.tokenizer),

@@ -6,10 +6,13 @@ import pytest
 import torch
 
 import actsteer
-from actsteer import Injection, Positions, SteeringPlan, run, single
+from actsteer import Positions, SteeringPlan, run, single
 from actsteer.baking import PLAN_FILE, BakeError, bake, bias_edits, save_baked_hf
 from actsteer.batching import encode, pad
 from actsteer.models.info import backend_of
+from actsteer.plan import Injection
+from actsteer.sites import HookSiteError
+from actsteer.vector import VectorMismatchError
 
 TEXTS = ["Human:\nWould you like $5 now or $50 next week?\n\nAI:\nI choose (",
          "The capital of France is", "a"]
@@ -106,9 +109,9 @@ def test_bridge_bakes_resid_mid_as_the_attention_output_bias(tiny_bridge, tiny_m
 
 
 def test_plans_that_do_not_fit_raise_before_copying(tiny_model):
-    with pytest.raises(actsteer.HookSiteError, match=r"layers 0\.\.3"):
+    with pytest.raises(HookSiteError, match=r"layers 0\.\.3"):
         bake(tiny_model, single(_direction(0), 7))
-    with pytest.raises(actsteer.VectorMismatchError, match="d_model 65"):
+    with pytest.raises(VectorMismatchError, match="d_model 65"):
         bake(tiny_model, single(torch.ones(65), 1))
 
 

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from actsteer import SteeringVector, VectorMeta
+from actsteer import SteeringVector
 from actsteer.controlvector import ControlVectorError, export_control_vector, import_control_vector
+from actsteer.vector import VectorMeta
 
 
 def _vector(layers=(0, 1, 2, 3), d=64, site="resid_post", dtype=torch.float32) -> SteeringVector:
@@ -101,7 +102,7 @@ def test_resid_pre_import_shifts_to_the_next_block(tmp_path):
 
 
 def test_import_checks_the_model(tmp_path, tiny_model):
-    from actsteer import VectorMismatchError
+    from actsteer.vector import VectorMismatchError
 
     wide = export_control_vector(_vector(d=32), tmp_path / "w.gguf", layers=[1])
     with pytest.raises(VectorMismatchError, match="d_model 32"):

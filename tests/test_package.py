@@ -60,3 +60,40 @@ def test_wheel_has_only_actsteer_at_the_top_level(tmp_path) -> None:
     assert "actsteer/py.typed" in names
     assert any(n.startswith("actsteer/paper/multi_behaviour/") for n in names)
     assert any(n.endswith(".jsonl") for n in names)
+
+
+API_LIMIT = 35
+
+
+def test_public_api_is_small_and_every_name_is_documented() -> None:
+    import re
+
+    import actsteer
+
+    names = list(actsteer.__all__)
+    assert len(names) <= API_LIMIT, f"{len(names)} public names; move some to their modules"
+    assert set(names) == {"__version__", *actsteer._EXPORTS}
+    documented = set(re.findall(r"^\| `([A-Za-z_]+)` \|", (ROOT / "docs" / "api.md").read_text(
+        encoding="utf-8"), re.MULTILINE))
+    assert set(names) - documented == set(), "add a line to docs/api.md for each public name"
+    for name in names:
+        assert getattr(actsteer, name) is not None
+
+
+def test_importing_actsteer_or_its_cli_does_not_load_torch() -> None:
+    code = ("import sys, actsteer, actsteer.cli; actsteer.cli.build_parser(); "
+            "print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "False"
+
+
+def test_unknown_names_say_where_to_look() -> None:
+    import pytest
+
+    import actsteer
+
+    with pytest.raises(AttributeError, match="docs/api.md"):
+        _ = actsteer.not_a_name
+    assert actsteer.effects.paired_effect is actsteer.paired_effect  # modules load lazily too

@@ -6,10 +6,13 @@ import pytest
 import torch
 
 import actsteer
-from actsteer import Positions, combined, run, simultaneous, single, steer
+from actsteer import Positions, SteeringPlan, combined, run, simultaneous, single, steer
 from actsteer.batching import encode, pad
 from actsteer.errors import ActsteerError
 from actsteer.extraction import ContrastivePair, caa_vector
+from actsteer.plan import Injection, empty_plan
+from actsteer.sites import SITES, HookSiteError
+from actsteer.vector import VectorMismatchError
 
 TEXTS = ["hello there friend", "another, longer text about many things at once", "x y"]
 
@@ -45,7 +48,7 @@ def test_hook_adds_exactly_at_target_and_nothing_upstream(tiny_any, vectors):
                 tiny_any(batch.tokens, attention_mask=batch.attention_mask)
         return store
 
-    before = cache_of(actsteer.empty_plan())
+    before = cache_of(empty_plan())
     after = cache_of(single(vector, layer, coefficient))
     expected = before[names[0]] + coefficient * vector.at(layer)
     torch.testing.assert_close(after[names[0]], expected, atol=1e-5, rtol=0)
@@ -63,7 +66,7 @@ def test_positions_from_index_respects_left_padding(tiny_model, vectors):
         def grab(a, hook, store=store):
             store["post"] = a.clone()
 
-        for key, p in (("base", actsteer.empty_plan()), ("steer", plan)):
+        for key, p in (("base", empty_plan()), ("steer", plan)):
             with torch.no_grad(), steer(tiny_model, p) as handle:
                 handle.new_prompt(batch.starts)
                 with tiny_model.hooks(fwd_hooks=[("blocks.1.hook_resid_post", grab)]):
@@ -186,15 +189,15 @@ def test_transformer_lens_generate_cached_and_uncached_agree(tiny_any, vectors, 
     cached = continuation(plan, True)
     assert cached == continuation(plan, False)
     if mode != "all":
-        assert cached != continuation(actsteer.empty_plan(), True)
+        assert cached != continuation(empty_plan(), True)
 
 
 def test_wrong_plans_raise_before_forward(tiny_model, vectors):
-    deep = actsteer.SteeringPlan((actsteer.Injection(vectors[0].at(1), 7),))
-    wide = actsteer.SteeringPlan((actsteer.Injection(torch.ones(65), 1),))
-    nan = actsteer.SteeringPlan((actsteer.Injection(torch.full((64,), float("nan")), 1),))
-    cases = [(deep, actsteer.HookSiteError, r"layers 0\.\.3"),
-             (wide, actsteer.VectorMismatchError, "d_model 65"), (nan, ValueError, "not finite")]
+    deep = SteeringPlan((Injection(vectors[0].at(1), 7),))
+    wide = SteeringPlan((Injection(torch.ones(65), 1),))
+    nan = SteeringPlan((Injection(torch.full((64,), float("nan")), 1),))
+    cases = [(deep, HookSiteError, r"layers 0\.\.3"),
+             (wide, VectorMismatchError, "d_model 65"), (nan, ValueError, "not finite")]
     for plan, error, message in cases:
         with pytest.raises(error, match=message), steer(tiny_model, plan):
             pass
@@ -219,7 +222,7 @@ def _parity(hooked, bridge, layer: int, width: int) -> None:
     batch = _batch(hooked)
     vector = torch.randn(width, generator=torch.Generator().manual_seed(3)) * 4
     real = batch.attention_mask.bool()
-    for site in actsteer.SITES:
+    for site in SITES:
         plan = single(vector, layer, 3.0, site=site, positions=Positions.from_index(1))
         ours, theirs = run(hooked, batch, plan), run(bridge, batch, plan)
         gap = (_centred(ours) - _centred(theirs))[real].abs().max()
@@ -304,7 +307,7 @@ def test_steer_removes_its_forward_pre_hook(tiny_any, vectors):
 
 
 def test_overflowing_delta_is_refused_before_any_forward(tiny_model):
-    huge = actsteer.SteeringPlan((actsteer.Injection(torch.full((64,), 1e30), 1, 1e10,
+    huge = SteeringPlan((Injection(torch.full((64,), 1e30), 1, 1e10,
                                                      label="huge"),))
     with pytest.raises(ValueError, match=r"huge at blocks\.1\.hook_resid_post.*overflows.*"
                                          r"smaller coefficient"), steer(tiny_model, huge):
@@ -314,7 +317,7 @@ def test_overflowing_delta_is_refused_before_any_forward(tiny_model):
 
 def test_delta_overflowing_only_in_the_models_dtype_is_refused(tiny_folder, tiny_model):
     half = actsteer.load_model(tiny_folder, dtype="float16")
-    plan = actsteer.SteeringPlan((actsteer.Injection(torch.full((64,), 1e5), 1, 1e3,
+    plan = SteeringPlan((Injection(torch.full((64,), 1e5), 1, 1e3,
                                                      label="big"),))
     assert torch.isfinite(plan.injections[0].delta).all()  # finite in float32
     with pytest.raises(ValueError, match=r"big at .*overflows float32/float16"), \

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from actsteer import SteeringVector, VectorMeta
+from actsteer import SteeringVector
 from actsteer.errors import ActsteerError, InvalidValueError, MissingFileError
 from actsteer.models import load_model, quiet_deprecation
 from actsteer.models.info import record
@@ -37,6 +37,7 @@ from actsteer.surgery import (
     surgery,
     train_probe,
 )
+from actsteer.vector import VectorMeta
 
 D_MODEL, D_MLP = 64, 128
 PLANTED = {1: (3, 17, 40), 2: (5, 99)}  # rows anti-aligned with U in checkpoint coordinates

@@ -9,18 +9,12 @@ import pytest
 import torch
 
 import actsteer.sweep as sweep_module
-from actsteer import (
-    HookSiteError,
-    Positions,
-    combined,
-    empty_plan,
-    simultaneous,
-    single,
-    steer,
-)
+from actsteer import Positions, combined, simultaneous, single, steer
 from actsteer.accuracy import Documents, accuracy_sweep, count_hits
 from actsteer.baking import bake
 from actsteer.batching import Batch, encode, length_batches, pad
+from actsteer.plan import empty_plan
+from actsteer.sites import HookSiteError
 from actsteer.sweep import PrefixCache, start_layer, supports_prefix_reuse, sweep_logits
 
 TEXTS = [

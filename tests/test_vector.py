@@ -7,8 +7,9 @@ import pickle
 import pytest
 import torch
 
-from actsteer import SteeringVector, VectorFileError, VectorMeta, VectorMismatchError, match_norms
+from actsteer import SteeringVector
 from actsteer.extraction import ContrastivePair, caa_vector, directions_from_pairs
+from actsteer.vector import VectorFileError, VectorMeta, VectorMismatchError, match_norms
 
 
 def _vector(seed=0, layers=(0, 1, 2, 3), d=64) -> SteeringVector:
