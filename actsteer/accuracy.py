@@ -22,11 +22,11 @@ from typing import Any
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from actsteer.batching import Batch, PaddingSide, length_batches, pad
 from actsteer.errors import InvalidValueError
 from actsteer.plan import SteeringPlan
+from actsteer.progress import by_items
 from actsteer.stats import Estimate, bootstrap
 from actsteer.sweep import PrefixCache, sweep_logits
 
@@ -129,9 +129,10 @@ def accuracy_sweep(
     top1 = torch.zeros(len(plans), n, dtype=torch.long)
     topk = torch.zeros(len(plans), n, dtype=torch.long)
     nll = torch.zeros(len(plans), n, dtype=torch.float64)
-    pairs = list(zip(documents.groups, documents.batches, strict=True))
-    for group, batch in tqdm(pairs, desc="next-token accuracy", disable=not progress,
-                             leave=False):
+    batches = dict(zip(documents.groups, documents.batches, strict=True))
+    for group in by_items(list(documents.groups), desc="next-token accuracy",
+                          progress=progress, unit="document"):
+        batch = batches[group]
 
         def hits_of(logits: Tensor, batch: Batch = batch) -> Tensor:
             hit_1, hit_k = count_hits(logits, batch, k)

@@ -8,8 +8,12 @@
 
 Every field of an experiment's config can be set: ``--set field=value`` (JSON values,
 ``model.dtype=bf16`` for the model), ``--config file.json`` (an object of fields), and
-shortcuts such as ``--layers``. Bad arguments, missing data or unusable paths end with one
-line on stderr and exit code 2, before anything is written (``--debug`` shows tracebacks).
+shortcuts such as ``--layers``.
+
+Exit codes: 0 done; 2 a mistake in what was asked (bad arguments, missing data, an unusable
+path, a results file in use), printed as one line on stderr before any data or model is
+loaded where it can be known then; 130 interrupted (Ctrl-C), with one line; 1 a bug in
+actsteer, with its traceback. ``--debug`` shows tracebacks for mistakes too.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import logging
 import os
 import sys
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +33,8 @@ from actsteer.errors import ActsteerError
 logger = logging.getLogger("actsteer")
 
 EXIT_USAGE = 2
+EXIT_BUG = 1
+EXIT_INTERRUPTED = 130
 
 
 class CliError(ActsteerError):
@@ -158,23 +165,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check_output(path: Path, *, what: str = "--out", folder: bool = True) -> None:
-    """Raise :class:`CliError` unless ``path`` can be created and written: not a file
-    where a folder is needed, no file among its parents, and the nearest existing
-    folder writable. Runs before any work, so nothing is computed for nothing."""
+    """Raise :class:`CliError` unless ``path`` can be written, found by trying: the folder
+    (``path``, or a file's parent) is created and a scratch file written in it and
+    removed. Runs before any work, so nothing is computed for nothing."""
     path = Path(path)
     if folder and path.exists() and not path.is_dir():
         raise CliError(f"{what} {path} is a file; give a folder")
     if not folder and path.is_dir():
         raise CliError(f"{what} {path} is a folder; give a file name")
-    existing = path if path.exists() else path.parent
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise CliError(f"{what} {path} lies under {existing}, which is a file; choose "
-                       "another path")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise CliError(f"{what} {path}: {existing} is not writable; choose a folder you "
-                       "can write to (e.g. --out /tmp/actsteer)")
+    target = path if folder else path.parent
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        probe = target / f".actsteer-write-check-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise CliError(f"{what} {path} cannot be written ({reason}: "
+                       f"{error.filename or target}); choose a folder you can write to, "
+                       "e.g. --out /tmp/actsteer") from None
 
 
 def check_device(device: str | None) -> None:
@@ -251,10 +260,19 @@ def _run(name: str, config: Any, args: argparse.Namespace) -> tuple[str, list[Pa
     return experiment.summary_table(results), figures
 
 
+def check_free(name: str, out_dir: str | Path) -> None:
+    """Stop now, not after loading data and a model, if another run writes this folder."""
+    from actsteer.paper import get_experiment
+    from actsteer.results import check_unlocked
+
+    check_unlocked(Path(out_dir) / get_experiment(name).results_file)
+
+
 def cmd_experiment(name: str, args: argparse.Namespace) -> None:
     config = experiment_config(name, args)
-    check_output(Path(config.out_dir))
     check_device(config.model.device)
+    check_output(Path(config.out_dir))
+    check_free(name, config.out_dir)
     table, figures = _run(name, config, args)
     print(table)
     _print_figures(figures)
@@ -264,6 +282,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
     from actsteer.paper import EXPERIMENTS, get_experiment
 
     check_output(Path(args.out))
+    for name in EXPERIMENTS:
+        check_free(name, Path(args.out) / name.replace("-", "_"))
     started = time.perf_counter()
     figures: list[Path] = []
     for name in EXPERIMENTS:
@@ -282,8 +302,8 @@ def cmd_extract(args: argparse.Namespace) -> None:
     from actsteer.data.behaviours import load_behaviour
     from actsteer.models import EMBEDDED_MODEL
 
-    check_output(args.out, folder=False)
     check_device(args.device)
+    check_output(args.out, folder=False)
     if args.data_dir is not None and not Path(args.data_dir).is_dir():
         raise CliError(f"--data-dir {args.data_dir} does not exist; pass the folder holding "
                        "the paper's behaviour .json files")
@@ -316,7 +336,14 @@ def cmd_plot(args: argparse.Namespace) -> None:
     out = args.out or args.results.parent / "figures"
     check_output(out)
     experiment = experiment_for(args.results.name)
-    results = experiment.load_results(args.results)
+    try:
+        results = experiment.load_results(args.results)
+    except ActsteerError as error:
+        if "unfinished run" not in str(error):
+            raise
+        results = experiment.load_partial(args.results)
+        print(f"PARTIAL RUN: {args.results} holds {len(results['cells'])} finished cells; "
+              "this is what they show (run the command that made it again to finish it)\n")
     figures = experiment.write_figures(results, out)
     print(experiment.summary_table(results))
     _print_figures(figures)
@@ -341,20 +368,55 @@ def _command(name: str) -> Callable[[argparse.Namespace], None]:
     return lambda args: cmd_experiment(name, args)
 
 
-def _expected_errors() -> tuple[type[BaseException], ...]:
-    """Errors that are the user's to fix: one line, exit code 2."""
-    from actsteer.data.behaviours import DatasetUnavailableError
-    from actsteer.data.corpora import CorpusUnavailableError
-    from actsteer.models import ModelUnavailableError
-    from actsteer.results import ResultsLockedError
+INTERRUPTED = {
+    "extract": "interrupted; nothing was saved",
+    "plot": "interrupted; figures already written are complete, the rest were not written",
+}
+"""What Ctrl-C leaves behind, per command (experiments and the demo: finished cells)."""
 
-    return (CliError, OSError, ValueError, KeyError, ModelUnavailableError,
-            DatasetUnavailableError, CorpusUnavailableError, ResultsLockedError)
+
+def _interrupted(args: argparse.Namespace) -> str:
+    if args.command in INTERRUPTED:
+        return INTERRUPTED[args.command]
+    return ("interrupted; every finished cell is saved, run the same command again to resume "
+            "where it stopped")
+
+
+def _user_paths(args: argparse.Namespace) -> list[Path]:
+    """The paths given on the command line (an OSError on one of them is the user's)."""
+    found = []
+    for name in ("out", "results", "config", "data_dir", "text", "dataset"):
+        value = getattr(args, name, None)
+        if isinstance(value, (str, Path)) and str(value):
+            found.append(Path(value).expanduser().absolute())
+    return found
+
+
+def _is_mistake(error: BaseException, args: argparse.Namespace) -> bool:
+    """An error that is the user's to fix (one line, exit 2), not a bug (traceback, exit 1)."""
+    if isinstance(error, ActsteerError):
+        return True
+    if isinstance(error, OSError) and error.filename:
+        where = Path(str(error.filename)).expanduser().absolute()
+        return any(where == p or p in where.parents for p in _user_paths(args))
+    return False
+
+
+def _one_line(error: BaseException) -> str:
+    message = error.args[0] if isinstance(error, KeyError) and error.args else error
+    text = str(message).splitlines()[0] if str(message) else type(error).__name__
+    if isinstance(error, OSError) and error.filename and str(error.filename) not in text:
+        text = f"{text}: {error.filename}"
+    return text
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:
+        print("actsteer: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     logging.basicConfig(
         level=logging.DEBUG if args.debug else (logging.WARNING if args.quiet else logging.INFO),
         format="%(levelname)s %(name)s: %(message)s")
@@ -363,15 +425,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _command(args.command)(args)
     except KeyboardInterrupt:
-        print("interrupted; finished cells are saved, re-run the same command to resume",
-              file=sys.stderr)
-        return 130
+        print(f"actsteer {args.command}: {_interrupted(args)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except Exception as error:
-        if args.debug or not isinstance(error, _expected_errors()):
-            raise
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        text = str(message).splitlines()[0] if str(message) else type(error).__name__
-        print(f"actsteer {args.command}: error: {text}", file=sys.stderr)
+        if not _is_mistake(error, args):
+            traceback.print_exc()
+            print(f"actsteer {args.command}: this is a bug in actsteer, not in what you asked; "
+                  "please report it with the traceback above", file=sys.stderr)
+            return EXIT_BUG
+        if args.debug:
+            traceback.print_exc()
+        print(f"actsteer {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return EXIT_USAGE
     return 0
 

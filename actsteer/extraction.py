@@ -21,7 +21,6 @@ from typing import Any, Literal
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from actsteer.aggregators import Aggregator, Method, resolve_aggregator
 from actsteer.batching import PaddingSide, encode, encode_many, length_batches, pad
@@ -29,6 +28,7 @@ from actsteer.contrast import ContrastivePair
 from actsteer.diagnostics import diagnostics_to_meta, vector_diagnostics
 from actsteer.errors import InvalidValueError
 from actsteer.models import model_info
+from actsteer.progress import by_items
 from actsteer.sites import check_layers
 from actsteer.vector import SteeringVector, VectorMeta
 
@@ -68,7 +68,7 @@ def read_activations(
     out = torch.zeros(len(sequences), len(layers), int(model.cfg.d_model))
     stop_at = max(layers) + 1
     groups = list(length_batches([len(s) for s in sequences], batch_size))
-    for group in tqdm(groups, desc=desc, disable=not progress, leave=False):
+    for group in by_items(groups, desc=desc, progress=progress, unit="sequence"):
         batch = pad(model, [sequences[i] for i in group], padding_side=padding_side)
         weights = torch.zeros(batch.tokens.shape, dtype=torch.float32)
         for row, index in enumerate(group):

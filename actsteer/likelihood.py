@@ -37,12 +37,12 @@ from typing import Any
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from actsteer.batching import Batch, encode, encode_many, length_batches, pad
 from actsteer.contrast import ContrastItem, WordSets
 from actsteer.errors import InvalidValueError
 from actsteer.plan import SteeringPlan
+from actsteer.progress import by_items
 from actsteer.sweep import sweep_logits
 
 __all__ = [
@@ -143,7 +143,7 @@ def word_propensities(
                             - logp[:, c.to(logp.device)].logsumexp(-1) for b, c in sides])
 
     groups = list(length_batches([len(s) for s in sequences], batch_size))
-    for group in tqdm(groups, desc=desc, disable=not progress, leave=False, unit="batch"):
+    for group in by_items(groups, desc=desc, progress=progress, unit="prompt"):
         batch = pad(model, [sequences[i] for i in group], padding_side="left")
         values = sweep_logits(model, batch, plans, reduce=reduce)  # [plan, set, batch]
         out[:, :, torch.as_tensor(group)] = values.permute(1, 0, 2).double().cpu()
@@ -189,7 +189,7 @@ def continuation_propensities(
                 rows.append(_Row(index, is_behaviour, len(prompt), len(prompt) + len(answer)))
     total = torch.zeros(len(plans), len(sequences), dtype=torch.float64)
     groups = list(length_batches([len(s) for s in sequences], batch_size))
-    for group in tqdm(groups, desc=desc, disable=not progress, leave=False, unit="batch"):
+    for group in by_items(groups, desc=desc, progress=progress, unit="text"):
         batch = pad(model, [sequences[i] for i in group], padding_side="right")
         scored = _scored_mask(batch, [rows[i] for i in group])
 

@@ -26,10 +26,10 @@ from typing import Any
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from actsteer.batching import encode_many, length_batches, pad
 from actsteer.errors import InvalidValueError, MissingKeyError
+from actsteer.progress import by_items
 from actsteer.sites import check_layers
 
 __all__ = ["ResidualNorms", "residual_norms"]
@@ -98,15 +98,17 @@ def residual_norms(
     token ids, truncated to ``max_tokens``; each text's first token is left out)."""
     if not texts:
         raise InvalidValueError("residual_norms needs at least one text")
-    sequences = [list(t)[:max_tokens] for t in (
-        encode_many(model, list(texts)) if isinstance(texts[0], str) else texts)]  # type: ignore[arg-type]
+    encoded: list[list[int]] = (encode_many(model, [str(t) for t in texts])
+                                if isinstance(texts[0], str)
+                                else [[int(x) for x in t] for t in texts])
+    sequences = [ids[:max_tokens] for ids in encoded]
     if all(len(s) < 2 for s in sequences):
         raise InvalidValueError("every text is shorter than 2 tokens; give longer texts")
     chosen = list(range(int(model.cfg.n_layers))) if layers is None else [int(x) for x in layers]
     names = check_layers(model, chosen, site)
     norms: dict[str, list[Tensor]] = {name: [] for name in names}
     groups = list(length_batches([len(s) for s in sequences], batch_size))
-    for group in tqdm(groups, desc="residual norms", disable=not progress, leave=False):
+    for group in by_items(groups, desc="residual norms", progress=progress, unit="text"):
         batch = pad(model, [sequences[i] for i in group], padding_side="right")
         keep = batch.attention_mask.bool().clone()
         keep[:, 0] = False  # the first token (BOS) is an attention sink

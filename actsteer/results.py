@@ -50,6 +50,7 @@ __all__ = [
     "ResultConflictError",
     "ResultStore",
     "ResultsLockedError",
+    "check_unlocked",
     "merge_results",
     "read_results",
 ]
@@ -421,13 +422,7 @@ def _acquire(path: Path) -> FileLock:
     try:
         lock.acquire()
     except Timeout:
-        try:
-            holder = _owner_path(path).read_text(encoding="utf-8").strip()
-        except OSError:
-            holder = ""
-        raise ResultsLockedError(
-            f"{path} is being written by another run ({holder or 'another process'}); wait "
-            "for it to finish, or give this run another output folder (--out)") from None
+        raise _locked(path) from None
     owner = (f"pid {os.getpid()} on {socket.gethostname()}, since "
              f"{time.strftime('%Y-%m-%d %H:%M:%S')}")
 
@@ -440,6 +435,31 @@ def _acquire(path: Path) -> FileLock:
         lock.release()
         raise
     return lock
+
+
+def _locked(path: Path) -> ResultsLockedError:
+    try:
+        holder = _owner_path(path).read_text(encoding="utf-8").strip()
+    except OSError:
+        holder = ""
+    return ResultsLockedError(
+        f"{path} is being written by another run ({holder or 'another process'}); wait "
+        "for it to finish, or give this run another output folder (--out)")
+
+
+def check_unlocked(path: str | os.PathLike[str]) -> None:
+    """Raise :class:`ResultsLockedError` now if another run is writing ``path``: a quick
+    check before long work (loading data and a model), so a second run into the same
+    folder stops at once. The store takes the lock itself when it opens."""
+    target = Path(path)
+    if not _lock_path(target).exists():
+        return
+    lock = FileLock(str(_lock_path(target)), timeout=0, thread_local=False)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise _locked(target) from None
+    lock.release()
 
 
 def _release(path: Path, lock: FileLock) -> None:

@@ -52,8 +52,11 @@ def test_each_command_has_help(capsys, command: str) -> None:
 
 
 @pytest.mark.parametrize("argv, needle", [
-    (["multi-behaviour", "--data-dir", "/no/such/folder"], "data_dir='/no/such/folder' is not"),
-    (["multi-behaviour", "--behaviours", "telepathy"], "unknown behaviour 'telepathy'"),
+    (["multi-behaviour", "--profile", "standard", "--data-dir", "/no/such/folder"],
+     "data_dir='/no/such/folder' is not"),
+    (["multi-behaviour", "--profile", "standard", "--behaviours", "telepathy"],
+     "unknown behaviour 'telepathy'"),
+    (["multi-behaviour", "--behaviours", "telepathy"], "behaviours=('telepathy',) is invalid"),
     (["broad-skills", "--text", "/no/such/text"], "'/no/such/text' does not exist"),
     (["extract", "telepathy", "--out", "v.safetensors"], "unknown behaviour 'telepathy'"),
     (["plot", "/no/such/results.json"], "no results file"),
@@ -80,11 +83,11 @@ def test_plot_rejects_non_json_and_unknown_files(capsys, tmp_path) -> None:
     assert code == 2 and "cannot tell which experiment" in err
 
 
-def test_debug_shows_the_traceback(tmp_path) -> None:
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        cli.main(["broad-skills", "--debug", "--text", str(tmp_path / "nope")])
-    with pytest.raises(cli.CliError, match="no results file"):
-        cli.main(["--debug", "plot", str(tmp_path / "missing.json")])
+def test_debug_shows_the_traceback(capsys, tmp_path) -> None:
+    code, _, err = _main(capsys, "broad-skills", "--debug", "--text", str(tmp_path / "nope"))
+    assert code == 2 and "Traceback" in err and "does not exist" in err.splitlines()[-1]
+    code, _, err = _main(capsys, "--debug", "plot", str(tmp_path / "missing.json"))
+    assert code == 2 and "Traceback" in err and "no results file" in err
 
 
 def test_flags_work_before_and_after_the_command() -> None:
@@ -99,7 +102,8 @@ def test_flags_config_file_and_set_reach_every_config_field(tmp_path) -> None:
     settings.write_text(json.dumps({"n_test": 50, "scales": [-1, 1],
                                     "model": {"dtype": "bf16"}}))
     args = cli.build_parser().parse_args(
-        ["multi-behaviour", "--layers", "3", "5", "--coefficients", "-2", "2", "--seed", "7",
+        ["multi-behaviour", "--profile", "standard", "--layers", "3", "5", "--coefficients",
+         "-2", "2", "--seed", "7",
          "--config", str(settings), "--set", "n_test=300", "--set", "prompt_format=chat",
          "--set", "model.backend=bridge", "--set", "data_dir=null", "--backend", "hooked"])
     config = cli.experiment_config("multi-behaviour", args)
@@ -114,8 +118,14 @@ def test_flags_config_file_and_set_reach_every_config_field(tmp_path) -> None:
     (["--set", "n_tset=3"], "unknown config keys ['n_tset']"),
     (["--set", "n_test"], "is not FIELD=VALUE"),
     (["--set", "model.size=3"], "unknown config keys ['size']"),
-    (["--set", "grid_multipliers=[0]"], "grid_multipliers=(0.0,) is invalid"),
+    (["--profile", "standard", "--set", "grid_multipliers=[0]"],
+     "grid_multipliers=(0.0,) is invalid"),
     (["--profile", "huge"], "--profile 'huge' is not a profile"),
+    (["--profile", "standard", "--set", "grid_layers=14"],
+     "grid_layers=14 is invalid: expected a list of int, or null"),
+    (["--set", "fraction=\"big\""], "fraction='big' is invalid: expected number"),
+    (["--coefficients", "-1", "1"], "--coefficients does not apply to --profile quick"),
+    (["--data-dir", "/tmp"], "--data-dir does not apply to --profile quick"),
 ])
 def test_bad_settings_are_one_line(capsys, tmp_path, argv, needle) -> None:
     code, _, err = _main(capsys, "multi-behaviour", *argv, "--out", str(tmp_path / "o"))
@@ -131,16 +141,17 @@ def test_bad_output_paths_and_devices_fail_before_any_work(capsys, tmp_path) -> 
     locked.chmod(0o500)
     cases = [
         (["multi-behaviour", "--out", str(a_file)], "is a file; give a folder"),
-        (["broad-skills", "--out", str(a_file / "below")], "which is a file"),
+        (["broad-skills", "--out", str(a_file / "below")], "cannot be written"),
         (["extract", "builtin:myopia", "--out", str(tmp_path)], "is a folder; give a file name"),
-        (["extract", "builtin:myopia", "--out", str(a_file / "v.safetensors")], "which is a file"),
+        (["extract", "builtin:myopia", "--out", str(a_file / "v.safetensors")],
+         "cannot be written"),
         (["demo", "--out", str(a_file)], "is a file"),
         (["multi-behaviour", "--device", "cuda:7", "--out", str(tmp_path / "o")], "cuda"),
         (["extract", "builtin:myopia", "--device", "warp", "--out", str(tmp_path / "v")],
          "is not a device"),
     ]
     if os.geteuid() != 0:  # root writes anywhere
-        cases.append((["multi-behaviour", "--out", str(locked / "o")], "is not writable"))
+        cases.append((["multi-behaviour", "--out", str(locked / "o")], "cannot be written"))
     try:
         for argv, needle in cases:
             code, _, err = _main(capsys, *argv)
@@ -154,7 +165,9 @@ def test_bad_output_paths_and_devices_fail_before_any_work(capsys, tmp_path) -> 
 def test_a_typo_in_the_model_leaves_nothing_that_blocks_the_fix(capsys, tmp_path,
                                                                   tiny_folder) -> None:
     out = tmp_path / "mb"
-    common = ["--quiet", "multi-behaviour", "--layers", "1", "--coefficients", "-2", "2",
+    common = ["--quiet", "multi-behaviour", "--profile", "standard", "--behaviours",
+              "builtin:myopia", "builtin:wealth_seeking", "--layers", "1", "--coefficients",
+              "-2", "2", "--set", "steerability_layers=[1,3]",
               "--set", "tax_corpus=none", "--set", "n_vector=6", "--set", "n_grid=4",
               "--set", "n_test=4", "--set", "balance_letters=false", "--out", str(out)]
     code, _, err = _main(capsys, *common, "--model", str(tmp_path / "no-such-model"))
@@ -177,8 +190,11 @@ def test_console_script_entry_point_exits_2(tmp_path) -> None:
 def test_multi_behaviour_plot_and_extract_end_to_end(capsys, tmp_path, tiny_folder) -> None:
     out = tmp_path / "mb"
     code, stdout, err = _main(
-        capsys, "--quiet", "multi-behaviour", "--model", str(tiny_folder), "--layers", "1",
-        "--coefficients", "-2", "2", "--seed", "13", "--out", str(out))
+        capsys, "--quiet", "multi-behaviour", "--profile", "standard", "--behaviours",
+        "builtin:myopia", "builtin:wealth_seeking", "--model", str(tiny_folder), "--layers",
+        "1", "--coefficients", "-2", "2", "--seed", "13", "--set", "n_vector=32",
+        "--set", "n_grid=16", "--set", "n_test=24", "--set", "steerability_layers=[1,3]",
+        "--set", "letter_free_items=8", "--set", "tax_documents=3", "--out", str(out))
     assert code == 0, err
     results = read_results(out / "multi_behaviour.jsonl")
     assert results["config"]["grid_layers"] == [1]
@@ -242,15 +258,20 @@ def test_broad_skills_then_plot(capsys, tmp_path, tiny_folder) -> None:
     assert "python" in replotted  # plot also prints the summary table
 
 
-def test_plot_of_an_unfinished_run_says_to_finish_it(capsys, tmp_path) -> None:
+def test_plot_of_an_unfinished_run_shows_what_it_has(capsys, tmp_path) -> None:
+    from actsteer.paper.multi_behaviour.expressed import ExpressedConfig
+
     partial = tmp_path / "broad_skills.json"
     partial.write_text(json.dumps({"config": {}, "cells": {}, "extra": {}}))
     code, _, err = _main(capsys, "plot", str(partial))
-    assert code == 2 and "unfinished run" in err and "re-run" in err
+    assert code == 2 and "is not a broad-skills results file" in err
     log = tmp_path / "multi_behaviour.jsonl"
-    log.write_text(json.dumps({"format": FORMAT, "config": {}}) + "\n")
-    code, _, err = _main(capsys, "plot", str(log))
-    assert code == 2 and "unfinished run" in err and "re-run" in err
+    config = {"kind": "expressed", **ExpressedConfig().results_config()}
+    log.write_text(json.dumps({"format": FORMAT, "config": config}) + "\n")
+    code, out, err = _main(capsys, "plot", str(log), "--out", str(tmp_path / "figures"))
+    assert code == 0, err
+    assert out.startswith("PARTIAL RUN") and "holds 0 finished cells" in out
+    assert "sentiment" in out
 
 
 @pytest.mark.parametrize("name, experiment", [
@@ -274,3 +295,99 @@ def test_experiment_modules_run_the_same_cli(capsys) -> None:
             module.main(["--help"])
         assert stop.value.code == 0
         assert capsys.readouterr().out.startswith(f"usage: actsteer {command}")
+
+
+# --------------------------------------------------------------------------- front door
+
+
+def test_a_bug_shows_its_traceback_and_exits_1(capsys, monkeypatch) -> None:
+    def broken(args) -> None:
+        raise RuntimeError("an internal invariant broke")
+
+    monkeypatch.setattr(cli, "cmd_plot", broken)
+    code, _, err = _main(capsys, "plot", "x.jsonl")
+    assert code == cli.EXIT_BUG == 1
+    assert "Traceback" in err and "RuntimeError: an internal invariant broke" in err
+    assert "this is a bug in actsteer" in err.splitlines()[-1]
+
+
+def test_a_library_value_error_that_is_not_ours_is_a_bug_too(capsys, monkeypatch) -> None:
+    def broken(args) -> None:
+        int("not a number")  # a ValueError actsteer did not raise on purpose
+
+    monkeypatch.setattr(cli, "cmd_plot", broken)
+    code, _, err = _main(capsys, "plot", "x.jsonl")
+    assert code == 1 and "Traceback" in err
+
+
+def test_our_errors_and_os_errors_on_given_paths_are_one_line(capsys, monkeypatch,
+                                                              tmp_path) -> None:
+    from actsteer.errors import InvalidValueError
+
+    def mistake(args) -> None:
+        raise InvalidValueError("layer=99 is invalid: use 0..29")
+
+    monkeypatch.setattr(cli, "cmd_plot", mistake)
+    code, _, err = _main(capsys, "plot", "x.jsonl")
+    assert (code, err.strip()) == (2, "actsteer plot: error: layer=99 is invalid: use 0..29")
+
+    def unreadable(args) -> None:
+        raise PermissionError(13, "Permission denied", str(args.results))
+
+    monkeypatch.setattr(cli, "cmd_plot", unreadable)
+    code, _, err = _main(capsys, "plot", str(tmp_path / "r.jsonl"))
+    assert code == 2 and "Permission denied" in err and "Traceback" not in err
+
+    def elsewhere(args) -> None:
+        raise PermissionError(13, "Permission denied", "/usr/lib/something")
+
+    monkeypatch.setattr(cli, "cmd_plot", elsewhere)
+    code, _, err = _main(capsys, "plot", str(tmp_path / "r.jsonl"))
+    assert code == 1 and "Traceback" in err  # not a path the user gave: a bug
+
+
+@pytest.mark.parametrize("command, argv, says", [
+    ("cmd_plot", ["plot", "x.jsonl"], "figures already written are complete"),
+    ("cmd_extract", ["extract", "builtin:myopia", "--out", "v.safetensors"],
+     "nothing was saved"),
+    ("cmd_demo", ["demo"], "every finished cell is saved"),
+])
+def test_ctrl_c_is_one_line_and_exit_130(capsys, monkeypatch, command, argv, says) -> None:
+    def interrupted(args) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, command, interrupted)
+    code, _, err = _main(capsys, *argv)
+    assert code == cli.EXIT_INTERRUPTED == 130
+    assert len(err.strip().splitlines()) == 1 and says in err
+
+
+def test_outputs_and_the_results_lock_are_checked_before_data_or_model_load(
+        capsys, tmp_path, monkeypatch) -> None:
+    import actsteer.models
+    from actsteer.results import ResultStore
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded before the checks")
+
+    monkeypatch.setattr(actsteer.models, "load_model", no_loading)
+    code, _, err = _main(capsys, "multi-behaviour", "--out", "/proc/actsteer-test/out")
+    assert code == 2 and "cannot be written" in err
+    code, _, err = _main(capsys, "extract", "builtin:myopia", "--out",
+                         "/proc/actsteer-test/v.safetensors")
+    assert code == 2 and "cannot be written" in err
+    busy = tmp_path / "busy"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom actsteer.results import ResultStore\n"
+         f"s = ResultStore({str(busy / 'multi_behaviour.jsonl')!r}, {{'a': 1}})\n"
+         "print('held', flush=True)\ntime.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        code, _, err = _main(capsys, "multi-behaviour", "--out", str(busy))
+        assert code == 2 and "being written by another run" in err
+        assert f"pid {holder.pid}" in err
+    finally:
+        holder.kill()
+        holder.wait()
+    with ResultStore(busy / "multi_behaviour.jsonl", {"a": 1}):
+        pass  # the lock is free again once its holder is gone

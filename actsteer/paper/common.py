@@ -3,15 +3,17 @@ step timing, content digests and the stamped vector cache."""
 
 from __future__ import annotations
 
+import collections.abc
 import hashlib
 import json
 import logging
 import time
+import types
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from actsteer.errors import ActsteerError
 from actsteer.models import EMBEDDED_MODEL, load_model
@@ -117,11 +119,23 @@ class ConfigMixin:
                               f"{sorted(cls.field_names())}")
 
     @classmethod
+    def check_types(cls, values: Mapping[str, Any]) -> None:
+        """Raise :class:`ConfigError` naming the first field whose value is not of its
+        declared type, and that type (e.g. ``grid_layers=14`` where a list of ints is
+        expected)."""
+        hints = get_type_hints(cls)
+        for name, value in values.items():
+            if name in hints and not _matches(value, hints[name]):
+                raise ConfigError(f"{name}={value!r} is invalid: expected "
+                                  f"{_describe(hints[name])}")
+
+    @classmethod
     def from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
         """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
         cls.check_keys(data)
         # Nested configs arrive as dicts; each config's __post_init__ builds them.
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        cls.check_types(values)
         try:
             return cls(**values)
         except TypeError as error:
@@ -138,6 +152,7 @@ class ConfigMixin:
             else:
                 flat[key] = tuple(value) if isinstance(value, list) else value
         self.check_keys([*flat, *nested])
+        self.check_types(flat)
         for head, values in nested.items():
             inner = flat.get(head, getattr(self, head))
             if not isinstance(inner, ConfigMixin):
@@ -158,6 +173,56 @@ class ConfigMixin:
             if isinstance(value, ConfigMixin) and f.name in out:
                 out[f.name] = value.results_config()
         return out
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether a JSON-like ``value`` fits the annotation ``hint`` (configs' field types:
+    scalars, ``tuple[X, ...]``, ``Mapping[str, X]``, unions with None, nested configs)."""
+    origin, args = get_origin(hint), get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (Union, types.UnionType):
+        return any(_matches(value, arg) for arg in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is tuple:
+        if not isinstance(value, (tuple, list)):
+            return False
+        inner = args[0] if args else Any
+        return all(_matches(v, inner) for v in value)
+    if origin in (Mapping, dict, collections.abc.Mapping):
+        if not isinstance(value, Mapping):
+            return False
+        key, item = args if args else (Any, Any)
+        return all(_matches(k, key) and _matches(v, item) for k, v in value.items())
+    if isinstance(hint, type) and issubclass(hint, ConfigMixin):
+        return isinstance(value, (hint, Mapping))
+    return True  # a type this checker does not know: let __post_init__ judge
+
+
+def _describe(hint: Any) -> str:
+    """``tuple[int, ...] | None`` → ``"a list of int, or null"``."""
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, types.UnionType):
+        parts = [_describe(a) for a in args if a is not type(None)]
+        return " or ".join(parts) + (", or null" if type(None) in args else "")
+    if origin is tuple:
+        return f"a list of {_describe(args[0]) if args else 'values'}"
+    if origin in (Mapping, dict, collections.abc.Mapping):
+        return (f"an object of {_describe(args[1])} by {_describe(args[0])}" if args
+                else "an object")
+    if isinstance(hint, type):
+        return {"int": "int", "float": "number", "str": "string", "bool": "true or false"}.get(
+            hint.__name__, hint.__name__)
+    return str(hint)
 
 
 def _plain(value: Any) -> Any:

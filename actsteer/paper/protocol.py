@@ -49,3 +49,6 @@ class Experiment:
     """The plain-text report printed after a run."""
     write_figures: Callable[[Mapping[str, Any], str | Path], list[Path]]
     """Write the HTML figures into a folder; returns their paths."""
+    load_partial: Callable[[str | Path], dict[str, Any]]
+    """Read an unfinished results file: what it holds so far, with ``partial: True`` and
+    empty defaults for what the run had not written yet."""

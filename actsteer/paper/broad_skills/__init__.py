@@ -20,7 +20,7 @@ from actsteer.paper.broad_skills.config import (
     BroadSkillsConfig,
     profile,
 )
-from actsteer.paper.broad_skills.report import load_results, summary_table
+from actsteer.paper.broad_skills.report import load_partial, load_results, summary_table
 from actsteer.paper.broad_skills.stages import RESULTS_FILE, run
 from actsteer.paper.protocol import Experiment
 
@@ -35,7 +35,7 @@ def write_figures(results: Mapping[str, Any], out_dir: str | Path) -> list[Path]
 EXPERIMENT = Experiment(
     name="broad-skills", results_file=RESULTS_FILE, profile=profile,
     profiles=("quick", "paper"), run=run, load_results=load_results,
-    summary_table=summary_table, write_figures=write_figures)
+    summary_table=summary_table, write_figures=write_figures, load_partial=load_partial)
 
 __all__ = [
     "EVAL_SETS",

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from actsteer.errors import InvalidValueError
 from actsteer.paper.broad_skills.config import EVAL_SETS
 from actsteer.paper.broad_skills.keys import BaselineKey
 from actsteer.results import read_results
@@ -23,7 +24,9 @@ def _pct(est: Mapping[str, Any] | None) -> str:
 def summary_table(results: Mapping[str, Any]) -> str:
     """Baselines, then per layer × vector: the half-skill coefficient, relative text top-1
     there (95% bootstrap interval over documents) and the other code set there."""
-    base = results["cells"][str(BaselineKey())]
+    base = results["cells"].get(str(BaselineKey()))
+    if base is None:
+        return "no baseline scored yet"
     lines = ["unsteered next-token accuracy (top-1 / top-k, validation documents):"]
     for name in EVAL_SETS:
         cell = base[name]
@@ -49,6 +52,24 @@ def summary_table(results: Mapping[str, Any]) -> str:
     lines.append("(other code = the Python set for general vectors, non-Python code for "
                  "Python vectors)")
     return "\n".join(lines)
+
+
+def load_partial(path: str | Path) -> dict[str, Any]:
+    """An unfinished broad-skills results file: its cells so far, the layers it swept and
+    the headline rows it finished (none before the last step), marked ``partial``."""
+    from actsteer.paper.broad_skills.keys import SweepKey
+    from actsteer.paper.keys import try_parse
+
+    found = read_results(path)
+    if "coefficients" not in found["config"]:
+        raise InvalidValueError(f"{path} is not a broad-skills results file (its config has "
+                                "no coefficients); plot the file that run wrote")
+    swept = sorted({key.layer for text in found["cells"]
+                    if isinstance(key := try_parse(text), SweepKey)})
+    found.setdefault("layers", swept)
+    found.setdefault("headline", {})
+    found["partial"] = True
+    return found
 
 
 def load_results(path: str | Path) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from actsteer.errors import InvalidValueError
 from actsteer.paper.multi_behaviour.analysis import (
     diagnostics_vs_steerability,
     interference,
@@ -68,6 +69,29 @@ def load_any(path: str | Path) -> dict[str, Any]:
     return load_results(path)
 
 
+def load_partial(path: str | Path) -> dict[str, Any]:
+    """An unfinished multi-behaviour results file (either kind): its cells so far, with
+    empty defaults for the extras a finished run writes, marked ``partial``."""
+    from actsteer.results import read_results
+
+    found = read_results(path)
+    config = found["config"]
+    if "behaviours" not in config:
+        raise InvalidValueError(f"{path} is not a multi-behaviour results file (its config "
+                                "has no behaviours); plot the file that run wrote")
+    if config.get("kind") == "expressed":
+        found.setdefault("kind", "expressed")
+        found.setdefault("behaviours", list(config["behaviours"]))
+        own = {b: entry["layer"] for b, entry in (found.get("own_layers") or {}).items()}
+        found.setdefault("layers", {"own": own, "combined": config.get("combined_layer")})
+    else:
+        found.setdefault("behaviours", [behaviour_key(b) for b in config["behaviours"]])
+        for name in ("chosen", "coefficients", "layers", "simultaneous_choice"):
+            found.setdefault(name, {})
+    found["partial"] = True
+    return found
+
+
 def report_any(results: Mapping[str, Any]) -> str:
     """The plain-text report of either kind of run."""
     if _expressed(results):
@@ -103,7 +127,8 @@ def write_figures(results: Mapping[str, Any], out_dir: str | Path) -> list[Path]
 EXPERIMENT = Experiment(
     name="multi-behaviour", results_file=RESULTS_FILE, profile=profile,
     profiles=("quick", *PROFILES), run=run_any,
-    load_results=load_any, summary_table=report_any, write_figures=write_figures)
+    load_results=load_any, summary_table=report_any, write_figures=write_figures,
+    load_partial=load_partial)
 
 __all__ = [
     "COMBINED_VARIANTS",

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from actsteer.data.behaviours import PAPER_BEHAVIOURS, PAPER_FILES, PAPER_SEED, canonical_name
+from actsteer.data.behaviours.sources import BUILTIN_PREFIX
 from actsteer.paper.common import ConfigError, ConfigMixin, ModelConfig, invalid
 
 PAPER_LAYER = 15
@@ -28,7 +29,10 @@ CHOOSE_METRICS = ("p_matching", "matching_rate", "logit_diff")
 
 def behaviour_key(spec: str) -> str:
     """Short name of a behaviour spec: a paper name (aliases such as ``"myopic"`` or
-    ``"Wealth Seeking"`` resolved), or a file's stem."""
+    ``"Wealth Seeking"`` resolved), a built-in's name (``"builtin:myopia"`` → ``"myopia"``),
+    or a file's stem."""
+    if spec.startswith(BUILTIN_PREFIX):
+        return canonical_name(spec[len(BUILTIN_PREFIX):])
     if spec.endswith((".json", ".jsonl")) or "/" in spec:
         stem = Path(spec).stem
         for name, filename in PAPER_FILES.items():
@@ -48,10 +52,11 @@ class MultiBehaviourConfig(ConfigMixin):
     model: ModelConfig = field(default_factory=ModelConfig)
     """The model and where it runs."""
     behaviours: tuple[str, ...] = ("myopia", "wealth_seeking")
-    """Behaviour names (see :data:`actsteer.data.behaviours.PAPER_BEHAVIOURS`) or paths."""
+    """Paper behaviour names (:data:`actsteer.data.behaviours.PAPER_BEHAVIOURS`, read from
+    ``data_dir``), built-in sets (``"builtin:myopia"``, ``"builtin:wealth_seeking"``) or
+    paths of .json/.jsonl files."""
     data_dir: str | None = None
-    """Folder with the paper's behaviour files; None: the shared folder when found, else
-    the built-in sets (myopia and wealth_seeking only)."""
+    """Folder with the paper's behaviour files; None: the shared data folder when found."""
     prompt_format: str = "paper"
     """``"paper"`` (raw Human/AI prompt) or ``"chat"`` (model chat template + answer stem)."""
     read_position: str = "last"

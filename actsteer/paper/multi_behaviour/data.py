@@ -9,13 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from actsteer.data.behaviours import (
-    BUILTIN_BEHAVIOURS,
-    PAPER_FILES,
     PAPER_SPLIT_SIZES,
     BehaviourDataset,
     PaperSplits,
     load_behaviour,
 )
+from actsteer.data.behaviours.sources import BUILTIN_PREFIX
 from actsteer.errors import MissingFileError
 from actsteer.evaluation import PreparedItems, prepare_items
 from actsteer.paper.common import ConfigError, digest
@@ -26,8 +25,9 @@ logger = logging.getLogger(__name__)
 
 
 def load_datasets(config: MultiBehaviourConfig) -> dict[str, BehaviourDataset]:
-    """Each behaviour of ``config``: from ``data_dir``, else the shared paper files when
-    found, else the built-ins (myopia, wealth_seeking)."""
+    """Each behaviour of ``config``: a path; ``builtin:<name>`` (actsteer's own items); or
+    a paper name, read from ``data_dir`` (default: the shared data folder when found), with
+    a clear error when the paper's file is not there (never a silent substitute)."""
     if config.data_dir is not None and not Path(config.data_dir).is_dir():
         raise MissingFileError(f"data_dir={config.data_dir!r} is not a folder; pass the "
                                "folder holding the paper's behaviour files")
@@ -37,10 +37,8 @@ def load_datasets(config: MultiBehaviourConfig) -> dict[str, BehaviourDataset]:
         key = behaviour_key(spec)
         if spec.endswith((".json", ".jsonl")) or "/" in spec:
             dataset = load_behaviour(Path(spec))
-        elif key in PAPER_FILES and found is not None and (found / PAPER_FILES[key]).is_file():
-            dataset = load_behaviour(key, data_dir=found)
-        elif key in BUILTIN_BEHAVIOURS and config.data_dir is None:
-            dataset = load_behaviour(f"builtin:{key}")
+        elif spec.startswith(BUILTIN_PREFIX):
+            dataset = load_behaviour(spec)
         else:
             dataset = load_behaviour(key, data_dir=found)
         logger.info("behaviour %s: %d items from %s", key, len(dataset), dataset.source)

@@ -36,11 +36,12 @@ def _width(results: Mapping[str, Any]) -> int:
 def individual_table(results: Mapping[str, Any]) -> list[str]:
     config, layers = results["config"], results["layers"]
     width = _width(results)
-    combined = layers["combined"]
+    combined = layers.get("combined")
+    where = "at the combined layer" if combined is None else f"at L{combined}"
     lines = [f"each behaviour alone: Δ of its own propensity at {config['fraction']:g} of the "
              "median residual norm (paired against the unsteered model, nats [95% CI])",
              f"{'behaviour':<{width}}{'layer':>5}  {'add Δ':<26}{'verdict':<11}"
-             f"{'subtract Δ':<26}{'slope per unit fraction':<28}{f'at L{combined} Δ':<24}"]
+             f"{'subtract Δ':<26}{'slope per unit fraction':<28}{where + ' Δ':<24}"]
     lines.append("-" * len(lines[-1]))
     for name in results["behaviours"]:
         add = analysis.effect(results, f"individual:{name}", name)
@@ -50,7 +51,8 @@ def individual_table(results: Mapping[str, Any]) -> list[str]:
         slope_text = "-" if slope is None else (
             f"{slope.mean_slope.value:+.1f} [{slope.mean_slope.low:+.1f}, "
             f"{slope.mean_slope.high:+.1f}]")
-        lines.append(f"{name:<{width}}{layers['own'][name]:>5}  {_fx(add):<26}"
+        own = layers.get("own", {}).get(name, "-")
+        lines.append(f"{name:<{width}}{own:>5}  {_fx(add):<26}"
                      f"{'-' if add is None else add.verdict:<11}{_fx(sub):<26}"
                      f"{slope_text:<28}{_fx(at_l):<24}")
     return lines
