@@ -560,7 +560,7 @@ def test_builtin_files_live_in_data_builtin_and_load_as_resources() -> None:
     import actsteer.data
 
     folder = Path(actsteer.data.__file__).parent / "builtin"
-    assert sorted(p.name for p in folder.glob("*.jsonl")) == sorted(BUILTIN_FILES)
+    assert sorted(p.name for p in folder.glob("*.json*")) == sorted(BUILTIN_FILES)
     assert not list(folder.parent.glob("*.jsonl"))  # nothing left at the old place
     for name in BUILTIN_FILES:
         assert read_builtin(name) == (folder / name).read_text(encoding="utf-8")
