@@ -231,10 +231,15 @@ def diagnostics_table(vector: Any) -> str:
     """Per layer: the vector's norm and the diagnostics stored at extraction."""
     diagnostics: Mapping[str, Mapping[str, Any]] = vector.meta.diagnostics or {}
     norms = vector.norms()
+    counts = {"layer", "n_pairs", "folds"}  # bookkeeping, not diagnostics
     metrics = sorted({m for row in diagnostics.values() for m in row
-                      if isinstance(row.get(m), (int, float))})
+                      if m not in counts and isinstance(row.get(m), (int, float))})
     header = f"{'layer':>5} {'norm':>8}" + "".join(f" {m:>16}" for m in metrics)
-    lines = [header, "-" * len(header)]
+    pairs = {row.get("n_pairs") for row in diagnostics.values()} - {None}
+    folds = {row.get("folds") for row in diagnostics.values()} - {None}
+    lines = [f"{', '.join(map(str, sorted(pairs)))} pairs, {', '.join(map(str, sorted(folds)))}"
+             "-fold held-out separation"] if pairs and folds else []
+    lines += [header, "-" * len(header)]
     for layer in vector.layers:
         row = diagnostics.get(str(layer), {})
         lines.append(f"{layer:>5} {norms[layer]:>8.2f}" + "".join(

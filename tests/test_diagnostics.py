@@ -158,3 +158,16 @@ def test_stratified_folds_keep_each_stratum_even_across_folds():
         members = [strata[i] for i in range(20) if int(fold[i]) == f]
         assert len(members) == 4
         assert members.count("A") in (2, 3) and members.count("B") in (1, 2)
+
+
+def test_diagnostics_table_shows_each_layer_once_and_counts_as_counts(tiny_model):
+    from actsteer.diagnostics import diagnostics_table
+
+    pairs = [ContrastivePair(f"Item {i} about {'dogs ' * (i + 1)}(", "A", "B") for i in range(6)]
+    vector = caa_vector(tiny_model, pairs, dataset="t")
+    table = diagnostics_table(vector)
+    header = next(line for line in table.splitlines() if line.lstrip().startswith("layer"))
+    assert header.split().count("layer") == 1
+    assert "n_pairs" not in header and "folds" not in header
+    assert table.splitlines()[0] == "6 pairs, 5-fold held-out separation"
+    assert len([line for line in table.splitlines() if line[:5].strip().isdigit()]) == 4
