@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from actsteer.batching import encode, encode_many, length_batches, pad
 from actsteer.errors import ActsteerError, InvalidTypeError, InvalidValueError

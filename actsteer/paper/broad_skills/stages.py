@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from actsteer.accuracy import DocumentAccuracy, Documents, accuracy_sweep
 from actsteer.batching import encode_many
