@@ -38,6 +38,7 @@ demo: setup
 bench: setup
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_sweep.py
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_generate.py
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_cli.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
