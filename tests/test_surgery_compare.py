@@ -197,12 +197,15 @@ def test_comparison_reports_every_arm_at_every_strength(result):
     for row in result.rows:
         assert row.effect.n == len(PROMPTS)
         assert row.effect.low <= row.effect.value <= row.effect.high
-        assert row.vader is not None and row.vader.n == 2
+        assert row.text is not None and row.text.n == 2
         assert row.perplexity is not None and row.perplexity.value > 0
         assert row.perplexity_ratio is not None and row.perplexity_ratio.value > 0
         assert row.top1_delta is not None and -1 <= row.top1_delta.value <= 1
         assert row.tokens_per_s is not None and row.tokens_per_s > 0
     assert result.unsteered["tokens_per_s"] > 0
+    assert result.unsteered["timed_arms"] == {"steering": "steer:probe", "surgery": "surgery"}
+    speeds = {(row.kind, row.tokens_per_s) for row in result.rows}
+    assert len(speeds) == 2  # one per kind
     assert result.unsteered["perplexity"].value > 0
     assert set(result.slopes) == set(result.audit) == set(result.ladders)
     assert len(result.texts["unsteered"]) == 2
@@ -271,3 +274,19 @@ def test_embedded_model_sentiment_moves_the_intended_way(smol, direction):
     assert result.slope_verdict("steer:caa") == "moves"
     # the paper's surgery moves the completions its probe was trained on the intended way
     assert result.audit["surgery"].verdict == "moves", result.audit["surgery"]
+
+
+def test_effect_vs_tax_draws_every_arm_from_the_unsteered_point(result):
+    from actsteer.surgery.figures import effect_vs_tax
+
+    figure = effect_vs_tax([result])
+    lines = [trace for trace in figure.data if trace.mode == "lines+markers"]
+    assert [trace.name for trace in lines] == list(result.ladders)
+    for trace in lines:
+        assert (trace.x[0], trace.y[0]) == (1.0, 0.0)
+        rows = [row for row in result.rows if row.arm == trace.name and not row.matched]
+        assert list(trace.y[1:]) == [row.effect.value for row in rows]
+    stars = [trace for trace in figure.data if trace.mode == "markers"]
+    assert len(stars) == sum(s is not None for s in result.matched.values())
+    with pytest.raises(InvalidValueError, match="at least one"):
+        effect_vs_tax([])

@@ -12,9 +12,11 @@ For each arm and strength, against the unedited, unsteered model on the same ite
   (sentiment only makes sense for sentiment-like behaviours; the caller chooses);
 * **cost** — perplexity on text [CI] and its paired ratio to the unsteered model's, and
   the paired Δ of next-token top-1 (:func:`actsteer.accuracy.accuracy_sweep`);
-* **speed** — new tokens per second of :func:`actsteer.generate` under the arm (a hook for
-  steering; the edited weights and no hook for surgery) and for the plain model, timed in
-  interleaved rounds after an untimed warm-up, median of the rounds.
+* **speed** — new tokens per second of greedy generation (:func:`actsteer.generate`'s
+  batched, KV-cached loop) with a steering hook, with the surgery-edited weights and no
+  hook, and on the plain model, timed in interleaved rounds after an untimed warm-up,
+  median of the rounds. One arm of each kind is timed (the first given): a hook costs the
+  same whatever it adds, an edit nothing at inference.
 
 **Matched effect.** Strengths of different arms are in different units, so besides the
 ladders each arm is measured again at the strength where its ladder reaches a common
@@ -79,14 +81,16 @@ class Row:
     """Measured at the matched-effect strength (else a ladder point)."""
     effect: Effect
     """Δ of the behaviour's word-set propensity (nats), intended direction recorded."""
-    vader: Effect | None = None
+    text: Effect | None = None
+    """Δ of the text score of greedy continuations (e.g. VADER compound)."""
     perplexity: Estimate | None = None
     perplexity_ratio: Estimate | None = None
     """Perplexity over the unsteered model's, paired over documents."""
     top1_delta: Estimate | None = None
     """Δ next-token top-1 accuracy (token-weighted), paired over documents."""
     tokens_per_s: float | None = None
-    """New tokens/s of generation under this arm (the arm's, whatever its strength)."""
+    """New tokens/s of generation under this arm's kind (one arm of each kind is timed,
+    see :func:`compare`)."""
 
     def to_dict(self) -> dict[str, Any]:
         def est(value: Estimate | None) -> dict[str, Any] | None:
@@ -95,7 +99,7 @@ class Row:
         return {"arm": self.arm, "kind": self.kind, "unit": self.unit,
                 "strength": self.strength, "matched": self.matched,
                 "effect": self.effect.to_dict(),
-                "vader": None if self.vader is None else self.vader.to_dict(),
+                "text": None if self.text is None else self.text.to_dict(),
                 "perplexity": est(self.perplexity),
                 "perplexity_ratio": est(self.perplexity_ratio),
                 "top1_delta": est(self.top1_delta), "tokens_per_s": self.tokens_per_s}
@@ -125,7 +129,10 @@ class Comparison:
     audit: Mapping[str, Effect] = field(default_factory=dict)
     """Per arm: the sign audit (see the module docstring); empty without audit items."""
     texts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    """Generated continuations per point label (``"unsteered"``, ``"surgery@4"``...)."""
+    """Generated continuations per point label (``"unsteered"``, ``"surgery@4"``; a
+    matched point's label ends in ``*``)."""
+    text_metric: str = "VADER"
+    """What scored the generated text (the table's column name)."""
 
     def row(self, arm: str, strength: float | None = None, *, matched: bool = False) -> Row:
         """The row of ``arm`` at ``strength`` (or its matched row)."""
@@ -153,6 +160,7 @@ class Comparison:
                           for key, value in self.unsteered.items()},
             "audit": {arm: effect.to_dict() for arm, effect in self.audit.items()},
             "texts": {label: list(texts) for label, texts in self.texts.items()},
+            "text_metric": self.text_metric,
         }
 
     def table(self) -> str:
@@ -246,6 +254,7 @@ def compare(
     documents: Documents | None = None,
     generate_prompts: Sequence[str] = (),
     generate_tokens: int = 24,
+    text_score: Callable[[Sequence[str]], list[float]] | None = vader_compound,
     throughput_repeats: int = 3,
     audit_items: Sequence[ContrastItem] = (),
     target: float | None = None,
@@ -264,9 +273,14 @@ def compare(
             slopes); every arm needs one.
         direction: +1 if positive strengths are meant to raise the propensity, −1 lower.
         documents: text for perplexity and top-1 (``None``: cost not measured).
-        generate_prompts: prompts continued greedily for the VADER score and for
+        generate_prompts: prompts continued greedily for the text score and for
             throughput (empty: neither is measured).
-        throughput_repeats: timed rounds of :func:`generation_throughput` (0: skip).
+        text_score: scores generated texts, one number each, higher meaning more of the
+            behaviour (default :func:`vader_compound`, for sentiment); ``None``: no text
+            is generated for scoring.
+        throughput_repeats: timed rounds of :func:`generation_throughput` (0: skip), for
+            the plain model and the first arm of each kind, each at its matched strength
+            (else its largest).
         audit_items: items for the sign audit (empty: no audit).
         target: a fixed effect to match (intended direction, > 0); ``None``: the weakest
             arm's reach (:func:`~actsteer.surgery.matching.common_target`).
@@ -286,6 +300,8 @@ def compare(
     if throughput_repeats < 0:
         raise InvalidValueError(f"throughput_repeats must be >= 0, got {throughput_repeats}")
     steps = {name: check_ladder(name, ladders[name]) for name in arms}
+    text_metric = ("VADER" if text_score is vader_compound
+                   else getattr(text_score, "__name__", "text score"))
     boot: dict[str, Any] = {"n_resamples": n_resamples, "seed": seed}
 
     def propensity(points: Sequence[tuple[Arm, float]], desc: str) -> list[Tensor]:
@@ -344,40 +360,46 @@ def compare(
         unsteered["perplexity"] = tax[0].perplexity(**boot)
         unsteered["top1"] = tax[0].estimate("top1", **boot)
 
-    vader: list[list[float]] | None = None
+    scores: list[list[float]] | None = None
     texts: dict[str, tuple[str, ...]] = {}
-    if generate_prompts:
+    if generate_prompts and text_score is not None:
         logger.info("text: %d points x %d prompts", len(points), len(generate_prompts))
         sequences = encode_many(model, list(generate_prompts))
         made = score_points(model, points, lambda plans: [
             _continuations(model, sequences, plan, generate_tokens) for plan in plans])
-        vader = [vader_compound(t) for t in made]
+        scores = [text_score(t) for t in made]
         texts = {"unsteered": made[0], **{_label(arm.name, s) + ("*" if m else ""): t
                                           for (arm, s, m), t in zip(report, made[1:],
                                                                     strict=True)}}
-        unsteered["vader"] = sum(vader[0]) / len(vader[0])
+        unsteered["text_score"] = sum(scores[0]) / len(scores[0])
 
+    # One arm of each kind is timed: a hook costs the same whatever vector and coefficient
+    # it adds, and an edit costs nothing at inference, so the kind sets the speed.
     speed: dict[str, float] = {}
+    timed: dict[str, str] = {}
     if generate_prompts and throughput_repeats > 0:
-        # one strength per arm: a hook costs the same at any coefficient, an edit nothing
-        timed = {name: matched.get(name) or steps[name][-1] for name in arms}
+        for name, arm in arms.items():
+            timed.setdefault(arm.kind, name)
+        strengths = {name: matched.get(name) or steps[name][-1] for name in timed.values()}
         logger.info("throughput: %d configurations x %d rounds", len(timed) + 1,
                     throughput_repeats)
-        rates = generation_throughput(model, [(arms[n], s) for n, s in timed.items()],
+        rates = generation_throughput(model, [(arms[n], s) for n, s in strengths.items()],
                                       generate_prompts, max_new_tokens=generate_tokens,
                                       repeats=throughput_repeats)
         unsteered["tokens_per_s"] = rates[0]
         speed = dict(zip(timed, rates[1:], strict=True))
+        unsteered["timed_arms"] = dict(timed)
 
     rows = []
     for index, (arm, strength, is_matched) in enumerate(report):
         effect = paired_effect(values[_label(arm.name, strength)], base, metric=words.name,
                                direction=direction, **boot)
         row = Row(arm.name, arm.kind, arm.unit, strength, is_matched, effect,
-                  tokens_per_s=speed.get(arm.name))
-        if vader is not None:
-            row = replace(row, vader=paired_effect(vader[index + 1], vader[0], metric="vader",
-                                                   direction=direction, **boot))
+                  tokens_per_s=speed.get(arm.kind))
+        if scores is not None:
+            row = replace(row, text=paired_effect(scores[index + 1], scores[0],
+                                                  metric=text_metric, direction=direction,
+                                                  **boot))
         if tax is not None:
             counts, plain = tax[index + 1], tax[0]
             assert counts.nll is not None and plain.nll is not None
@@ -403,4 +425,4 @@ def compare(
                                "direction (%s)", name, format(effect, ".2f"))
 
     return Comparison(words.name, direction, len(prompts), tuple(rows), slopes, steps, goal,
-                      rule, reach, matched, unsteered, audit, texts)
+                      rule, reach, matched, unsteered, audit, texts, text_metric)

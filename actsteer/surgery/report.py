@@ -19,9 +19,12 @@ if TYPE_CHECKING:
 
 __all__ = ["comparison_table"]
 
-_HEADER = (f"{'method':<15}{'strength':>16}  {'Δ behaviour [95% CI]':<22}{'verdict':<10}"
-           f"{'slope [CI] /unit':<24}{'VADER Δ [CI]':<22}{'perplexity [CI]':<20}"
-           f"{'x unsteered [CI]':<20}{'top-1 Δ [CI]':<24}{'tok/s':>6}")
+
+
+def _header(text_metric: str) -> str:
+    return (f"{'method':<15}{'strength':>16}  {'Δ behaviour [95% CI]':<22}{'verdict':<10}"
+            f"{'slope [CI] /unit':<24}{text_metric + ' Δ [CI]':<22}{'perplexity [CI]':<20}"
+            f"{'x unsteered [CI]':<20}{'top-1 Δ [CI]':<24}{'tok/s':>6}")
 
 
 def _interval(value: float, low: float, high: float, spec: str) -> str:
@@ -48,7 +51,7 @@ def _line(result: Comparison, row: Row) -> str:
     speed = "-" if row.tokens_per_s is None else f"{row.tokens_per_s:.1f}"
     return (f"{row.arm:<15}{_strength(row):>16}  {_effect(row.effect, '+.2f'):<22}"
             f"{row.effect.verdict:<10}{_estimate(slope, '+.2f'):<24}"
-            f"{_effect(row.vader, '+.2f'):<22}{_estimate(row.perplexity, '.1f'):<20}"
+            f"{_effect(row.text, '+.2f'):<22}{_estimate(row.perplexity, '.1f'):<20}"
             f"{_estimate(row.perplexity_ratio, '.2f'):<20}"
             f"{_estimate(row.top1_delta, '+.3f'):<24}{speed:>6}")
 
@@ -61,12 +64,13 @@ def comparison_table(result: Comparison) -> str:
     if "perplexity" in plain:
         bits.append(f"perplexity {_estimate(plain['perplexity'], '.1f')}")
         bits.append(f"top-1 {plain['top1'].value:.3f}")
-    if "vader" in plain:
-        bits.append(f"VADER {plain['vader']:+.2f}")
+    if "text_score" in plain:
+        bits.append(f"{result.text_metric} {plain['text_score']:+.2f}")
     if "tokens_per_s" in plain:
         bits.append(f"{plain['tokens_per_s']:.1f} tok/s")
-    lines = [f"{result.behaviour}: {side} it ({result.n_prompts} held-out prompts); "
-             f"unsteered: " + ", ".join(bits), _HEADER]
+    lines = [f"{result.behaviour}: positive strengths are meant to {side} it "
+             f"({result.n_prompts} held-out prompts); "
+             f"unsteered: " + ", ".join(bits), _header(result.text_metric)]
     lines += [_line(result, row) for row in result.rows if not row.matched]
     if result.target is None:
         lines.append(f"matched effect: {result.target_rule}")
