@@ -174,11 +174,16 @@ def test_bad_arm_requests_are_refused(tiny_model, norms):
 # -- the comparison -----------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def result(tiny_model, norms):
+def lower_arms(tiny_model, norms):
     # direction -1 because on this random model some arms lower the propensity at these
     # ladders, so the matched path runs (test_matched_strengths_follow_from_the_ladders)
-    arms = build_arms(tiny_model, SENTIMENT.pairs()[:6], layer=2, norms=norms, control=True,
+    return build_arms(tiny_model, SENTIMENT.pairs()[:6], layer=2, norms=norms, control=True,
                       direction=-1)
+
+
+@pytest.fixture(scope="module")
+def result(tiny_model, lower_arms):
+    arms = lower_arms
     documents = Documents.build(tiny_model, [ids[:24] for ids in encode_many(
         tiny_model, builtin_text_corpus().texts()[:2])], batch_size=2)
     ladders = {"steer:probe": (0.5, 1.0), "steer:caa": (0.5, 1.0), "surgery": (4.0, 8.0),
@@ -206,6 +211,8 @@ def test_comparison_reports_every_arm_at_every_strength(result):
     assert result.unsteered["timed_arms"] == {"steering": "steer:probe", "surgery": "surgery"}
     speeds = {(row.kind, row.tokens_per_s) for row in result.rows}
     assert len(speeds) == 2  # one per kind
+    assert set(result.unsteered["speed_ratio"]) == {"steering", "surgery"}
+    assert all(r > 0 for r in result.unsteered["speed_ratio"].values())
     assert result.unsteered["perplexity"].value > 0
     assert set(result.slopes) == set(result.audit) == set(result.ladders)
     assert len(result.texts["unsteered"]) == 2
@@ -226,6 +233,18 @@ def test_matched_strengths_follow_from_the_ladders(result):
     assert any(s is not None for s in result.matched.values())  # the matched path ran
 
 
+def test_control_arms_never_set_the_target(tiny_model, lower_arms):
+    # on this model the random edit lowers the propensity significantly at 8 while the
+    # probe's edit does not (checked first), so a target from all arms would be the control's
+    arms = {name: lower_arms.arms[name] for name in ("surgery", "surgery:random")}
+    assert arms["surgery:random"].control and not arms["surgery"].control
+    found = compare(tiny_model, arms, SENTIMENT.words, PROMPTS, direction=-1,
+                    ladders={"surgery": (8.0,), "surgery:random": (8.0,)}, n_resamples=50)
+    assert found.reach["surgery:random"] is not None, "precondition: the control moves"
+    assert found.target == common_target({"surgery": found.reach["surgery"]})
+    assert found.target != found.reach["surgery:random"]
+
+
 def test_the_table_and_the_dict_say_what_was_measured(result):
     table = result.table()
     for name in result.ladders:
@@ -238,10 +257,12 @@ def test_the_table_and_the_dict_say_what_was_measured(result):
 
 
 def test_throughput_counts_every_new_token(tiny_model, arms):
-    rates = generation_throughput(tiny_model, [(arms.arms["surgery"], 2.0),
-                                               (arms.arms["steer:caa"], 0.1)],
-                                  PROMPTS[:2], max_new_tokens=2, repeats=1)
-    assert len(rates) == 3 and all(rate > 0 and math.isfinite(rate) for rate in rates)
+    rounds = generation_throughput(tiny_model, [(arms.arms["surgery"], 2.0),
+                                                (arms.arms["steer:caa"], 0.1)],
+                                   PROMPTS[:2], max_new_tokens=2, repeats=2)
+    assert len(rounds) == 3
+    assert all(len(r) == 2 and all(rate > 0 and math.isfinite(rate) for rate in r)
+               for r in rounds)
 
 
 def test_bad_comparisons_are_refused_before_any_work(tiny_model, arms):

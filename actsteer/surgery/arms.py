@@ -74,6 +74,9 @@ class SteeringArm:
     layer: int
     norms: ResidualNorms
     site: str = "resid_post"
+    control: bool = False
+    """A baseline (e.g. a random direction): measured like the others, but never sets
+    the matched-effect target."""
     kind: ClassVar[ArmKind] = "steering"
     unit: ClassVar[str] = "x median residual norm"
 
@@ -93,6 +96,9 @@ class SurgeryArm:
 
     name: str
     edit: SurgeryEdit
+    control: bool = False
+    """A baseline (e.g. a random direction): measured like the others, but never sets
+    the matched-effect target."""
     kind: ClassVar[ArmKind] = "surgery"
     unit: ClassVar[str] = "gate-row step"
 
@@ -181,7 +187,8 @@ def build_arms(model: Any, pairs: Sequence[ContrastivePair], *, layer: int,
       ``k`` gate rows (default :func:`default_k`, counted ``per`` layer or over ``"all"``)
       most inversely aligned with it, each given ``strength`` × its direction;
     * ``surgery:random`` (with ``control``) — the same recipe for a random unit direction
-      (seeded by ``seed``): what any edit of that many rows at that step does.
+      (seeded by ``seed``): what any edit of that many rows at that step does; a control
+      arm, which never sets the matched-effect target.
     """
     if direction not in (1, -1):
         raise InvalidValueError(f"direction must be +1 (raise the behaviour) or -1 (lower it), "
@@ -206,7 +213,7 @@ def build_arms(model: Any, pairs: Sequence[ContrastivePair], *, layer: int,
                                       layer=layer)
         arms["surgery:random"] = SurgeryArm(
             "surgery:random", make_edit(model, random, select_region(model, random, k=k,
-                                                                      per=per)))
+                                                                      per=per)), control=True)
     return Arms(probe, vector, region, direction, arms)
 
 

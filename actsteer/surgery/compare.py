@@ -15,14 +15,16 @@ For each arm and strength, against the unedited, unsteered model on the same ite
 * **speed** — new tokens per second of greedy generation (:func:`actsteer.generate`'s
   batched, KV-cached loop) with a steering hook, with the surgery-edited weights and no
   hook, and on the plain model, timed in interleaved rounds after an untimed warm-up,
-  median of the rounds. One arm of each kind is timed (the first given): a hook costs the
-  same whatever it adds, an edit nothing at inference.
+  median of the rounds (and the median per-round ratio to the plain model, which the
+  load of a shared machine disturbs less). One arm of each kind is timed (the first
+  given): a hook costs the same whatever it adds, an edit nothing at inference.
 
 **Matched effect.** Strengths of different arms are in different units, so besides the
 ladders each arm is measured again at the strength where its ladder reaches a common
 target effect (:mod:`actsteer.surgery.matching`: by default the largest significant
-effect of the weakest arm, else a fixed ``target``), linearly interpolated between ladder
-points; the effect and cost at that strength are measured, not interpolated.
+effect of the weakest arm that is not a control, else a fixed ``target``), linearly
+interpolated between ladder points; the effect and cost at that strength are measured,
+not interpolated.
 
 **Sign audit.** With ``audit_items`` (e.g. the behaviour's extraction completions), each
 arm's effect at its largest strength on their continuation propensity (log P(behaviour
@@ -43,6 +45,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -181,14 +184,16 @@ def vader_compound(texts: Sequence[str]) -> list[float]:
 
 def generation_throughput(model: Any, points: Sequence[tuple[Arm, float]],
                           prompts: Sequence[str], *, max_new_tokens: int = 24,
-                          repeats: int = 3, batch_size: int | None = None) -> list[float]:
+                          repeats: int = 3, batch_size: int | None = None
+                          ) -> list[list[float]]:
     """New tokens/s of greedy generation of ``prompts`` (``max_new_tokens`` each, EOS
-    ignored) on the plain model and at each ``(arm, strength)``: ``[plain, *points]``.
+    ignored) on the plain model and at each ``(arm, strength)``: one list of per-round
+    rates for ``[plain, *points]``.
 
     Every configuration runs once untimed, then ``repeats`` interleaved rounds (each round
-    runs all of them in turn, so load from other processes hits all alike); the median
-    round counts. A surgery's edit is applied before and reverted after its timed call,
-    so only generation with the edited weights is timed.
+    runs all of them in turn, so load from other processes hits all alike). A surgery's
+    edit is applied before and reverted after its timed call, so only generation with the
+    edited weights is timed.
     """
     if repeats < 1:
         raise InvalidValueError(f"repeats must be >= 1, got {repeats}")
@@ -196,8 +201,7 @@ def generation_throughput(model: Any, points: Sequence[tuple[Arm, float]],
         raise InvalidValueError("throughput needs at least one prompt")
     sequences = encode_many(model, list(prompts))
     configs: list[tuple[Arm | None, float]] = [(None, 0.0), *points]
-    times: list[list[float]] = [[] for _ in configs]
-    made = [0] * len(configs)
+    rates: list[list[float]] = [[] for _ in configs]
     for round_ in range(repeats + 1):
         for index, (arm, strength) in enumerate(configs):
             with contextlib.ExitStack() as stack:
@@ -206,10 +210,9 @@ def generation_throughput(model: Any, points: Sequence[tuple[Arm, float]],
                 ids = generate_ids(model, sequences, plan, max_new_tokens=max_new_tokens,
                                    stop_at_eos=False, batch_size=batch_size)
                 elapsed = time.perf_counter() - start
-            made[index] = sum(len(row) for row in ids)
             if round_ > 0:  # round 0 warms up
-                times[index].append(elapsed)
-    return [made[i] / sorted(t)[len(t) // 2] for i, t in enumerate(times)]
+                rates[index].append(sum(len(row) for row in ids) / elapsed)
+    return rates
 
 
 def _paired_docs(a: Tensor, b: Tensor, tokens: Tensor,
@@ -283,7 +286,8 @@ def compare(
             (else its largest).
         audit_items: items for the sign audit (empty: no audit).
         target: a fixed effect to match (intended direction, > 0); ``None``: the weakest
-            arm's reach (:func:`~actsteer.surgery.matching.common_target`).
+            arm's reach (:func:`~actsteer.surgery.matching.common_target`), control arms
+            (``arm.control``) left out.
     """
     if direction not in (1, -1):
         raise InvalidValueError(f"direction must be +1 or -1, got {direction!r}")
@@ -331,11 +335,12 @@ def compare(
     # 2. the common target and each arm's matched strength, then measured there
     reach = {name: max((direction * e.value for e in effects[name] if e.verdict == "moves"),
                        default=None) for name in arms}
-    goal = target if target is not None else common_target(reach)
+    methods = {name: r for name, r in reach.items() if not arms[name].control}
+    goal = target if target is not None else common_target(methods)
     rule = ("fixed" if target is not None else
             "none: no arm moves the behaviour" if goal is None else
             "the weakest arm's largest significant effect ("
-            + ", ".join(n for n, r in reach.items() if r is not None and r == goal) + ")")
+            + ", ".join(n for n, r in methods.items() if r is not None and r == goal) + ")")
     matched: dict[str, float | None] = {
         name: None if goal is None else matched_strength(
             [0.0, *steps[name]], [0.0, *(direction * e.value for e in effects[name])], goal)
@@ -383,12 +388,19 @@ def compare(
         strengths = {name: matched.get(name) or steps[name][-1] for name in timed.values()}
         logger.info("throughput: %d configurations x %d rounds", len(timed) + 1,
                     throughput_repeats)
-        rates = generation_throughput(model, [(arms[n], s) for n, s in strengths.items()],
-                                      generate_prompts, max_new_tokens=generate_tokens,
-                                      repeats=throughput_repeats)
+        rounds = generation_throughput(model, [(arms[n], s) for n, s in strengths.items()],
+                                       generate_prompts, max_new_tokens=generate_tokens,
+                                       repeats=throughput_repeats)
+        rates = [statistics.median(r) for r in rounds]
         unsteered["tokens_per_s"] = rates[0]
         speed = dict(zip(timed, rates[1:], strict=True))
         unsteered["timed_arms"] = dict(timed)
+        # per round, each kind's rate over the plain model's in the same round
+        unsteered["tokens_per_s_rounds"] = {
+            "plain": rounds[0], **dict(zip(timed, rounds[1:], strict=True))}
+        unsteered["speed_ratio"] = {kind: statistics.median(
+            [a / b for a, b in zip(r, rounds[0], strict=True)])
+            for kind, r in zip(timed, rounds[1:], strict=True)}
 
     rows = []
     for index, (arm, strength, is_matched) in enumerate(report):

@@ -67,7 +67,10 @@ def comparison_table(result: Comparison) -> str:
     if "text_score" in plain:
         bits.append(f"{result.text_metric} {plain['text_score']:+.2f}")
     if "tokens_per_s" in plain:
-        bits.append(f"{plain['tokens_per_s']:.1f} tok/s")
+        ratios = ", ".join(f"{kind} x{ratio:.2f}"
+                           for kind, ratio in plain.get("speed_ratio", {}).items())
+        bits.append(f"{plain['tokens_per_s']:.1f} tok/s" + (f" ({ratios} per round)"
+                                                           if ratios else ""))
     lines = [f"{result.behaviour}: positive strengths are meant to {side} it "
              f"({result.n_prompts} held-out prompts); "
              f"unsteered: " + ", ".join(bits), _header(result.text_metric)]
