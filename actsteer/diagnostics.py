@@ -235,9 +235,11 @@ def diagnostics_table(vector: Any) -> str:
     metrics = sorted({m for row in diagnostics.values() for m in row
                       if m not in counts and isinstance(row.get(m), (int, float))})
     header = f"{'layer':>5} {'norm':>8}" + "".join(f" {m:>16}" for m in metrics)
-    pairs = {row.get("n_pairs") for row in diagnostics.values()} - {None}
-    folds = {row.get("folds") for row in diagnostics.values()} - {None}
-    lines = [f"{', '.join(map(str, sorted(pairs)))} pairs, {', '.join(map(str, sorted(folds)))}"
+    pairs = sorted({int(row["n_pairs"]) for row in diagnostics.values()
+                    if row.get("n_pairs") is not None})
+    folds = sorted({int(row["folds"]) for row in diagnostics.values()
+                    if row.get("folds") is not None})
+    lines = [f"{', '.join(map(str, pairs))} pairs, {', '.join(map(str, folds))}"
              "-fold held-out separation"] if pairs and folds else []
     lines += [header, "-" * len(header)]
     for layer in vector.layers:
