@@ -217,6 +217,8 @@ class Shard:
         """``"0/2"`` → ``Shard(0, 2)``."""
         index, sep, count = text.partition("/")
         try:
+            if not sep:
+                raise ValueError(text)
             return cls(int(index), int(count))
         except ValueError:
             raise InvalidValueError(f"shard {text!r} is not INDEX/COUNT, e.g. 0/2") from None

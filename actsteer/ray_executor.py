@@ -261,7 +261,7 @@ class RayExecutor(Executor):
         for actor in self._actors:
             try:
                 ray.kill(actor)
-            except Exception:  # noqa: BLE001 - an actor already gone is what we want
+            except (ray.exceptions.RayError, ValueError):  # already gone: as wanted
                 logger.debug("Ray worker already gone at close")
         self._actors, self._pids, self._checked = [], [], False
         if self._started_ray and ray.is_initialized():
