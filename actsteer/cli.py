@@ -2,6 +2,7 @@
 
     actsteer demo                                  # both quick experiments, embedded model
     actsteer multi-behaviour --profile quick --behaviours myopia sycophancy --set n_test=300
+    actsteer multi-behaviour --profile paper --executor ray --ray-address auto  # a cluster
     actsteer broad-skills --layers 9 14 --config my_settings.json
     actsteer extract sycophancy --data-dir ../shared/data/behaviours --out syc.safetensors
     actsteer plot results/demo/multi_behaviour/multi_behaviour.jsonl
@@ -15,15 +16,19 @@ line on stderr and exit code 2, before anything is written (``--debug`` shows tr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from actsteer.errors import ActsteerError
+
+if TYPE_CHECKING:
+    from actsteer.executor import Executor
 
 logger = logging.getLogger("actsteer")
 
@@ -75,6 +80,20 @@ def _flags(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
                         help="show tracebacks and debug logs")
 
 
+def _executor_flags(parser: argparse.ArgumentParser) -> None:
+    from actsteer.executor import EXECUTORS
+
+    parser.add_argument("--executor", choices=EXECUTORS, default="local",
+                        help="where units of scoring run: local (this process, default) or "
+                             'ray (workers that each load the model; pip install "actsteer[ray]")')
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="ray: workers to start (default: one per GPU for a CUDA model, "
+                             "else one per CPU)")
+    parser.add_argument("--ray-address", metavar="ADDR",
+                        help="ray: a running cluster to join ('auto': the one this machine "
+                             "belongs to; default: start Ray on this machine)")
+
+
 def _model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="model name or local HF folder (default: the "
                                         "profile's; the embedded SmolLM2 for quick)")
@@ -100,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="output folder (default: results/demo)")
     demo.add_argument("--overwrite", action="store_true",
                       help="start afresh instead of resuming results made with another config")
+    _executor_flags(demo)
     _flags(demo)
 
     helps = {"multi-behaviour": "individual, combined and simultaneous steering of A/B "
@@ -124,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
                                   "another config")
         for flag, _, options in SHORTCUTS.get(name, ()):
             command.add_argument(flag, **options)
+        _executor_flags(command)
         _flags(command)
 
     extract = sub.add_parser("extract", help="build a CAA vector from an A/B dataset, "
@@ -242,11 +263,29 @@ def _print_figures(figures: Sequence[Path]) -> None:
             print(f"  {figure}")
 
 
-def _run(name: str, config: Any, args: argparse.Namespace) -> tuple[str, list[Path]]:
+def make_executor(args: argparse.Namespace, config: Any) -> Executor | None:
+    """The executor the flags ask for (None: local), checked before any work: asking
+    for Ray without Ray installed ends here, with the extra to install."""
+    from actsteer.executor import make_executor as build
+
+    if args.executor == "local":
+        for flag, value in (("--workers", args.workers), ("--ray-address", args.ray_address)):
+            if value is not None:
+                raise CliError(f"{flag} applies to --executor ray only")
+        return None
+    if args.workers is not None and args.workers < 1:
+        raise CliError(f"--workers {args.workers} is invalid; use 1 or more")
+    return build(args.executor, spec=config.model.spec(), workers=args.workers,
+                 address=args.ray_address)
+
+
+def _run(name: str, config: Any, args: argparse.Namespace,
+         executor: Executor | None) -> tuple[str, list[Path]]:
     from actsteer.paper import get_experiment
 
     experiment = get_experiment(name)
-    results = experiment.run(config, progress=not args.quiet, overwrite=args.overwrite)
+    results = experiment.run(config, progress=not args.quiet, overwrite=args.overwrite,
+                             executor=executor)
     figures = experiment.write_figures(results, Path(config.out_dir) / "figures")
     return experiment.summary_table(results), figures
 
@@ -255,7 +294,11 @@ def cmd_experiment(name: str, args: argparse.Namespace) -> None:
     config = experiment_config(name, args)
     check_output(Path(config.out_dir))
     check_device(config.model.device)
-    table, figures = _run(name, config, args)
+    executor = make_executor(args, config)
+    with contextlib.ExitStack() as stack:
+        if executor is not None:
+            stack.enter_context(executor)
+        table, figures = _run(name, config, args, executor)
     print(table)
     _print_figures(figures)
 
@@ -266,13 +309,21 @@ def cmd_demo(args: argparse.Namespace) -> None:
     check_output(Path(args.out))
     started = time.perf_counter()
     figures: list[Path] = []
-    for name in EXPERIMENTS:
-        out = Path(args.out) / name.replace("-", "_")
-        config = get_experiment(name).profile("quick", out_dir=str(out))
-        print(f"== {name} (quick profile, embedded model) ==", flush=True)
-        table, written = _run(name, config, args)
-        figures += written
-        print(table, end="\n\n", flush=True)
+    configs = {name: get_experiment(name).profile(
+        "quick", out_dir=str(Path(args.out) / name.replace("-", "_"))) for name in EXPERIMENTS}
+    executors: dict[Any, Executor | None] = {}  # one pool of workers per model
+    with contextlib.ExitStack() as stack:
+        for config in configs.values():
+            spec = config.model.spec()
+            if spec not in executors:
+                executor = executors[spec] = make_executor(args, config)
+                if executor is not None:
+                    stack.enter_context(executor)
+        for name, config in configs.items():
+            print(f"== {name} (quick profile, embedded model) ==", flush=True)
+            table, written = _run(name, config, args, executors[config.model.spec()])
+            figures += written
+            print(table, end="\n\n", flush=True)
     _print_figures(figures)
     print(f"results: {args.out}   wall time: {time.perf_counter() - started:.0f} s")
 
@@ -344,11 +395,13 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     """Errors that are the user's to fix: one line, exit code 2."""
     from actsteer.data.behaviours import DatasetUnavailableError
     from actsteer.data.corpora import CorpusUnavailableError
+    from actsteer.executor import ExecutorError, RayUnavailableError
     from actsteer.models import ModelUnavailableError
     from actsteer.results import ResultsLockedError
 
     return (CliError, OSError, ValueError, KeyError, ModelUnavailableError,
-            DatasetUnavailableError, CorpusUnavailableError, ResultsLockedError)
+            DatasetUnavailableError, CorpusUnavailableError, ResultsLockedError,
+            RayUnavailableError, ExecutorError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

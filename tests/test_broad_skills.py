@@ -13,6 +13,7 @@ import torch
 import actsteer.paper.broad_skills as bs
 from actsteer.accuracy import Documents, accuracy_sweep, next_token_accuracy
 from actsteer.data.corpora import Corpus, Document, language_of
+from actsteer.executor import LocalExecutor
 from actsteer.extraction import corpus_mean
 from actsteer.paper.broad_skills import stages
 from actsteer.paper.broad_skills.corpora import SkillCorpora, _drop, build_corpora
@@ -279,25 +280,39 @@ def test_other_documents_never_resume_old_cells_or_vectors(tiny_model: Any, tmp_
     assert means, "vectors from other documents were reused"
 
 
+class Crashing(LocalExecutor):
+    """Runs units here and stops like a crash before unit number ``fail_after``."""
+
+    def __init__(self, fail_after: int) -> None:
+        super().__init__()
+        self.fail_after, self.ran = fail_after, 0
+
+    def map(self, units):
+        for work in units:
+            if self.ran >= self.fail_after:
+                raise RuntimeError("boom")
+            self.ran += 1
+            yield from super().map([work])
+
+
 def test_crash_keeps_finished_cells(tiny_model: Any, tmp_path: Path,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     config = _config(tmp_path, stop_below=0.0, vectors=("general", "python"))
     corpora = build_corpora(config, pools=_greedy_pools(tiny_model))
-    flaky = CountingSweep(fail_after=3 + 7)  # baseline (3 sets), 2 cells, then half a third
-    monkeypatch.setattr(stages, "accuracy_sweep", flaky)
-    with pytest.raises(RuntimeError, match="boom"):
-        bs.run(config, model=tiny_model, progress=False, corpora=corpora)
+    with pytest.raises(RuntimeError, match="boom"):  # baseline (3 sets), one sweep, crash
+        bs.run(config, model=tiny_model, progress=False, corpora=corpora,
+               executor=Crashing(fail_after=3 + 1))
     with ResultStore(Path(config.out_dir) / bs.RESULTS_FILE,
                      config={**config.results_config(), "corpora": corpora.fingerprint()}
                      ) as store:
         done = [key for key in store.cells if key.startswith("sweep/")]
-        assert len(done) == 2 and store.has(str(BaselineKey()))
+        assert len(done) == 3 and store.has(str(BaselineKey()))  # one sweep's cells
         finished = [(store.get(k)["vector"], store.get(k)["layer"], store.get(k)["coefficient"])
                     for k in done]
     resumed = CountingSweep()
     monkeypatch.setattr(stages, "accuracy_sweep", resumed)
     results = bs.run(config, model=tiny_model, progress=False, corpora=corpora)
-    assert not set(finished) & set(resumed.calls)
+    assert resumed.calls and not set(finished) & set(resumed.calls)
     assert len([k for k in results["cells"] if k.startswith("sweep/")]) == 2 * 2 * 3
 
 
