@@ -232,44 +232,53 @@ def partition(starts: Sequence[int], parts: int, n_layers: int) -> list[list[int
     """Plans (by index) grouped into at most ``parts`` units by the block each starts
     at (``starts``, :func:`actsteer.sweep.start_layer`).
 
-    A unit holds a contiguous run of start blocks, all plans of each, so the unsteered
-    stream is advanced once through them and no start block is split between units; the
-    runs are chosen to balance the blocks each unit computes (the deepest start block for
-    the shared stream, plus ``n_layers - start`` per plan). One part gives one unit, as
-    one call of :func:`actsteer.sweep.sweep_logits` with every plan.
+    A unit holds a run of neighbouring start blocks, so the unsteered stream is advanced
+    once through them; the runs are chosen to balance the blocks each unit computes (its
+    deepest start block for the shared stream, plus ``n_layers - start`` per plan). A
+    start block's plans stay in one unit, unless there are more parts than start blocks:
+    then its plans are spread over several units, each computing the prefix again, so
+    that every worker has work. One part gives one unit, as one call of
+    :func:`actsteer.sweep.sweep_logits` with every plan.
 
     Example:
         >>> partition([14, 14, 20, 30], 2, 30)     # two ladders and the unsteered plan
+        [[0, 1], [2, 3]]
+        >>> partition([11, 11, 11, 11], 2, 30)     # one start block, two workers
         [[0, 1], [2, 3]]
     """
     if parts < 1:
         raise InvalidValueError(f"parts must be >= 1, got {parts}")
     if not starts:
         return []
+    order = sorted(range(len(starts)), key=lambda i: starts[i])
     layers = sorted(set(starts))
-    plans_at = {layer: sum(1 for s in starts if s == layer) for layer in layers}
-    parts = min(parts, len(layers))
+    if parts <= len(layers):  # atoms: every plan of one start block
+        atoms = [[i for i in order if starts[i] == layer] for layer in layers]
+    else:  # atoms: single plans
+        atoms = [[i] for i in order]
+    parts = min(parts, len(atoms))
 
-    def cost(first: int, end: int) -> int:  # layers[first:end] in one unit
-        return layers[end - 1] + sum(plans_at[x] * (n_layers - x) for x in layers[first:end])
+    def cost(first: int, end: int) -> int:  # atoms[first:end] in one unit
+        chosen = [i for atom in atoms[first:end] for i in atom]
+        return max(starts[i] for i in chosen) + sum(n_layers - starts[i] for i in chosen)
 
-    # best[k][j]: the smallest largest unit cost splitting layers[:j] into k units
+    # best[k][j]: the smallest largest unit cost splitting atoms[:j] into k units
     inf = float("inf")
-    best = [[inf] * (len(layers) + 1) for _ in range(parts + 1)]
-    cut = [[0] * (len(layers) + 1) for _ in range(parts + 1)]
+    best = [[inf] * (len(atoms) + 1) for _ in range(parts + 1)]
+    cut = [[0] * (len(atoms) + 1) for _ in range(parts + 1)]
     best[0][0] = 0
     for k in range(1, parts + 1):
-        for end in range(k, len(layers) + 1):
+        for end in range(k, len(atoms) + 1):
             for first in range(k - 1, end):
                 value = max(best[k - 1][first], cost(first, end))
                 if value < best[k][end]:
                     best[k][end], cut[k][end] = value, first
-    bounds, end = [], len(layers)
+    bounds, end = [], len(atoms)
     for k in range(parts, 0, -1):
         bounds.append((cut[k][end], end))
         end = cut[k][end]
-    groups = [set(layers[first:end]) for first, end in reversed(bounds)]
-    return [[index for index, s in enumerate(starts) if s in group] for group in groups]
+    return [sorted(i for atom in atoms[first:end] for i in atom)
+            for first, end in reversed(bounds)]
 
 
 # -- executors --------------------------------------------------------------------------

@@ -583,3 +583,51 @@ def test_reported_plans_are_also_measured_on_the_answer_texts(first_run, tiny_mo
     stored = results["cells"][str(LetterFreeKey("alpha", "unsteered"))]["summed"]
     assert stored == pytest.approx(expected.tolist(), abs=1e-3)
     assert "letter-free, test split" in mb.summary_table(results)
+
+
+def test_a_grid_ladder_is_one_pass_and_equals_full_steered_forwards(tiny_model, data,
+                                                                    tmp_path) -> None:
+    """Every multiplier of a layer is one unit that runs the blocks below the layer once;
+    its per-item scores equal one full steered forward per item and plan."""
+    from actsteer.batching import length_batches, pad
+    from actsteer.steering import run as steered_logits
+
+    layer = 2
+    config = tiny_config(data, tmp_path, grid_layers=(layer,), tax_corpus="none",
+                         steerability_layers=(1,), letter_free_items=0)
+    n_layers = tiny_model.cfg.n_layers
+    computed = {"blocks": 0}
+    hooks = [block.register_forward_hook(lambda *_: computed.update(blocks=computed["blocks"]
+                                                                     + 1))
+             for block in tiny_model.blocks]
+    units: dict[str, tuple[dict, object, int]] = {}
+
+    class Recording(LocalExecutor):
+        def map(self, work_units):
+            for work in work_units:
+                computed["blocks"] = 0
+                for done, result in super().map([work]):
+                    units[done.key] = (dict(done.payload), result, computed["blocks"])
+                    yield done, result
+
+    try:
+        mb.run(config, model=tiny_model, progress=False, executor=Recording())
+    finally:
+        for hook in hooks:
+            hook.remove()
+    grid = {k: v for k, v in units.items() if k.startswith("grid/")}
+    assert sorted(grid) == ["grid/alpha/L2", "grid/beta/L2"]
+    for payload, scores, blocks in grid.values():
+        plans, items = payload["plans"], payload["items"]
+        assert len(plans) == len(config.grid_multipliers)  # the whole ladder, one unit
+        batches = len(list(length_batches([len(p) for p in items.prompts],
+                                          config.batch_size)))
+        assert blocks == batches * (layer + len(plans) * (n_layers - layer))
+        assert blocks < batches * len(plans) * n_layers  # one full forward per plan
+        for row, plan in enumerate(plans):
+            for item, prompt in enumerate(items.prompts):
+                logits = steered_logits(tiny_model, pad(tiny_model, [prompt]), plan)[0, -1]
+                diff = logits[items.matching_ids[item]] - logits[items.not_matching_ids[item]]
+                assert float(scores.logit_diff[row, item]) == pytest.approx(float(diff),
+                                                                             abs=1e-5)
+                assert int(scores.predicted[row, item]) == int(logits.argmax())

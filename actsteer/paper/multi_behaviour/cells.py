@@ -16,7 +16,7 @@ from actsteer.data.behaviours import PaperSplits
 from actsteer.effects import AB_METRICS, paired_effect
 from actsteer.errors import InvalidValueError
 from actsteer.evaluation import MATCHING, ABScores, PreparedItems
-from actsteer.executor import Executor, LocalExecutor, Unit, dispatch, unit
+from actsteer.executor import Executor, LocalExecutor, Unit, dispatch, partition, unit
 from actsteer.paper.common import check_layers, scale_layer
 from actsteer.paper.keys import CellKey
 from actsteer.paper.multi_behaviour.config import (
@@ -27,6 +27,7 @@ from actsteer.paper.multi_behaviour.config import (
 from actsteer.paper.multi_behaviour.keys import DefaultKey
 from actsteer.plan import SteeringPlan
 from actsteer.results import ResultStore
+from actsteer.sweep import start_layer
 from actsteer.vector import SteeringVector
 
 logger = logging.getLogger(__name__)
@@ -119,31 +120,46 @@ class Run:
         self.executor.bind(self.model)
         dispatch(self.executor, jobs, progress=self.progress, desc=desc)
 
+    def parts(self, jobs: int) -> int:
+        """Units to split each of a stage's ``jobs`` into so every worker has work (1 on
+        the local executor: one pass per job)."""
+        return max(1, -(-self.executor.workers // max(1, jobs)))
+
     def cell_jobs(self, behaviour: str, split: str,
-                  wanted: Sequence[tuple[CellKey, SteeringPlan, Mapping[str, Any]]]
-                  ) -> list[Job]:
+                  wanted: Sequence[tuple[CellKey, SteeringPlan, Mapping[str, Any]]],
+                  parts: int = 1) -> list[Job]:
         """Cells of one behaviour and split: the stale ones (absent, or made by another
-        plan) as one unit, so they share the unsteered prefix; each stored when the unit
-        returns, with its paired effects against the unsteered cell of the same split
-        (``extra["direction"]`` is the sign the plan intends). Nothing when all are fresh."""
+        plan) as one unit, so they share the unsteered prefix (or as up to ``parts``
+        units of neighbouring start blocks, :func:`actsteer.executor.partition`); each
+        stored when its unit returns, with its paired effects against the unsteered cell
+        of the same split (``extra["direction"]`` is the sign the plan intends). Nothing
+        when all are fresh."""
         stale = [(key, plan, extra) for key, plan, extra in wanted
                  if not fresh(self.store, key, plan)]
         if not stale:
             return []
         base_key = str(DefaultKey(behaviour, split))
+        groups = partition([start_layer(self.model, plan) for _, plan, _ in stale], parts,
+                           self.layers.n_layers)
+        jobs = []
+        for number, rows in enumerate(groups):
+            chosen = [stale[i] for i in rows]
 
-        def record(scores: ABScores) -> None:
-            for index, (key, plan, extra) in enumerate(stale):
-                cell = cell_of(scores, index, self.config, plan, **extra)
-                if str(key) != base_key:
-                    cell["effects"] = cell_effects(cell, self.store.get(base_key),
-                                                   int(extra.get("direction", 1)),
-                                                   self.config.n_resamples)
-                self.store.put(str(key), cell)
+            def record(scores: ABScores, chosen: list[Any] = chosen) -> None:
+                for index, (key, plan, extra) in enumerate(chosen):
+                    cell = cell_of(scores, index, self.config, plan, **extra)
+                    if str(key) != base_key:
+                        cell["effects"] = cell_effects(cell, self.store.get(base_key),
+                                                       int(extra.get("direction", 1)),
+                                                       self.config.n_resamples)
+                    self.store.put(str(key), cell)
 
-        key = str(stale[0][0]) if len(stale) == 1 else (
-            f"{stale[0][0].STEP}/{behaviour}/{split}")
-        return [self.job(behaviour, split, [plan for _, plan, _ in stale], key, record)]
+            name = str(chosen[0][0]) if len(stale) == 1 else (
+                f"{chosen[0][0].STEP}/{behaviour}/{split}"
+                + (f"/{number}" if len(groups) > 1 else ""))
+            jobs.append(self.job(behaviour, split, [plan for _, plan, _ in chosen], name,
+                                 record))
+        return jobs
 
     def cells(self, behaviour: str, split: str,
               wanted: Sequence[tuple[CellKey, SteeringPlan, Mapping[str, Any]]]

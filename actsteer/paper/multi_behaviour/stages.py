@@ -260,9 +260,9 @@ def grid_search(run: Run, defaults: Mapping[str, Mapping[str, Any]]
 
 
 def score_individual(run: Run, chosen: Mapping[str, Mapping[str, Any]]) -> None:
-    jobs = []
+    jobs: list[tuple[str, list[tuple[CellKey, SteeringPlan, Mapping[str, Any]]]]] = []
     for behaviour in run.behaviours:
-        wanted = []
+        wanted: list[tuple[CellKey, SteeringPlan, Mapping[str, Any]]] = []
         for direction, sign in DIRECTIONS.items():
             pick = chosen[behaviour][direction]
             if not pick["steerable"]:
@@ -272,8 +272,10 @@ def score_individual(run: Run, chosen: Mapping[str, Mapping[str, Any]]) -> None:
             wanted.append((IndividualKey(behaviour, direction), plan,
                            {"layer": pick["layer"], "multiplier": pick["multiplier"],
                             "direction": int(sign)}))
-        jobs += run.cell_jobs(behaviour, "test", wanted)
-    run.execute(jobs, "individual")
+        jobs.append((behaviour, wanted))
+    parts = run.parts(len(jobs))
+    run.execute([job for behaviour, wanted in jobs
+                 for job in run.cell_jobs(behaviour, "test", wanted, parts)], "individual")
 
 
 def score_combined(run: Run, coefficients: Mapping[str, float]) -> None:
@@ -282,11 +284,12 @@ def score_combined(run: Run, coefficients: Mapping[str, float]) -> None:
                                                        coefficients, sign))
              for variant in run.config.combined_variants
              for direction, sign in DIRECTIONS.items()]
+    parts = run.parts(len(run.behaviours))
     run.execute([job for behaviour in run.behaviours for job in run.cell_jobs(
         behaviour, "test", [
             (CombinedKey(variant, direction, behaviour), plan,
              {"layer": layer, "variant": variant, "direction": int(DIRECTIONS[direction])})
-            for variant, direction, plan in plans])], "combined")
+            for variant, direction, plan in plans], parts)], "combined")
 
 
 def simultaneous_plan(run: Run, coefficients: Mapping[str, float],
@@ -311,8 +314,9 @@ def score_simultaneous(run: Run, coefficients: Mapping[str, float]
                  {"scale": scale, "direction": 1 if scale > 0 else -1})
                 for scale, plan in plans]
 
+    parts = run.parts(2 * len(run.behaviours))
     run.execute([job for behaviour in run.behaviours for split in ("grid", "test")
-                 for job in run.cell_jobs(behaviour, split, wanted(behaviour, split))],
+                 for job in run.cell_jobs(behaviour, split, wanted(behaviour, split), parts)],
                 "simultaneous")
     chosen: dict[str, dict[str, Any]] = {}
     for behaviour in run.behaviours:
@@ -333,6 +337,7 @@ def score_letter_free(run: Run, chosen: Mapping[str, Mapping[str, Any]],
     variant = decide.combined_variant(config.to_dict())
     layer = run.layers.combined
     jobs: list[Job] = []
+    pending: list[tuple[str, dict[str, SteeringPlan], list[Any], int]] = []
     for behaviour in run.behaviours:
         test = run.splits[behaviour].test
         n = min(config.letter_free_items or len(test), len(test))
@@ -357,23 +362,30 @@ def score_letter_free(run: Run, chosen: Mapping[str, Mapping[str, Any]],
             logger.warning("%s: no test item lists its answers as text; no letter-free "
                            "measurement", behaviour)
             continue
+        pending.append((behaviour, stale, items, len(skipped)))
+    parts = run.parts(len(pending))
+    for behaviour, stale, items, dropped in pending:
         names = list(stale)
+        groups = partition([start_layer(run.model, stale[k]) for k in names], parts,
+                           run.layers.n_layers)
+        for number, rows in enumerate(groups):
+            mine = [names[i] for i in rows]
 
-        def record(scores: Propensities, behaviour: str = behaviour, names: list[str] = names,
-                   stale: dict[str, SteeringPlan] = stale, n: int = len(items),
-                   skipped: int = len(skipped)) -> None:
-            for row, name in enumerate(names):
-                run.store.put(str(LetterFreeKey(behaviour, name)), {
-                    "plan_id": stale[name].identity(), "plan": stale[name].describe(),
-                    "summed": [round(float(x), 4) for x in scores.summed[row]],
-                    "per_token": [round(float(x), 5) for x in scores.per_token[row]],
-                    "n": n, "skipped": skipped})
+            def record(scores: Propensities, behaviour: str = behaviour,
+                       mine: list[str] = mine, stale: dict[str, SteeringPlan] = stale,
+                       n: int = len(items), dropped: int = dropped) -> None:
+                for row, name in enumerate(mine):
+                    run.store.put(str(LetterFreeKey(behaviour, name)), {
+                        "plan_id": stale[name].identity(), "plan": stale[name].describe(),
+                        "summed": [round(float(x), 4) for x in scores.summed[row]],
+                        "per_token": [round(float(x), 5) for x in scores.per_token[row]],
+                        "n": n, "skipped": dropped})
 
-        key = f"letter-free/{behaviour}"
-        jobs.append((unit("continuation-propensities", {
-            "items": items, "plans": [stale[k] for k in names],
-            "batch_size": config.batch_size, "progress": run.progress,
-            "desc": f"{key} ({len(names)} plans)"}, key=key), record))
+            key = f"letter-free/{behaviour}" + (f"/{number}" if len(groups) > 1 else "")
+            jobs.append((unit("continuation-propensities", {
+                "items": items, "plans": [stale[k] for k in mine],
+                "batch_size": config.batch_size, "progress": run.progress,
+                "desc": f"{key} ({len(mine)} plans)"}, key=key), record))
     run.execute(jobs, "letter-free")
 
 
