@@ -2,6 +2,7 @@
 
     actsteer demo                                  # both quick experiments, embedded model
     actsteer multi-behaviour --profile quick --behaviours myopia sycophancy --set n_test=300
+    actsteer multi-behaviour --profile paper --executor ray --ray-address auto  # a cluster
     actsteer broad-skills --layers 9 14 --config my_settings.json
     actsteer extract sycophancy --data-dir ../shared/data/behaviours --out syc.safetensors
     actsteer plot results/demo/multi_behaviour/multi_behaviour.jsonl
@@ -19,6 +20,7 @@ actsteer, with its traceback. ``--debug`` shows tracebacks for mistakes too.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -26,9 +28,12 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from actsteer.errors import ActsteerError
+
+if TYPE_CHECKING:
+    from actsteer.executor import Executor
 
 logger = logging.getLogger("actsteer")
 
@@ -82,6 +87,20 @@ def _flags(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
                         help="show tracebacks and debug logs")
 
 
+def _executor_flags(parser: argparse.ArgumentParser) -> None:
+    from actsteer.executor import EXECUTORS
+
+    parser.add_argument("--executor", choices=EXECUTORS, default="local",
+                        help="where units of scoring run: local (this process, default) or "
+                             'ray (workers that each load the model; pip install "actsteer[ray]")')
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="ray: workers to start (default: one per GPU for a CUDA model, "
+                             "else one per CPU)")
+    parser.add_argument("--ray-address", metavar="ADDR",
+                        help="ray: a running cluster to join ('auto': the one this machine "
+                             "belongs to; default: start Ray on this machine)")
+
+
 def _model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="model name or local HF folder (default: the "
                                         "profile's; the embedded SmolLM2 for quick)")
@@ -107,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="output folder (default: results/demo)")
     demo.add_argument("--overwrite", action="store_true",
                       help="start afresh instead of resuming results made with another config")
+    _executor_flags(demo)
     _flags(demo)
 
     helps = {"multi-behaviour": "individual, combined and simultaneous steering of A/B "
@@ -131,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
                                   "another config")
         for flag, _, options in SHORTCUTS.get(name, ()):
             command.add_argument(flag, **options)
+        _executor_flags(command)
         _flags(command)
 
     extract = sub.add_parser("extract", help="build a CAA vector from an A/B dataset, "
@@ -251,11 +272,29 @@ def _print_figures(figures: Sequence[Path]) -> None:
             print(f"  {figure}")
 
 
-def _run(name: str, config: Any, args: argparse.Namespace) -> tuple[str, list[Path]]:
+def make_executor(args: argparse.Namespace, config: Any) -> Executor | None:
+    """The executor the flags ask for (None: local), checked before any work: asking
+    for Ray without Ray installed ends here, with the extra to install."""
+    from actsteer.executor import make_executor as build
+
+    if args.executor == "local":
+        for flag, value in (("--workers", args.workers), ("--ray-address", args.ray_address)):
+            if value is not None:
+                raise CliError(f"{flag} applies to --executor ray only")
+        return None
+    if args.workers is not None and args.workers < 1:
+        raise CliError(f"--workers {args.workers} is invalid; use 1 or more")
+    return build(args.executor, spec=config.model.spec(), workers=args.workers,
+                 address=args.ray_address)
+
+
+def _run(name: str, config: Any, args: argparse.Namespace,
+         executor: Executor | None) -> tuple[str, list[Path]]:
     from actsteer.paper import get_experiment
 
     experiment = get_experiment(name)
-    results = experiment.run(config, progress=not args.quiet, overwrite=args.overwrite)
+    results = experiment.run(config, progress=not args.quiet, overwrite=args.overwrite,
+                             executor=executor)
     figures = experiment.write_figures(results, Path(config.out_dir) / "figures")
     return experiment.summary_table(results), figures
 
@@ -271,9 +310,13 @@ def check_free(name: str, out_dir: str | Path) -> None:
 def cmd_experiment(name: str, args: argparse.Namespace) -> None:
     config = experiment_config(name, args)
     check_device(config.model.device)
+    executor = make_executor(args, config)  # builds nothing yet; refuses missing Ray
     check_output(Path(config.out_dir))
     check_free(name, config.out_dir)
-    table, figures = _run(name, config, args)
+    with contextlib.ExitStack() as stack:
+        if executor is not None:
+            stack.enter_context(executor)
+        table, figures = _run(name, config, args, executor)
     print(table)
     _print_figures(figures)
 
@@ -281,18 +324,26 @@ def cmd_experiment(name: str, args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from actsteer.paper import EXPERIMENTS, get_experiment
 
+    configs = {name: get_experiment(name).profile(
+        "quick", out_dir=str(Path(args.out) / name.replace("-", "_"))) for name in EXPERIMENTS}
+    executors: dict[Any, Executor | None] = {}  # one pool of workers per model (built lazily)
+    for config in configs.values():
+        if config.model.spec() not in executors:
+            executors[config.model.spec()] = make_executor(args, config)
     check_output(Path(args.out))
     for name in EXPERIMENTS:
         check_free(name, Path(args.out) / name.replace("-", "_"))
     started = time.perf_counter()
     figures: list[Path] = []
-    for name in EXPERIMENTS:
-        out = Path(args.out) / name.replace("-", "_")
-        config = get_experiment(name).profile("quick", out_dir=str(out))
-        print(f"== {name} (quick profile, embedded model) ==", flush=True)
-        table, written = _run(name, config, args)
-        figures += written
-        print(table, end="\n\n", flush=True)
+    with contextlib.ExitStack() as stack:
+        for executor in executors.values():
+            if executor is not None:
+                stack.enter_context(executor)
+        for name, config in configs.items():
+            print(f"== {name} (quick profile, embedded model) ==", flush=True)
+            table, written = _run(name, config, args, executors[config.model.spec()])
+            figures += written
+            print(table, end="\n\n", flush=True)
     _print_figures(figures)
     print(f"results: {args.out}   wall time: {time.perf_counter() - started:.0f} s")
 

@@ -30,7 +30,7 @@ import math
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Float
@@ -41,6 +41,9 @@ from actsteer.evaluation import ABScores, PreparedItems, score_items
 from actsteer.plan import SteeringPlan, empty_plan, single
 from actsteer.stats import Estimate, bootstrap
 from actsteer.vector import SteeringVector
+
+if TYPE_CHECKING:
+    from actsteer.executor import Executor
 
 __all__ = [
     "LayerProfile",
@@ -220,6 +223,7 @@ def layer_profile(
     layers: Sequence[int] | None = None,
     batch_size: int = 16,
     progress: bool = False,
+    executor: Executor | None = None,
 ) -> LayerProfile:
     """Score ``vector`` added at each of ``layers`` (default: all of the vector's) with
     each multiplier, plus the unsteered model, in one :func:`score_items` call.
@@ -230,6 +234,9 @@ def layer_profile(
             label is kept for the position-bias split (``summary(L).by_label``).
         multipliers: a symmetric range including 0, e.g. ``symmetric_multipliers(8.0)``;
             the scale depends on the vector's norm and the model.
+        executor: where the scoring runs (:mod:`actsteer.executor`; None: here). With
+            several workers the layers are split into runs of neighbouring layers, one
+            unit each.
 
     Returns:
         A :class:`LayerProfile`; ``profile.summary(L)`` gives the steerability at ``L``.
@@ -245,5 +252,5 @@ def layer_profile(
     plans: list[SteeringPlan] = [empty_plan()]
     plans += [single(vector, layer, m) for layer in chosen for m in values if m != 0.0]
     scores = score_items(model, items, plans, batch_size=batch_size, progress=progress,
-                         desc="layer profile")
+                         desc="layer profile", executor=executor)
     return LayerProfile(chosen, values, scores, tuple(items.matching_labels))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -13,13 +14,14 @@ import torch
 import actsteer.paper.broad_skills as bs
 from actsteer.accuracy import Documents, accuracy_sweep, next_token_accuracy
 from actsteer.data.corpora import Corpus, Document, language_of
+from actsteer.executor import LocalExecutor, Shard
 from actsteer.extraction import corpus_mean
 from actsteer.paper.broad_skills import stages
 from actsteer.paper.broad_skills.corpora import SkillCorpora, _drop, build_corpora
 from actsteer.paper.broad_skills.keys import BaselineKey, SweepKey
 from actsteer.paper.common import ConfigError, ModelConfig
 from actsteer.plan import single
-from actsteer.results import ResultConfigMismatchError, ResultStore
+from actsteer.results import ResultConfigMismatchError, ResultStore, merge_results
 
 WORDS = ("river", "mountain", "harvest", "village", "market", "winter", "sailor", "garden")
 
@@ -279,26 +281,74 @@ def test_other_documents_never_resume_old_cells_or_vectors(tiny_model: Any, tmp_
     assert means, "vectors from other documents were reused"
 
 
+class Crashing(LocalExecutor):
+    """Runs units here and stops like a crash before unit number ``fail_after``."""
+
+    def __init__(self, fail_after: int) -> None:
+        super().__init__()
+        self.fail_after, self.ran = fail_after, 0
+
+    def map(self, units):
+        for work in units:
+            if self.ran >= self.fail_after:
+                raise RuntimeError("boom")
+            self.ran += 1
+            yield from super().map([work])
+
+
 def test_crash_keeps_finished_cells(tiny_model: Any, tmp_path: Path,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     config = _config(tmp_path, stop_below=0.0, vectors=("general", "python"))
     corpora = build_corpora(config, pools=_greedy_pools(tiny_model))
-    flaky = CountingSweep(fail_after=3 + 7)  # baseline (3 sets), 2 cells, then half a third
-    monkeypatch.setattr(stages, "accuracy_sweep", flaky)
-    with pytest.raises(RuntimeError, match="boom"):
-        bs.run(config, model=tiny_model, progress=False, corpora=corpora)
+    with pytest.raises(RuntimeError, match="boom"):  # baseline (3 sets), one sweep, crash
+        bs.run(config, model=tiny_model, progress=False, corpora=corpora,
+               executor=Crashing(fail_after=3 + 1))
     with ResultStore(Path(config.out_dir) / bs.RESULTS_FILE,
                      config={**config.results_config(), "corpora": corpora.fingerprint()}
                      ) as store:
         done = [key for key in store.cells if key.startswith("sweep/")]
-        assert len(done) == 2 and store.has(str(BaselineKey()))
+        assert len(done) == 3 and store.has(str(BaselineKey()))  # one sweep's cells
         finished = [(store.get(k)["vector"], store.get(k)["layer"], store.get(k)["coefficient"])
                     for k in done]
     resumed = CountingSweep()
     monkeypatch.setattr(stages, "accuracy_sweep", resumed)
     results = bs.run(config, model=tiny_model, progress=False, corpora=corpora)
-    assert not set(finished) & set(resumed.calls)
+    assert resumed.calls and not set(finished) & set(resumed.calls)
     assert len([k for k in results["cells"] if k.startswith("sweep/")]) == 2 * 2 * 3
+
+
+def test_shards_merged_equal_one_run(tiny_model: Any, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    config = _config(tmp_path / "one", coefficients=(0.0, 0.05, 0.1, 1.0, 4.0),
+                     stop_below=0.3)
+    corpora = build_corpora(config, pools=_greedy_pools(tiny_model))
+    whole = bs.run(config, model=tiny_model, progress=False, corpora=corpora)
+    logs = []
+    for index in range(2):  # each shard starts from the same vectors (their stamps match)
+        shutil.copytree(Path(config.out_dir) / "vectors", tmp_path / f"shard{index}/vectors")
+        shard = replace(config, out_dir=str(tmp_path / f"shard{index}"))
+        part = bs.run(shard, model=tiny_model, progress=False, corpora=corpora,
+                      shard=Shard(index, 2))
+        assert "headline" not in part and any(k.startswith("sweep/") for k in part["cells"])
+        logs.append(Path(part["path"]))
+    merged = tmp_path / "merged" / bs.RESULTS_FILE
+    shutil.copytree(Path(config.out_dir) / "vectors", merged.parent / "vectors")
+    merge_results(logs, merged)
+    spy = CountingSweep()
+    monkeypatch.setattr(stages, "accuracy_sweep", spy)
+    finished = bs.run(replace(config, out_dir=str(merged.parent)), model=tiny_model,
+                      progress=False, corpora=corpora)
+    assert spy.calls == []  # the shards did every sweep
+    sweeps = [k for k in whole["cells"] if k.startswith("sweep/")]
+    per_sweep = {len([k for k in sweeps if k.startswith(f"sweep/vector={v}/layer={x}/")])
+                 for v in config.vectors for x in (1, 2)}
+    assert max(per_sweep) < len(config.coefficients) - 1  # the sweeps stopped early
+
+    def timeless(cells: dict[str, Any]) -> dict[str, Any]:
+        return {k: {f: v for f, v in c.items() if f != "seconds"} for k, c in cells.items()}
+
+    assert timeless(finished["cells"]) == timeless(whole["cells"])
+    assert finished["headline"] == whole["headline"]
 
 
 def test_held_out_whitespace_variant_is_dropped_from_training() -> None:

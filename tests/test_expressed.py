@@ -12,12 +12,12 @@ from actsteer.data.expressed import (
     load_expressed,
     neutral_prompts,
 )
+from actsteer.executor import LocalExecutor
 from actsteer.norms import ResidualNorms
 from actsteer.paper import multi_behaviour as mb
 from actsteer.paper.common import ConfigError
 from actsteer.paper.multi_behaviour import expressed
 from actsteer.paper.multi_behaviour.expressed import analysis
-from actsteer.paper.multi_behaviour.expressed import stages as expressed_stages
 from actsteer.paper.multi_behaviour.expressed.plans import combined_plan, comparison_plans
 from actsteer.plan import simultaneous
 from actsteer.steerability import propensity_slopes
@@ -109,13 +109,16 @@ def test_quick_profile_is_the_expressed_comparison_and_round_trips() -> None:
     assert quick.results_config()["kind"] == "expressed"
 
 
-class Spy:
-    def __init__(self, inner) -> None:
-        self.inner, self.calls = inner, 0
+class Counting(LocalExecutor):
+    """A local executor that counts the units it runs."""
 
-    def __call__(self, *args, **kwargs):
-        self.calls += 1
-        return self.inner(*args, **kwargs)
+    def __init__(self) -> None:
+        super().__init__()
+        self.units: list[str] = []
+
+    def map(self, units):
+        self.units += [u.key for u in units]
+        return super().map(units)
 
 
 @pytest.fixture(scope="module")
@@ -159,13 +162,11 @@ def test_a_run_stores_every_plan_and_reports_it(tiny_run) -> None:
     assert {f.name for f in figures} == {"comparison.html", "cross_talk.html", "layers.html"}
 
 
-def test_a_rerun_scores_nothing_and_reloads_the_same_report(tiny_run, tiny_model,
-                                                            monkeypatch) -> None:
+def test_a_rerun_scores_nothing_and_reloads_the_same_report(tiny_run, tiny_model) -> None:
     config, results = tiny_run
-    spy = Spy(expressed_stages.word_propensities)
-    monkeypatch.setattr(expressed_stages, "word_propensities", spy)
-    again = mb.run_any(config, model=tiny_model, progress=False)
-    assert spy.calls == 0
+    counting = Counting()
+    again = mb.run_any(config, model=tiny_model, progress=False, executor=counting)
+    assert counting.units == []
     assert mb.report_any(again) == mb.report_any(results)
     loaded = mb.load_any(results["path"])
     assert mb.report_any(loaded) == mb.report_any(results)

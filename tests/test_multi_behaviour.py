@@ -20,11 +20,11 @@ import torch
 import actsteer.paper.multi_behaviour as mb
 from actsteer.effects import paired_effect
 from actsteer.evaluation import answer_token_ids, prepare_items, score_items
+from actsteer.executor import LocalExecutor
 from actsteer.paper.common import ConfigError, ModelConfig, scale_layer
 from actsteer.paper.multi_behaviour import cells as cells_module
 from actsteer.paper.multi_behaviour import choose as decide
 from actsteer.paper.multi_behaviour import stages
-from actsteer.paper.multi_behaviour import steerability as steerability_module
 from actsteer.paper.multi_behaviour.analysis import _ranks, spearman
 from actsteer.paper.multi_behaviour.data import load_datasets, split_dataset
 from actsteer.paper.multi_behaviour.keys import (
@@ -89,18 +89,24 @@ def tiny_config(data: dict[str, str], out: Path, **overrides) -> mb.MultiBehavio
     return replace(base, **overrides)
 
 
-class Counting:
-    """Counts the plans each real scoring call scores, and can fail like a crash."""
+class Counting(LocalExecutor):
+    """A local executor that records the key and the number of plans of each A/B unit it
+    runs, and can stop like a crash after some units."""
 
     def __init__(self, fail_after: int | None = None) -> None:
-        self.calls: list[int] = []
+        super().__init__()
+        self.calls: list[tuple[str, int]] = []
         self.fail_after = fail_after
 
-    def __call__(self, *args, **kwargs):
-        if self.fail_after is not None and len(self.calls) >= self.fail_after:
-            raise KeyboardInterrupt("simulated interruption")
-        self.calls.append(len(args[2]))
-        return score_items(*args, **kwargs)
+    def map(self, units):
+        for work in units:
+            if work.task != "ab-scores":
+                yield from super().map([work])
+                continue
+            if self.fail_after is not None and len(self.calls) >= self.fail_after:
+                raise KeyboardInterrupt("simulated interruption")
+            self.calls.append((work.key, len(work.payload["plans"])))
+            yield from super().map([work])
 
 
 @pytest.fixture(scope="module")
@@ -191,9 +197,7 @@ def test_rerun_scores_nothing_and_returns_the_same_results(first_run, tiny_model
                                                            monkeypatch) -> None:
     config, results = first_run
     spy = Counting()
-    monkeypatch.setattr(cells_module, "score_items", spy)
-    monkeypatch.setattr(steerability_module, "score_items", spy)
-    again = mb.run(config, model=tiny_model, progress=False)
+    again = mb.run(config, model=tiny_model, progress=False, executor=spy)
     assert spy.calls == []
     assert {k: v for k, v in again.items() if k != "timings"} == {
         k: v for k, v in results.items() if k != "timings"}
@@ -210,9 +214,8 @@ def test_a_cell_made_by_another_plan_is_scored_again(first_run, tiny_model, tmp_
     with path.open("a") as log:  # a later line for a cell replaces the earlier one
         log.write(json.dumps({"cell": key, "value": stale}) + "\n")
     spy = Counting()
-    monkeypatch.setattr(cells_module, "score_items", spy)
-    again = mb.run(copy, model=tiny_model, progress=False)
-    assert spy.calls == [1]
+    again = mb.run(copy, model=tiny_model, progress=False, executor=spy)
+    assert spy.calls == [(key, 1)]
     # Re-scored alone, not in a batch with other plans: the same answers, floats equal to
     # float32 rounding (the batch's composition changes the order of reductions).
     redone, first = again["cells"][key], results["cells"][key]
@@ -222,25 +225,27 @@ def test_a_cell_made_by_another_plan_is_scored_again(first_run, tiny_model, tmp_
         assert redone["items"][metric] == pytest.approx(first["items"][metric], abs=1e-4)
 
 
-def test_interrupted_run_keeps_finished_cells(tiny_model, data, tmp_path, monkeypatch) -> None:
+def test_interrupted_run_keeps_finished_cells(tiny_model, data, tmp_path) -> None:
     config = tiny_config(data, tmp_path, behaviours=(data["alpha"],),
                          vector_files={"alpha": data["alpha_vector"]}, grid_layers=(1,),
                          combined_variants=("sum",), scales=(1.0,), tax_corpus="none",
                          simultaneous_layers={"alpha": 1})
-    monkeypatch.setattr(cells_module, "score_items", Counting(fail_after=3))
+    crash = Counting(fail_after=3)
     with pytest.raises(KeyboardInterrupt):
-        mb.run(config, model=tiny_model, progress=False)
+        mb.run(config, model=tiny_model, progress=False, executor=crash)
+    assert [key for key, _ in crash.calls] == ["default/behaviour=alpha/split=grid",
+                                               "default/behaviour=alpha/split=test",
+                                               "grid/alpha/L1"]
     saved = read_results(tmp_path / mb.RESULTS_FILE)["cells"]
-    assert len(saved) == 3
+    assert len(saved) == 2 + 4  # both unsteered cells and the grid's whole ladder
     spy = Counting()
-    monkeypatch.setattr(cells_module, "score_items", spy)
-    results = mb.run(config, model=tiny_model, progress=False)
+    results = mb.run(config, model=tiny_model, progress=False, executor=spy)
     for key, cell in saved.items():
-        assert results["cells"][key] == {**cell, **({"failed": None} if "failed" in
-                                                    results["cells"][key] else {})}
+        assert results["cells"][key] == cell
     scored = [k for k in results["cells"] if not k.startswith(("tax/", "steerability/",
                                                                 "letter-free/"))]
-    assert sum(spy.calls) == len(scored) - 3
+    assert sum(n for key, n in spy.calls if not key.startswith("steerability/")) == (
+        len(scored) - len(saved))
 
 
 def test_nothing_steerable_is_reported_with_the_numbers(tiny_model, data, tmp_path) -> None:
@@ -454,12 +459,15 @@ def test_split_equals_paper_shuffle(behaviour_dir) -> None:
                 r["question"] for r in rows]
 
 
-def test_builtins_when_no_shared_data_and_never_with_an_explicit_folder(monkeypatch,
-                                                                         tmp_path) -> None:
-    from actsteer.paper.multi_behaviour import data as data_module
-
-    monkeypatch.setattr(data_module, "data_dir", lambda sub=None: None)
-    datasets = load_datasets(mb.MultiBehaviourConfig())
+def test_paper_names_never_fall_back_to_builtins(monkeypatch, tmp_path) -> None:
+    """A paper name means the paper's file (a clear error when it is absent); actsteer's own
+    items are asked for by name (``builtin:<name>``)."""
+    empty = tmp_path / "data"
+    (empty / "behaviours").mkdir(parents=True)
+    monkeypatch.setenv("ACTSTEER_DATA_DIR", str(empty))
+    with pytest.raises(FileNotFoundError, match=r"myopic\.json"):
+        load_datasets(mb.MultiBehaviourConfig(behaviours=("myopia",)))
+    datasets = load_datasets(mb.MultiBehaviourConfig(behaviours=("builtin:myopia",)))
     assert datasets["myopia"].source == "builtin:myopia"
     with pytest.raises(FileNotFoundError, match=r"myopic\.json"):
         load_datasets(mb.MultiBehaviourConfig(behaviours=("myopia",), data_dir=str(tmp_path)))
@@ -578,3 +586,51 @@ def test_reported_plans_are_also_measured_on_the_answer_texts(first_run, tiny_mo
     stored = results["cells"][str(LetterFreeKey("alpha", "unsteered"))]["summed"]
     assert stored == pytest.approx(expected.tolist(), abs=1e-3)
     assert "letter-free, test split" in mb.summary_table(results)
+
+
+def test_a_grid_ladder_is_one_pass_and_equals_full_steered_forwards(tiny_model, data,
+                                                                    tmp_path) -> None:
+    """Every multiplier of a layer is one unit that runs the blocks below the layer once;
+    its per-item scores equal one full steered forward per item and plan."""
+    from actsteer.batching import length_batches, pad
+    from actsteer.steering import run as steered_logits
+
+    layer = 2
+    config = tiny_config(data, tmp_path, grid_layers=(layer,), tax_corpus="none",
+                         steerability_layers=(1,), letter_free_items=0)
+    n_layers = tiny_model.cfg.n_layers
+    computed = {"blocks": 0}
+    hooks = [block.register_forward_hook(lambda *_: computed.update(blocks=computed["blocks"]
+                                                                     + 1))
+             for block in tiny_model.blocks]
+    units: dict[str, tuple[dict, object, int]] = {}
+
+    class Recording(LocalExecutor):
+        def map(self, work_units):
+            for work in work_units:
+                computed["blocks"] = 0
+                for done, result in super().map([work]):
+                    units[done.key] = (dict(done.payload), result, computed["blocks"])
+                    yield done, result
+
+    try:
+        mb.run(config, model=tiny_model, progress=False, executor=Recording())
+    finally:
+        for hook in hooks:
+            hook.remove()
+    grid = {k: v for k, v in units.items() if k.startswith("grid/")}
+    assert sorted(grid) == ["grid/alpha/L2", "grid/beta/L2"]
+    for payload, scores, blocks in grid.values():
+        plans, items = payload["plans"], payload["items"]
+        assert len(plans) == len(config.grid_multipliers)  # the whole ladder, one unit
+        batches = len(list(length_batches([len(p) for p in items.prompts],
+                                          config.batch_size)))
+        assert blocks == batches * (layer + len(plans) * (n_layers - layer))
+        assert blocks < batches * len(plans) * n_layers  # one full forward per plan
+        for row, plan in enumerate(plans):
+            for item, prompt in enumerate(items.prompts):
+                logits = steered_logits(tiny_model, pad(tiny_model, [prompt]), plan)[0, -1]
+                diff = logits[items.matching_ids[item]] - logits[items.not_matching_ids[item]]
+                assert float(scores.logit_diff[row, item]) == pytest.approx(float(diff),
+                                                                             abs=1e-5)
+                assert int(scores.predicted[row, item]) == int(logits.argmax())

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from actsteer.errors import ActsteerError
+from actsteer.executor import ModelSpec
 from actsteer.models import EMBEDDED_MODEL, load_model
 from actsteer.vector import SteeringVector
 
@@ -262,6 +263,10 @@ class ModelConfig(ConfigMixin):
         """The model, loaded with :func:`actsteer.load_model`."""
         return load_model(self.name, backend=self.backend,  # type: ignore[arg-type]
                           device=self.device, dtype=self.dtype)
+
+    def spec(self) -> ModelSpec:
+        """What an executor's workers load (:class:`actsteer.executor.ModelSpec`)."""
+        return ModelSpec(self.name, self.backend, self.dtype, self.device)
 
 
 def digest(parts: Sequence[str]) -> str:

@@ -22,17 +22,18 @@ tokenised once; the paper streamed its data, so its curves also moved with the d
 from __future__ import annotations
 
 import logging
+import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from actsteer.accuracy import DocumentAccuracy, Documents, accuracy_sweep
 from actsteer.batching import encode_many
 from actsteer.data.corpora import PYTHON, TEXT
+from actsteer.executor import Executor, LocalExecutor, Shard, Unit, dispatch, task, unit
 from actsteer.extraction import corpus_mean
 from actsteer.models import model_info
 from actsteer.paper.broad_skills.config import BASE_VECTORS, EVAL_SETS, BroadSkillsConfig
@@ -177,13 +178,107 @@ def headline(store: ResultStore, evals: Mapping[str, Documents], config: BroadSk
     return out
 
 
+@task("broad-skills-sweep")
+def skill_sweep(model: Any, payload: Mapping[str, Any]) -> dict[str, Any]:
+    """One vector at one layer over the coefficient schedule, every evaluation set scored
+    at each coefficient, stopped as :func:`adaptive_sweep` stops (the skill's top-1
+    relative to the unsteered ``baseline`` hits, below ``stop_below``, or undefined).
+
+    Coefficients in ``known`` (already in the results) are not scored again; their
+    relative skill accuracy is used for the stopping rule. Each evaluation set keeps its
+    unsteered stream entering the steered block (a :class:`PrefixCache` of
+    ``cache_bytes``), so every coefficient runs only the blocks from the layer on.
+    Returns ``{"accuracy": {coefficient: {set: DocumentAccuracy}}, "seconds": {...}}``.
+    """
+    documents = {name: Documents.build(model, sequences, batch_size=payload["batch_size"])
+                 for name, sequences in payload["documents"].items()}
+    caches = {name: PrefixCache(payload["cache_bytes"]) for name in documents}
+    plans, known = payload["plans"], payload["known"]
+    skill, baseline = payload["skill"], payload["baseline"]
+    scored: dict[float, dict[str, DocumentAccuracy]] = {}
+    seconds: dict[float, float] = {}
+
+    def evaluate(coefficient: float) -> float:
+        if coefficient == 0:
+            return 1.0
+        if coefficient in known:
+            return float(known[coefficient])
+        began = time.perf_counter()
+        scored[coefficient] = {
+            name: accuracy_sweep(model, docs, [plans[coefficient]], k=payload["k"],
+                                 cache=caches[name])[0]
+            for name, docs in documents.items()}
+        seconds[coefficient] = time.perf_counter() - began
+        if baseline == 0:
+            return float("nan")
+        return float(scored[coefficient][skill].top1.sum()) / baseline
+
+    adaptive_sweep(payload["coefficients"], evaluate, stop_below=payload["stop_below"])
+    return {"accuracy": scored, "seconds": seconds}
+
+
+def _stored_rel(store: ResultStore, key: str, skill: str) -> float:
+    value = store.get(key)[skill]["rel_top1"]["value"]
+    return float("nan") if value is None else float(value)
+
+
+def sweep_job(store: ResultStore, config: BroadSkillsConfig, vector: SteeringVector,
+              name: str, layer: int, evals: Mapping[str, Documents],
+              baseline: Mapping[str, DocumentAccuracy]) -> tuple[Unit, Any] | None:
+    """The unit sweeping ``name`` at ``layer`` from where the log stops (None when the
+    log already holds the whole sweep), and the callback that stores its cells."""
+    skill = skill_of(name)
+    known = {c: _stored_rel(store, str(SweepKey(name, layer, c)), skill)
+             for c in config.coefficients
+             if c != 0 and store.has(str(SweepKey(name, layer, c)))}
+    for coefficient in config.coefficients[1:]:  # where adaptive_sweep would stop
+        if coefficient not in known:
+            break
+        if math.isnan(known[coefficient]) or known[coefficient] < config.stop_below:
+            return None
+    else:
+        return None  # the stored cells reach the end of the schedule
+    plans = {c: single(vector, layer, c, label=name) for c in config.coefficients
+             if c != 0 and c not in known}
+
+    def record(result: Mapping[str, Any]) -> None:
+        for coefficient, accuracies in sorted(result["accuracy"].items()):
+            plan = plans[coefficient]
+            cell: dict[str, Any] = {"vector": name, "layer": layer,
+                                    "coefficient": coefficient, "plan_id": plan.identity()}
+            for set_name, acc in accuracies.items():
+                cell[set_name] = accuracy_cell(acc, baseline[set_name], config)
+            cell["seconds"] = result["seconds"][coefficient]
+            key = str(SweepKey(name, layer, coefficient))
+            store.put(key, cell)
+            logger.info("%s: %s", key, ", ".join(
+                f"{n} {cell[n]['rel_top1']['value']:.2f}" for n in evals))
+
+    return unit("broad-skills-sweep", {
+        "documents": {n: [list(s) for s in docs.sequences] for n, docs in evals.items()},
+        "batch_size": config.batch_size, "k": config.k,
+        "cache_bytes": config.prefix_cache_mb * 2**20 // len(EVAL_SETS),
+        "plans": plans, "known": known, "skill": skill,
+        "baseline": int(baseline[skill].top1.sum()),
+        "coefficients": config.coefficients, "stop_below": config.stop_below},
+        key=f"sweep/{name}/L{layer}"), record
+
+
 def run(config: BroadSkillsConfig, *, model: Any = None, progress: bool = True,
-        overwrite: bool = False, corpora: SkillCorpora | None = None) -> dict[str, Any]:
+        overwrite: bool = False, corpora: SkillCorpora | None = None,
+        executor: Executor | None = None, shard: Shard | None = None) -> dict[str, Any]:
     """Run (or resume) the experiment; returns a JSON-ready results dict with ``config``,
     ``cells``, ``headline``, ``language_mix``, ``timings`` and ``layers``.
 
     Corpora, model and layers are loaded and checked before the results file is written;
     a file made with another config raises unless ``overwrite``, which starts afresh.
+
+    ``executor`` runs the units (:mod:`actsteer.executor`; None: in this process): the
+    baseline is one unit per evaluation set, and each vector at each layer one unit that
+    sweeps its coefficients and stops as the schedule says. With ``shard``, only that
+    share of the sweeps runs (the baseline in every shard) and the run stops before the
+    headline: merge the shards' logs (:func:`actsteer.results.merge_results`) into the
+    output folder and run the same config again to finish, which scores nothing more.
     """
     timings: dict[str, float] = {}
     start = time.perf_counter()
@@ -202,15 +297,18 @@ def run(config: BroadSkillsConfig, *, model: Any = None, progress: bool = True,
     store = ResultStore(Path(config.out_dir) / RESULTS_FILE,
                         config={**config.results_config(), "corpora": corpora.fingerprint()},
                         overwrite=overwrite)
+    executor = executor if executor is not None else LocalExecutor()
     try:
-        return _steps(store, model, corpora, config, layers, timings, start, progress)
+        executor.bind(model)
+        return _steps(store, model, corpora, config, layers, timings, start, progress,
+                      executor, shard)
     finally:
         store.close()
 
 
 def _steps(store: ResultStore, model: Any, corpora: SkillCorpora, config: BroadSkillsConfig,
            layers: list[int], timings: dict[str, float], start: float,
-           progress: bool) -> dict[str, Any]:
+           progress: bool, executor: Executor, shard: Shard | None) -> dict[str, Any]:
     mix = corpora.language_mix()
     store.set_extra("language_mix", mix)
 
@@ -222,17 +320,24 @@ def _steps(store: ResultStore, model: Any, corpora: SkillCorpora, config: BroadS
 
     evals = {name: eval_documents(model, corpora.valid[name].texts(), config)
              for name in EVAL_SETS}
-    caches = {name: PrefixCache(config.prefix_cache_mb * 2**20 // len(EVAL_SETS))
-              for name in EVAL_SETS}
 
     step = time.perf_counter()
     baseline_key = str(BaselineKey())
     if not store.has(baseline_key):
-        store.put(baseline_key, {
-            name: {**accuracy_cell(accuracy_sweep(model, docs, [empty_plan()], k=config.k,
-                                                  cache=caches[name])[0], None, config),
-                   "n_docs": len(docs), "n_tokens": int(docs.tokens.sum())}
-            for name, docs in evals.items()})
+        found: dict[str, dict[str, Any]] = {}
+
+        def record(name: str) -> Callable[[list[DocumentAccuracy]], None]:
+            def keep(scored: list[DocumentAccuracy]) -> None:
+                docs = evals[name]
+                found[name] = {**accuracy_cell(scored[0], None, config),
+                               "n_docs": len(docs), "n_tokens": int(docs.tokens.sum())}
+            return keep
+
+        dispatch(executor, [(unit("accuracy", {
+            "sequences": [list(s) for s in docs.sequences], "plans": [empty_plan()],
+            "batch_size": config.batch_size, "k": config.k}, key=f"baseline/{name}"),
+            record(name)) for name, docs in evals.items()], progress=progress, desc="baseline")
+        store.put(baseline_key, {name: found[name] for name in evals})
     baseline = {name: _from_cell(store.get(baseline_key)[name], docs.tokens, config.k)
                 for name, docs in evals.items()}
     timings["baseline_s"] = time.perf_counter() - step
@@ -240,35 +345,19 @@ def _steps(store: ResultStore, model: Any, corpora: SkillCorpora, config: BroadS
     step = time.perf_counter()
     jobs = [(layer, vector) for layer in layers for vector in config.vectors
             if is_swept(config, vector, layer)]
-    for layer, vector in tqdm(jobs, desc="broad-skill sweeps", disable=not progress):
-        skill = skill_of(vector)
-
-        def evaluate(coefficient: float, layer: int = layer, vector: str = vector,
-                     skill: str = skill) -> float:
-            if coefficient == 0:
-                return 1.0
-            key = str(SweepKey(vector, layer, coefficient))
-            if not store.has(key):
-                began = time.perf_counter()
-                plan = single(vectors[vector], layer, coefficient, label=vector)
-                cell: dict[str, Any] = {"vector": vector, "layer": layer,
-                                        "coefficient": coefficient,
-                                        "plan_id": plan.identity()}
-                for name, docs in evals.items():
-                    (acc,) = accuracy_sweep(model, docs, [plan], k=config.k,
-                                            cache=caches[name])
-                    cell[name] = accuracy_cell(acc, baseline[name], config)
-                cell["seconds"] = time.perf_counter() - began
-                store.put(key, cell)
-                logger.info("%s: %s", key, ", ".join(
-                    f"{n} {cell[n]['rel_top1']['value']:.2f}" for n in evals))
-            value = store.get(key)[skill]["rel_top1"]["value"]
-            return float("nan") if value is None else float(value)
-
-        adaptive_sweep(config.coefficients, evaluate, stop_below=config.stop_below)
-    for cache in caches.values():
-        cache.clear()
+    if shard is not None:
+        jobs = [(layer, vector) for layer, vector in jobs
+                if shard.owns(f"sweep/{vector}/L{layer}")]
+    units = [job for layer, name in jobs
+             if (job := sweep_job(store, config, vectors[name], name, layer, evals,
+                                  baseline)) is not None]
+    dispatch(executor, units, progress=progress, desc="broad-skill sweeps")
     timings["sweep_s"] = time.perf_counter() - step
+    if shard is not None:
+        logger.info("shard %d of %d done (%d sweeps); merge the shards' logs and run again "
+                    "to finish", shard.index, shard.count, len(jobs))
+        return {"config": config.to_dict(), "layers": layers, "cells": dict(store.cells),
+                "shard": [shard.index, shard.count], "path": str(store.path)}
 
     heads = headline(store, evals, config, layers)
     store.set_extra("layers", layers)

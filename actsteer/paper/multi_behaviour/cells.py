@@ -1,11 +1,12 @@
 """The state of one multi-behaviour run and its cells: resolved layers, loaded data,
-scoring through :func:`actsteer.evaluation.score_items`, and each cell stored with its
-plan's identity and its paired effects against the unsteered model on the same items."""
+scoring as units of :func:`actsteer.evaluation.score_items` work on the run's executor,
+and each cell stored with its plan's identity and its paired effects against the
+unsteered model on the same items."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +15,8 @@ import torch
 from actsteer.data.behaviours import PaperSplits
 from actsteer.effects import AB_METRICS, paired_effect
 from actsteer.errors import InvalidValueError
-from actsteer.evaluation import MATCHING, ABScores, PreparedItems, score_items
+from actsteer.evaluation import MATCHING, ABScores, PreparedItems
+from actsteer.executor import Executor, LocalExecutor, Unit, dispatch, partition, unit
 from actsteer.paper.common import check_layers, scale_layer
 from actsteer.paper.keys import CellKey
 from actsteer.paper.multi_behaviour.config import (
@@ -25,9 +27,13 @@ from actsteer.paper.multi_behaviour.config import (
 from actsteer.paper.multi_behaviour.keys import DefaultKey
 from actsteer.plan import SteeringPlan
 from actsteer.results import ResultStore
+from actsteer.sweep import start_layer
 from actsteer.vector import SteeringVector
 
 logger = logging.getLogger(__name__)
+
+Job = tuple[Unit, Callable[[Any], None]]
+"""A unit of scoring and the driver's callback that stores its cells."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,8 @@ class Run:
     layers: Layers
     tax_texts: list[str] | None = None
     progress: bool = True
+    executor: Executor = field(default_factory=LocalExecutor)
+    """Where units of scoring run (:mod:`actsteer.executor`)."""
     data: dict[str, dict[str, PreparedItems]] = field(default_factory=dict)
     vectors: dict[str, SteeringVector] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
@@ -90,35 +98,74 @@ class Run:
     def behaviours(self) -> list[str]:
         return list(self.splits)
 
-    def score(self, behaviour: str, split: str, plans: Sequence[SteeringPlan],
-              desc: str) -> ABScores:
-        prepared = self.data[behaviour][split]
-        self.scored += len(plans) * len(prepared.prompts)
-        return score_items(self.model, prepared, plans, batch_size=self.config.batch_size,
-                           progress=self.progress, desc=desc)
+    def job(self, behaviour: str, split: str, plans: Sequence[SteeringPlan], key: str,
+            record: Callable[[ABScores], None], *, items: PreparedItems | None = None) -> Job:
+        """A unit scoring ``plans`` on ``behaviour``'s ``split`` (or ``items`` of it) in
+        one pass (plans at one block share the prefix below it), and what to do with its
+        scores."""
+        prepared = items if items is not None else self.data[behaviour][split]
+
+        def counted(scores: ABScores) -> None:
+            self.scored += len(plans) * len(prepared)
+            record(scores)
+
+        return unit("ab-scores", {"items": prepared, "plans": list(plans),
+                                  "batch_size": self.config.batch_size,
+                                  "progress": self.progress,
+                                  "desc": f"{key} ({len(plans)} plans)"}, key=key), counted
+
+    def execute(self, jobs: Sequence[Job], desc: str) -> None:
+        """Run every job's unit on the executor at once; each unit's cells are stored as
+        it returns (this process is the only writer of the results)."""
+        self.executor.bind(self.model)
+        dispatch(self.executor, jobs, progress=self.progress, desc=desc)
+
+    def parts(self, jobs: int) -> int:
+        """Units to split each of a stage's ``jobs`` into so every worker has work (1 on
+        the local executor: one pass per job)."""
+        return max(1, -(-self.executor.workers // max(1, jobs)))
+
+    def cell_jobs(self, behaviour: str, split: str,
+                  wanted: Sequence[tuple[CellKey, SteeringPlan, Mapping[str, Any]]],
+                  parts: int = 1) -> list[Job]:
+        """Cells of one behaviour and split: the stale ones (absent, or made by another
+        plan) as one unit, so they share the unsteered prefix (or as up to ``parts``
+        units of neighbouring start blocks, :func:`actsteer.executor.partition`); each
+        stored when its unit returns, with its paired effects against the unsteered cell
+        of the same split (``extra["direction"]`` is the sign the plan intends). Nothing
+        when all are fresh."""
+        stale = [(key, plan, extra) for key, plan, extra in wanted
+                 if not fresh(self.store, key, plan)]
+        if not stale:
+            return []
+        base_key = str(DefaultKey(behaviour, split))
+        groups = partition([start_layer(self.model, plan) for _, plan, _ in stale], parts,
+                           self.layers.n_layers)
+        jobs = []
+        for number, rows in enumerate(groups):
+            chosen = [stale[i] for i in rows]
+
+            def record(scores: ABScores, chosen: list[Any] = chosen) -> None:
+                for index, (key, plan, extra) in enumerate(chosen):
+                    cell = cell_of(scores, index, self.config, plan, **extra)
+                    if str(key) != base_key:
+                        cell["effects"] = cell_effects(cell, self.store.get(base_key),
+                                                       int(extra.get("direction", 1)),
+                                                       self.config.n_resamples)
+                    self.store.put(str(key), cell)
+
+            name = str(chosen[0][0]) if len(stale) == 1 else (
+                f"{chosen[0][0].STEP}/{behaviour}/{split}"
+                + (f"/{number}" if len(groups) > 1 else ""))
+            jobs.append(self.job(behaviour, split, [plan for _, plan, _ in chosen], name,
+                                 record))
+        return jobs
 
     def cells(self, behaviour: str, split: str,
               wanted: Sequence[tuple[CellKey, SteeringPlan, Mapping[str, Any]]]
               ) -> dict[CellKey, dict[str, Any]]:
-        """Cells of one behaviour and split: the stale ones (absent, or made by another
-        plan) scored together in one :func:`score_items` call, so they share the
-        unsteered prefix; each stored as soon as the call returns, with its paired effects
-        against the unsteered cell of the same split (``extra["direction"]`` is the sign
-        the plan intends)."""
-        stale = [(key, plan, extra) for key, plan, extra in wanted
-                 if not fresh(self.store, key, plan)]
-        if stale:
-            desc = str(stale[0][0]) if len(stale) == 1 else (
-                f"{stale[0][0].STEP}/{behaviour} ({len(stale)} plans)")
-            scores = self.score(behaviour, split, [plan for _, plan, _ in stale], desc)
-            base_key = str(DefaultKey(behaviour, split))
-            for index, (key, plan, extra) in enumerate(stale):
-                cell = cell_of(scores, index, self.config, plan, **extra)
-                if str(key) != base_key:
-                    cell["effects"] = cell_effects(cell, self.store.get(base_key),
-                                                   int(extra.get("direction", 1)),
-                                                   self.config.n_resamples)
-                self.store.put(str(key), cell)
+        """:meth:`cell_jobs` of one behaviour and split, run; returns every wanted cell."""
+        self.execute(self.cell_jobs(behaviour, split, wanted), f"{behaviour}/{split}")
         return {key: self.store.get(str(key)) for key, _, _ in wanted}
 
     def cell(self, key: CellKey, behaviour: str, split: str, plan: SteeringPlan,

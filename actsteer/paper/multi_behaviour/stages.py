@@ -33,14 +33,24 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from actsteer.accuracy import Documents, accuracy_sweep
+from actsteer.accuracy import DocumentAccuracy
 from actsteer.batching import encode_many
 from actsteer.data.behaviours.texts import letter_free_items, letter_free_pairs
+from actsteer.evaluation import ABScores
+from actsteer.executor import Executor, LocalExecutor, partition, unit
 from actsteer.extraction import caa_vector
-from actsteer.likelihood import continuation_propensities
+from actsteer.likelihood import Propensities
 from actsteer.paper.common import ConfigError, VectorCache, file_digest, timed
+from actsteer.paper.keys import CellKey
 from actsteer.paper.multi_behaviour import choose as decide
-from actsteer.paper.multi_behaviour.cells import Layers, Run, fresh
+from actsteer.paper.multi_behaviour.cells import (
+    Job,
+    Layers,
+    Run,
+    cell_effects,
+    cell_of,
+    fresh,
+)
 from actsteer.paper.multi_behaviour.config import MultiBehaviourConfig
 from actsteer.paper.multi_behaviour.data import (
     data_identity,
@@ -62,6 +72,7 @@ from actsteer.paper.multi_behaviour.keys import (
 from actsteer.paper.multi_behaviour.steerability import steerability_profile
 from actsteer.plan import SteeringPlan, empty_plan, simultaneous, single
 from actsteer.results import ResultStore
+from actsteer.sweep import start_layer
 from actsteer.vector import SteeringVector
 
 logger = logging.getLogger(__name__)
@@ -70,11 +81,12 @@ RESULTS_FILE = "multi_behaviour.jsonl"
 
 
 def open_run(config: MultiBehaviourConfig, model: Any, progress: bool,
-             overwrite: bool = False) -> Run:
+             overwrite: bool = False, executor: Executor | None = None) -> Run:
     """Load and check everything, then open the results store.
 
     Data, model and layers are checked before the results file is written, so a typo
     in a model name or a layer leaves nothing behind that would block the corrected run.
+    The executor's workers start loading the model while the driver extracts vectors.
     """
     timings: dict[str, float] = {}
     with timed(timings, "load"):
@@ -95,7 +107,10 @@ def open_run(config: MultiBehaviourConfig, model: Any, progress: bool,
                             {**config.results_config(), "data": identity},
                             overwrite=overwrite)
         store.flush()  # the identity is on disk before any vector is saved beside it
-    return Run(config, model, store, splits, layers, texts, progress, data, timings=timings)
+    executor = executor if executor is not None else LocalExecutor()
+    executor.bind(model)
+    return Run(config, model, store, splits, layers, texts, progress, executor, data,
+               timings=timings)
 
 
 def _check_balanced(config: MultiBehaviourConfig, splits: Mapping[str, Any]) -> None:
@@ -147,16 +162,69 @@ def extract_vectors(run: Run) -> None:
 
 
 def score_defaults(run: Run) -> dict[str, dict[str, dict[str, Any]]]:
-    return {b: {split: run.cell(DefaultKey(b, split), b, split, empty_plan())
-                for split in ("grid", "test")} for b in run.behaviours}
+    splits = ("grid", "test")
+    run.execute([job for b in run.behaviours for split in splits
+                 for job in run.cell_jobs(b, split, [(DefaultKey(b, split), empty_plan(), {})])],
+                "default")
+    return {b: {split: run.store.get(str(DefaultKey(b, split))) for split in splits}
+            for b in run.behaviours}
+
+
+def ladders(config: MultiBehaviourConfig) -> dict[int, list[float]]:
+    """Each direction's multipliers (``-1``, ``1``), outward from 0."""
+    return {direction: sorted((m for m in config.grid_multipliers
+                               if math.copysign(1, m) == direction), key=abs)
+            for direction in (-1, 1)}
+
+
+def grid_job(run: Run, behaviour: str, layer: int, base: Mapping[str, Any]) -> list[Job]:
+    """One unit with the whole ladder of ``layer`` that is still to be scored, both
+    directions (every plan starts at ``layer``, so one pass computes the blocks below it
+    once for all). When it returns, each direction's cells are stored outward from 0 up
+    to and including the first failed one; later cells were computed for nothing and are
+    dropped, so the log holds what a cell-by-cell search would have scored."""
+    vector, config = run.vectors[behaviour], run.config
+    needed: dict[float, SteeringPlan] = {}
+    for ladder in ladders(config).values():
+        for position, multiplier in enumerate(ladder):
+            key = GridKey(behaviour, layer, multiplier)
+            if not fresh(run.store, key, single(vector, layer, multiplier)):
+                needed.update({m: single(vector, layer, m) for m in ladder[position:]})
+                break
+            if decide.failure(run.store.get(str(key)), base, config):
+                break
+    if not needed:
+        return []
+    order = list(needed)
+
+    def record(scores: ABScores) -> None:
+        for direction, ladder in ladders(config).items():
+            for multiplier in ladder:
+                key = GridKey(behaviour, layer, multiplier)
+                if multiplier in needed:
+                    cell = cell_of(scores, order.index(multiplier), config, needed[multiplier],
+                                   layer=layer, multiplier=multiplier, direction=direction)
+                    cell["effects"] = cell_effects(cell, run.store.get(str(DefaultKey(
+                        behaviour, "grid"))), direction, config.n_resamples)
+                    failed = decide.failure(cell, base, config)
+                    if failed:  # the reason is in the file (a cell that did not fail has none)
+                        cell["failed"] = failed
+                    run.store.put(str(key), cell)
+                else:  # fresh in the log
+                    cell = run.store.get(str(key))
+                if decide.failure(cell, base, config):
+                    break
+
+    return [run.job(behaviour, "grid", [needed[m] for m in order],
+                    f"grid/{behaviour}/L{layer}", record)]
 
 
 def grid_search(run: Run, defaults: Mapping[str, Mapping[str, Any]]
                 ) -> dict[str, dict[str, Any]]:
     """Each layer's ladder of multipliers outward from 0, stopped at the first failed
-    cell; returns the subtract/add choice per behaviour (with its evidence or reason)."""
+    cell (every layer of every behaviour is one unit, all submitted at once); returns
+    the subtract/add choice per behaviour (with its evidence or reason)."""
     config = run.config
-    chosen: dict[str, dict[str, Any]] = {}
     for behaviour in run.behaviours:
         base = defaults[behaviour]["grid"]
         if base["top_answer_share"] > config.max_top_share:
@@ -164,16 +232,18 @@ def grid_search(run: Run, defaults: Mapping[str, Mapping[str, Any]]
                 "%s: the unsteered model already gives one answer for %.0f%% of grid items, "
                 "so mode collapse cannot be detected; stopping on faulty answers only",
                 behaviour, 100 * base["top_answer_share"])
+    run.execute([job for behaviour in run.behaviours for layer in run.layers.grid
+                 for job in grid_job(run, behaviour, layer, defaults[behaviour]["grid"])],
+                "grid")
+    chosen: dict[str, dict[str, Any]] = {}
+    for behaviour in run.behaviours:
+        base = defaults[behaviour]["grid"]
         tried: list[dict[str, Any]] = []
         for layer in run.layers.grid:
-            for direction in (-1, 1):
-                ladder = sorted((m for m in config.grid_multipliers
-                                 if math.copysign(1, m) == direction), key=abs)
+            for ladder in ladders(config).values():
                 for multiplier in ladder:
                     key = GridKey(behaviour, layer, multiplier)
-                    plan = single(run.vectors[behaviour], layer, multiplier)
-                    cell = run.cell(key, behaviour, "grid", plan, layer=layer,
-                                    multiplier=multiplier, direction=direction)
+                    cell = run.store.get(str(key))
                     failed = decide.failure(cell, base, config)
                     if cell.get("failed") != failed:
                         cell = {**cell, "failed": failed}
@@ -190,15 +260,22 @@ def grid_search(run: Run, defaults: Mapping[str, Mapping[str, Any]]
 
 
 def score_individual(run: Run, chosen: Mapping[str, Mapping[str, Any]]) -> None:
+    jobs: list[tuple[str, list[tuple[CellKey, SteeringPlan, Mapping[str, Any]]]]] = []
     for behaviour in run.behaviours:
+        wanted: list[tuple[CellKey, SteeringPlan, Mapping[str, Any]]] = []
         for direction, sign in DIRECTIONS.items():
             pick = chosen[behaviour][direction]
             if not pick["steerable"]:
                 logger.warning("%s, %s: %s", behaviour, direction, pick["reason"])
                 continue
             plan = single(run.vectors[behaviour], pick["layer"], pick["multiplier"])
-            run.cell(IndividualKey(behaviour, direction), behaviour, "test", plan,
-                     layer=pick["layer"], multiplier=pick["multiplier"], direction=int(sign))
+            wanted.append((IndividualKey(behaviour, direction), plan,
+                           {"layer": pick["layer"], "multiplier": pick["multiplier"],
+                            "direction": int(sign)}))
+        jobs.append((behaviour, wanted))
+    parts = run.parts(len(jobs))
+    run.execute([job for behaviour, wanted in jobs
+                 for job in run.cell_jobs(behaviour, "test", wanted, parts)], "individual")
 
 
 def score_combined(run: Run, coefficients: Mapping[str, float]) -> None:
@@ -207,11 +284,12 @@ def score_combined(run: Run, coefficients: Mapping[str, float]) -> None:
                                                        coefficients, sign))
              for variant in run.config.combined_variants
              for direction, sign in DIRECTIONS.items()]
-    for behaviour in run.behaviours:
-        run.cells(behaviour, "test", [
+    parts = run.parts(len(run.behaviours))
+    run.execute([job for behaviour in run.behaviours for job in run.cell_jobs(
+        behaviour, "test", [
             (CombinedKey(variant, direction, behaviour), plan,
              {"layer": layer, "variant": variant, "direction": int(DIRECTIONS[direction])})
-            for variant, direction, plan in plans])
+            for variant, direction, plan in plans], parts)], "combined")
 
 
 def simultaneous_plan(run: Run, coefficients: Mapping[str, float],
@@ -229,16 +307,21 @@ def score_simultaneous(run: Run, coefficients: Mapping[str, float]
     split by the grid's rule (its effect must move the behaviour up)."""
     plans = [(scale, simultaneous_plan(run, coefficients, scale))
              for scale in run.config.scales if scale != 0]
+
+    def wanted(behaviour: str, split: str) -> list[tuple[CellKey, SteeringPlan,
+                                                          dict[str, Any]]]:
+        return [(SimultaneousKey(scale, behaviour, split), plan,
+                 {"scale": scale, "direction": 1 if scale > 0 else -1})
+                for scale, plan in plans]
+
+    parts = run.parts(2 * len(run.behaviours))
+    run.execute([job for behaviour in run.behaviours for split in ("grid", "test")
+                 for job in run.cell_jobs(behaviour, split, wanted(behaviour, split), parts)],
+                "simultaneous")
     chosen: dict[str, dict[str, Any]] = {}
     for behaviour in run.behaviours:
-        for split in ("grid", "test"):
-            found = run.cells(behaviour, split, [
-                (SimultaneousKey(scale, behaviour, split), plan,
-                 {"scale": scale, "direction": 1 if scale > 0 else -1})
-                for scale, plan in plans])
-            if split == "grid":
-                chosen[behaviour] = decide.choose(list(found.values()), 1,
-                                                  run.config.choose_metric, setting="scale")
+        found = [run.store.get(str(key)) for key, _, _ in wanted(behaviour, "grid")]
+        chosen[behaviour] = decide.choose(found, 1, run.config.choose_metric, setting="scale")
     run.store.set_extra("simultaneous_choice", chosen)
     return chosen
 
@@ -253,6 +336,8 @@ def score_letter_free(run: Run, chosen: Mapping[str, Mapping[str, Any]],
         return
     variant = decide.combined_variant(config.to_dict())
     layer = run.layers.combined
+    jobs: list[Job] = []
+    pending: list[tuple[str, dict[str, SteeringPlan], list[Any], int]] = []
     for behaviour in run.behaviours:
         test = run.splits[behaviour].test
         n = min(config.letter_free_items or len(test), len(test))
@@ -277,16 +362,31 @@ def score_letter_free(run: Run, chosen: Mapping[str, Mapping[str, Any]],
             logger.warning("%s: no test item lists its answers as text; no letter-free "
                            "measurement", behaviour)
             continue
+        pending.append((behaviour, stale, items, len(skipped)))
+    parts = run.parts(len(pending))
+    for behaviour, stale, items, dropped in pending:
         names = list(stale)
-        scores = continuation_propensities(run.model, items, [stale[k] for k in names],
-                                           batch_size=config.batch_size, progress=run.progress,
-                                           desc=f"letter-free/{behaviour} ({len(names)} plans)")
-        for row, name in enumerate(names):
-            run.store.put(str(LetterFreeKey(behaviour, name)), {
-                "plan_id": stale[name].identity(), "plan": stale[name].describe(),
-                "summed": [round(float(x), 4) for x in scores.summed[row]],
-                "per_token": [round(float(x), 5) for x in scores.per_token[row]],
-                "n": len(items), "skipped": len(skipped)})
+        groups = partition([start_layer(run.model, stale[k]) for k in names], parts,
+                           run.layers.n_layers)
+        for number, rows in enumerate(groups):
+            mine = [names[i] for i in rows]
+
+            def record(scores: Propensities, behaviour: str = behaviour,
+                       mine: list[str] = mine, stale: dict[str, SteeringPlan] = stale,
+                       n: int = len(items), dropped: int = dropped) -> None:
+                for row, name in enumerate(mine):
+                    run.store.put(str(LetterFreeKey(behaviour, name)), {
+                        "plan_id": stale[name].identity(), "plan": stale[name].describe(),
+                        "summed": [round(float(x), 4) for x in scores.summed[row]],
+                        "per_token": [round(float(x), 5) for x in scores.per_token[row]],
+                        "n": n, "skipped": dropped})
+
+            key = f"letter-free/{behaviour}" + (f"/{number}" if len(groups) > 1 else "")
+            jobs.append((unit("continuation-propensities", {
+                "items": items, "plans": [stale[k] for k in mine],
+                "batch_size": config.batch_size, "progress": run.progress,
+                "desc": f"{key} ({len(mine)} plans)"}, key=key), record))
+    run.execute(jobs, "letter-free")
 
 
 def alignment_tax(run: Run, coefficients: Mapping[str, float]) -> None:
@@ -299,27 +399,43 @@ def alignment_tax(run: Run, coefficients: Mapping[str, float]) -> None:
     if not pending:
         return
     sequences = [ids[: config.tax_max_tokens] for ids in encode_many(run.model, texts)]
-    documents = Documents.build(run.model, [s for s in sequences if len(s) >= 2],
-                                batch_size=config.batch_size)
-    scored = accuracy_sweep(run.model, documents, [plans[s] for s in pending])
-    for scale, accuracy in zip(pending, scored, strict=True):
-        estimate = accuracy.estimate("top1", n_resamples=config.n_resamples)
-        run.store.put(str(TaxKey(scale)), {
-            "scale": scale, "top1": estimate.as_dict(), "tokens": int(accuracy.tokens.sum()),
-            "documents": len(documents), "plan": plans[scale].describe(),
-            "plan_id": plans[scale].identity()})
+    sequences = [s for s in sequences if len(s) >= 2]
+    run.executor.bind(run.model)
+    groups = partition([start_layer(run.model, plans[s]) for s in pending],
+                       run.executor.workers, int(run.model.cfg.n_layers))
+    jobs: list[Job] = []
+    for number, rows in enumerate(groups):
+        scales = [pending[i] for i in rows]
+
+        def record(scored: list[DocumentAccuracy], scales: list[float] = scales) -> None:
+            for scale, accuracy in zip(scales, scored, strict=True):
+                estimate = accuracy.estimate("top1", n_resamples=config.n_resamples)
+                run.store.put(str(TaxKey(scale)), {
+                    "scale": scale, "top1": estimate.as_dict(),
+                    "tokens": int(accuracy.tokens.sum()), "documents": len(sequences),
+                    "plan": plans[scale].describe(), "plan_id": plans[scale].identity()})
+
+        jobs.append((unit("accuracy", {"sequences": sequences, "plans": [plans[s] for s in scales],
+                                       "batch_size": config.batch_size},
+                          key=f"tax/{number}"), record))
+    run.execute(jobs, "alignment tax")
 
 
 def run(config: MultiBehaviourConfig, *, model: Any = None, progress: bool = True,
-        overwrite: bool = False) -> dict[str, Any]:
+        overwrite: bool = False, executor: Executor | None = None) -> dict[str, Any]:
     """Run (or resume) the experiment; returns its results (also in the results file).
+
+    ``executor`` runs the units of scoring (:mod:`actsteer.executor`; None: in this
+    process); each stage submits all its units at once and stores each unit's cells as it
+    returns. The results are the same on any executor, and a run started on one can be
+    finished on another.
 
     Finished cells in ``out_dir/multi_behaviour.jsonl`` are reused; a results file made
     with a different config or data raises
     :class:`actsteer.results.ResultConfigMismatchError` unless ``overwrite``, which starts
     the file afresh.
     """
-    state = open_run(config, model, progress, overwrite)
+    state = open_run(config, model, progress, overwrite, executor)
     try:
         return _steps(state)
     finally:

@@ -2,8 +2,10 @@
 
 For each layer, the vector is added with each of ``steerability_multipliers`` (0 is the
 unsteered test cell) and each item's propensity, logit(matching) − logit(non-matching),
-is regressed on the multiplier (Tan et al. 2024). All layers of a behaviour are scored in
-one call, so plans at deeper layers reuse the unsteered prefix of the shallower ones.
+is regressed on the multiplier (Tan et al. 2024). All layers of a behaviour are one unit
+of work, so plans at deeper layers reuse the unsteered prefix of the shallower ones; with
+more workers than behaviours, each behaviour's layers are split into runs of neighbouring
+layers, one unit each.
 Each layer's cell holds the per-item slopes, their summary (mean slope and anti-steerable
 share with intervals, split by the matching answer's label) and the vector's extraction
 diagnostics at that layer, and a verdict that says whether a reversal belongs to the
@@ -18,11 +20,12 @@ from typing import Any
 
 import torch
 
-from actsteer.evaluation import score_items
+from actsteer.evaluation import ABScores
+from actsteer.executor import partition
 from actsteer.paper.common import digest
-from actsteer.paper.multi_behaviour.cells import Run
+from actsteer.paper.multi_behaviour.cells import Job, Run
 from actsteer.paper.multi_behaviour.keys import DefaultKey, SteerabilityKey
-from actsteer.plan import single
+from actsteer.plan import SteeringPlan, single
 from actsteer.steerability import propensity_slopes, summarize_steerability
 
 logger = logging.getLogger(__name__)
@@ -49,6 +52,12 @@ def steerability_verdict(summary: Mapping[str, Any],
     return "reversed (data)"
 
 
+def _items(run: Run, behaviour: str) -> int:
+    """Test items the profile uses."""
+    test = run.data[behaviour]["test"]
+    return min(run.config.steerability_items or len(test), len(test))
+
+
 def steerability_profile(run: Run) -> dict[str, dict[str, dict[str, Any]]]:
     """Score (or resume) every behaviour × profiled layer; returns behaviour → layer (as a
     string) → ``{"summary", "diagnostics", "verdict"}`` and records it in the results."""
@@ -56,36 +65,57 @@ def steerability_profile(run: Run) -> dict[str, dict[str, dict[str, Any]]]:
     layers = list(run.layers.steerability)
     multipliers = list(config.steerability_multipliers)
     steps = [m for m in multipliers if m != 0]
+    pending: dict[str, list[int]] = {}
+    plans: dict[str, dict[int, list[SteeringPlan]]] = {}
+    ids: dict[str, dict[int, str]] = {}
+    for behaviour in run.behaviours:
+        n = _items(run, behaviour)
+        vector = run.vectors[behaviour]
+        plans[behaviour] = {layer: [single(vector, layer, m) for m in steps] for layer in layers}
+        ids[behaviour] = {layer: digest([*(p.identity() for p in plans[behaviour][layer]),
+                                         str(n)]) for layer in layers}
+        pending[behaviour] = [
+            layer for layer in layers
+            if run.store.cells.get(str(SteerabilityKey(behaviour, layer)), {}).get(
+                "plan_id") != ids[behaviour][layer]]
+    busy = [b for b in run.behaviours if pending[b]]
+    # enough units for every worker: a behaviour's layers are split into runs of
+    # neighbouring layers when there are more workers than behaviours
+    parts = max(1, -(-run.executor.workers // max(1, len(busy))))
+    jobs: list[Job] = []
+    for behaviour in busy:
+        n = _items(run, behaviour)
+        test = run.data[behaviour]["test"]
+        starts = [layer for layer in pending[behaviour] for _ in steps]
+        for chunk in partition(starts, parts, run.layers.n_layers):
+            chosen = sorted({starts[i] for i in chunk})
+
+            def record(scores: ABScores, behaviour: str = behaviour, chosen: list[int] = chosen,
+                       n: int = n) -> None:
+                base = run.store.get(str(DefaultKey(behaviour, "test")))["items"]["logit_diff"]
+                unsteered = torch.tensor(base[:n], dtype=torch.float64)
+                labels = run.data[behaviour]["test"].matching_labels[:n]
+                for index, layer in enumerate(chosen):
+                    rows = scores.logit_diff[index * len(steps):(index + 1) * len(steps)]
+                    by_multiplier = {0.0: unsteered, **dict(zip(steps, rows.double(),
+                                                                strict=True))}
+                    propensity = torch.stack([by_multiplier[m] for m in multipliers])
+                    slopes = propensity_slopes(propensity, multipliers)
+                    summary = summarize_steerability(slopes, labels,
+                                                     n_resamples=config.n_resamples)
+                    run.store.put(str(SteerabilityKey(behaviour, layer)), {
+                        "layer": layer, "multipliers": multipliers, "n": n,
+                        "slopes": [round(float(x), 5) for x in slopes],
+                        "summary": summary.to_dict(), "plan_id": ids[behaviour][layer]})
+
+            key = f"steerability/{behaviour}/L{chosen[0]}-{chosen[-1]}"
+            jobs.append(run.job(behaviour, "test", [p for layer in chosen
+                                                    for p in plans[behaviour][layer]], key,
+                                record, items=test[:n]))
+    run.execute(jobs, "steerability")
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for behaviour in run.behaviours:
-        test = run.data[behaviour]["test"]
-        n = min(config.steerability_items or len(test.prompts), len(test.prompts))
         vector = run.vectors[behaviour]
-        plans = {layer: [single(vector, layer, m) for m in steps] for layer in layers}
-        ids = {layer: digest([*(p.identity() for p in plans[layer]), str(n)])
-               for layer in layers}
-        pending = [layer for layer in layers
-                   if run.store.cells.get(str(SteerabilityKey(behaviour, layer)), {}).get(
-                       "plan_id") != ids[layer]]
-        if pending:
-            scores = score_items(run.model, test[:n],
-                                 [p for layer in pending for p in plans[layer]],
-                                 batch_size=config.batch_size, progress=run.progress,
-                                 desc=f"steerability/{behaviour} ({len(pending)} layers)")
-            run.scored += len(pending) * len(steps) * n
-            base = run.store.get(str(DefaultKey(behaviour, "test")))["items"]["logit_diff"]
-            unsteered = torch.tensor(base[:n], dtype=torch.float64)
-            for index, layer in enumerate(pending):
-                rows = scores.logit_diff[index * len(steps):(index + 1) * len(steps)].double()
-                by_multiplier = {0.0: unsteered, **dict(zip(steps, rows, strict=True))}
-                propensity = torch.stack([by_multiplier[m] for m in multipliers])
-                slopes = propensity_slopes(propensity, multipliers)
-                summary = summarize_steerability(slopes, test.matching_labels[:n],
-                                                 n_resamples=config.n_resamples)
-                run.store.put(str(SteerabilityKey(behaviour, layer)), {
-                    "layer": layer, "multipliers": multipliers, "n": n,
-                    "slopes": [round(float(x), 5) for x in slopes],
-                    "summary": summary.to_dict(), "plan_id": ids[layer]})
         diagnostics = vector.meta.diagnostics or {}
         out[behaviour] = {}
         for layer in layers:

@@ -25,20 +25,19 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
-from actsteer.accuracy import Documents, accuracy_sweep
 from actsteer.batching import encode_many
 from actsteer.data.expressed import ExpressedBehaviour, load_expressed, neutral_prompts
 from actsteer.effects import paired_effect
+from actsteer.executor import Executor, LocalExecutor, dispatch, partition, unit
 from actsteer.extraction import caa_vector
-from actsteer.generation import generate
-from actsteer.likelihood import word_propensities
 from actsteer.norms import ResidualNorms, residual_norms
 from actsteer.paper.common import VectorCache, check_layers, digest, scale_layer, timed
 from actsteer.paper.multi_behaviour.config import PAPER_LAYER
@@ -57,6 +56,7 @@ from actsteer.paper.multi_behaviour.expressed.plans import (
 from actsteer.paper.multi_behaviour.stages import RESULTS_FILE
 from actsteer.plan import SteeringPlan, empty_plan
 from actsteer.results import ResultStore
+from actsteer.sweep import start_layer
 from actsteer.vector import SteeringVector
 
 logger = logging.getLogger(__name__)
@@ -72,22 +72,49 @@ class ExpressedRun:
     prompts: dict[str, list[str]]
     tax_texts: list[str]
     progress: bool = True
+    executor: Executor = field(default_factory=LocalExecutor)
+    """Where units of scoring run (:mod:`actsteer.executor`)."""
     vectors: dict[str, SteeringVector] = field(default_factory=dict)
     norms: ResidualNorms | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
-    def score(self, split: str, plans: Mapping[str, SteeringPlan], desc: str
-              ) -> dict[str, dict[str, list[float]]]:
-        """Every behaviour's word-set propensity on ``split``'s prompts under each plan:
-        ``{plan name: {behaviour: [value per prompt]}}``."""
+    def score(self, split: str, plans: Mapping[str, SteeringPlan], stage: str
+              ) -> Iterator[dict[str, dict[str, list[float]]]]:
+        """Every behaviour's word-set propensity on ``split``'s prompts under each plan,
+        yielded per unit as units complete: ``{plan name: {behaviour: [value per
+        prompt]}}`` for the plans of that unit.
+
+        Plans that start at the same block are one unit (they share the unsteered prefix
+        below it); neighbouring blocks are joined until there are as many units as the
+        executor has workers (:func:`actsteer.executor.partition`).
+        """
         names = list(plans)
-        scored = word_propensities(self.model, self.prompts[split],
-                                   [b.words for b in self.behaviours.values()],
-                                   [plans[n] for n in names], batch_size=self.config.batch_size,
-                                   progress=self.progress, desc=desc)
-        return {name: {b: [round(float(x), 5) for x in scored[b].summed[row]]
-                       for b in self.behaviours}
-                for row, name in enumerate(names)}
+        if not names:
+            return
+        self.executor.bind(self.model)
+        starts = [start_layer(self.model, plans[name]) for name in names]
+        groups = partition(starts, self.executor.workers, int(self.model.cfg.n_layers))
+        prompts = self.prompts[split]
+        word_sets = [b.words for b in self.behaviours.values()]
+        units = {}
+        for rows in groups:
+            chosen = [names[i] for i in rows]
+            layers = sorted({starts[i] for i in rows})
+            key = f"{stage}/L{layers[0]}" + (f"-{layers[-1]}" if len(layers) > 1 else "")
+            units[key] = (unit("word-propensities", {
+                "prompts": prompts, "word_sets": word_sets,
+                "plans": [plans[name] for name in chosen],
+                "batch_size": self.config.batch_size, "progress": self.progress,
+                "desc": f"{key} ({len(chosen)} plans x {len(prompts)} prompts)"}, key=key),
+                chosen)
+        bar = tqdm(total=len(units), desc=f"{stage} ({len(names)} plans, {len(units)} units)",
+                   disable=not self.progress, leave=False, unit="unit")
+        with bar:
+            for work, scored in self.executor.map([u for u, _ in units.values()]):
+                bar.update()
+                yield {name: {b: [round(float(x), 5) for x in scored[b].summed[row]]
+                              for b in self.behaviours}
+                       for row, name in enumerate(units[work.key][1])}
 
     def stale(self, keys: Mapping[str, Any], plans: Mapping[str, SteeringPlan]
               ) -> dict[str, SteeringPlan]:
@@ -125,8 +152,9 @@ def tax_texts(config: ExpressedConfig) -> list[str]:
 
 
 def open_run(config: ExpressedConfig, model: Any, progress: bool,
-             overwrite: bool = False) -> ExpressedRun:
-    """Load and check everything, then open the results store."""
+             overwrite: bool = False, executor: Executor | None = None) -> ExpressedRun:
+    """Load and check everything, then open the results store; the executor's workers
+    start loading the model while the driver extracts vectors."""
     behaviours = {name: load_expressed(name) for name in config.behaviours}
     prompts = split_prompts(config)
     texts = tax_texts(config)
@@ -139,7 +167,9 @@ def open_run(config: ExpressedConfig, model: Any, progress: bool,
                 "tax_texts": digest(texts)}
     store = ResultStore(Path(config.out_dir) / RESULTS_FILE,
                         {**config.results_config(), "data": identity}, overwrite=overwrite)
-    return ExpressedRun(config, model, store, behaviours, prompts, texts, progress)
+    executor = executor if executor is not None else LocalExecutor()
+    executor.bind(model)
+    return ExpressedRun(config, model, store, behaviours, prompts, texts, progress, executor)
 
 
 def extract_vectors(run: ExpressedRun, layers: list[int]) -> None:
@@ -181,13 +211,11 @@ def choose_layers(run: ExpressedRun, candidates: tuple[int, ...]) -> dict[str, d
             plans[label] = individual(name, vector, layer, config.fraction, run.norms)
             keys[label] = GridKey(name, layer)
     pending = run.stale(keys, plans)
-    if pending:
-        scored = run.score("grid", {UNSTEERED: plans[UNSTEERED], **pending},
-                           f"layers ({len(pending)} plans x {len(run.prompts['grid'])} prompts)")
-        for label in pending:
+    for scored in run.score("grid", pending, "layers"):
+        for label, values in scored.items():
             run.store.put(str(keys[label]), {"plan_id": plans[label].identity(),
                                              "plan": plans[label].describe(),
-                                             "values": scored[label]})
+                                             "values": values})
     base = run.store.get(str(keys[UNSTEERED]))["values"]
     effects: dict[str, dict[int, dict[str, Any]]] = {}
     for name in run.vectors:
@@ -226,15 +254,11 @@ def steerability_plans(run: ExpressedRun, own: Mapping[str, int]) -> dict[str, S
 def score_test(run: ExpressedRun, plans: Mapping[str, SteeringPlan]) -> None:
     keys = {name: TestKey(name) for name in plans}
     pending = run.stale(keys, plans)
-    if not pending:
-        return
-    if UNSTEERED not in pending:
-        pending = {UNSTEERED: plans[UNSTEERED], **pending}
-    scored = run.score("test", pending,
-                       f"test ({len(pending)} plans x {len(run.prompts['test'])} prompts)")
-    for name, plan in pending.items():
-        run.store.put(str(keys[name]), {"plan_id": plan.identity(), "plan": plan.describe(),
-                                        "values": scored[name]})
+    for scored in run.score("test", pending, "test"):
+        for name, values in scored.items():
+            plan = pending[name]
+            run.store.put(str(keys[name]), {"plan_id": plan.identity(),
+                                            "plan": plan.describe(), "values": values})
 
 
 TAX_PREFIXES = ("individual:", "combined-", "simultaneous")
@@ -249,18 +273,28 @@ def score_tax(run: ExpressedRun, plans: Mapping[str, SteeringPlan]) -> None:
     if not pending:
         return
     sequences = [ids[:run.config.tax_max_tokens] for ids in encode_many(run.model, run.tax_texts)]
-    documents = Documents.build(run.model, [s for s in sequences if len(s) >= 2],
-                                batch_size=min(8, run.config.batch_size))
     names = list(pending)
-    scored = accuracy_sweep(run.model, documents, [pending[n] for n in names],
-                            progress=run.progress)
-    for name, counts in zip(names, scored, strict=True):
-        assert counts.nll is not None
-        run.store.put(str(keys[name]), {
-            "plan_id": pending[name].identity(), "plan": pending[name].describe(),
-            "nll": [round(float(x), 4) for x in counts.nll],
-            "top1": [int(x) for x in counts.top1],
-            "tokens": [int(x) for x in counts.tokens]})
+    run.executor.bind(run.model)
+    starts = [start_layer(run.model, pending[name]) for name in names]
+    groups = partition(starts, run.executor.workers, int(run.model.cfg.n_layers))
+    jobs = []
+    for number, rows in enumerate(groups):
+        chosen = [names[i] for i in rows]
+
+        def record(scored: list[Any], chosen: list[str] = chosen) -> None:
+            for name, counts in zip(chosen, scored, strict=True):
+                run.store.put(str(keys[name]), {
+                    "plan_id": pending[name].identity(), "plan": pending[name].describe(),
+                    "nll": [round(float(x), 4) for x in counts.nll],
+                    "top1": [int(x) for x in counts.top1],
+                    "tokens": [int(x) for x in counts.tokens]})
+
+        jobs.append((unit("accuracy", {
+            "sequences": [s for s in sequences if len(s) >= 2],
+            "batch_size": min(8, run.config.batch_size),
+            "plans": [pending[name] for name in chosen], "progress": run.progress},
+            key=f"tax/{number}"), record))
+    dispatch(run.executor, jobs, progress=run.progress, desc=f"tax ({len(names)} plans)")
 
 
 TEXT_PLANS = ("unsteered", "individual:sentiment", "-individual:sentiment", "simultaneous")
@@ -283,13 +317,22 @@ def score_text(run: ExpressedRun, plans: Mapping[str, SteeringPlan]) -> None:
     pending = run.stale(keys, wanted)
     analyzer = SentimentIntensityAnalyzer()
     prompts = run.prompts["test"][:config.generate_prompts]
-    for name, plan in pending.items():
-        texts = generate(run.model, prompts, plan, max_new_tokens=config.generate_tokens,
-                         stop_at_eos=False)
-        scores = [analyzer.polarity_scores(text)["compound"] for text in texts]
-        run.store.put(str(keys[name]), {"plan_id": plan.identity(), "plan": plan.describe(),
-                                        "prompts": prompts, "texts": texts,
-                                        "compound": scores})
+
+    def record(name: str) -> Callable[[list[str]], None]:
+        def put(texts: list[str]) -> None:
+            scores = [analyzer.polarity_scores(text)["compound"] for text in texts]
+            run.store.put(str(keys[name]), {"plan_id": pending[name].identity(),
+                                            "plan": pending[name].describe(),
+                                            "prompts": prompts, "texts": texts,
+                                            "compound": scores})
+        return put
+
+    run.executor.bind(run.model)
+    dispatch(run.executor, [
+        (unit("generate", {"prompts": prompts, "plan": plan, "stop_at_eos": False,
+                           "max_new_tokens": config.generate_tokens}, key=f"text/{name}"),
+         record(name)) for name, plan in pending.items()],
+        progress=run.progress, desc="text")
 
 
 def vector_cosines(run: ExpressedRun, layers: Mapping[str, int]) -> dict[str, float]:
@@ -306,9 +349,14 @@ def vector_cosines(run: ExpressedRun, layers: Mapping[str, int]) -> dict[str, fl
 
 
 def run(config: ExpressedConfig, *, model: Any = None, progress: bool = True,
-        overwrite: bool = False) -> dict[str, Any]:
-    """Run (or resume) the comparison; returns its results (also in the results file)."""
-    state = open_run(config, model, progress, overwrite)
+        overwrite: bool = False, executor: Executor | None = None) -> dict[str, Any]:
+    """Run (or resume) the comparison; returns its results (also in the results file).
+
+    ``executor`` runs the units of scoring (:mod:`actsteer.executor`; None: in this
+    process); the results are the same on any executor, and a run started on one can be
+    finished on another.
+    """
+    state = open_run(config, model, progress, overwrite, executor)
     try:
         return _steps(state)
     finally:
