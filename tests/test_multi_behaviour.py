@@ -367,6 +367,23 @@ def test_choose_says_why_nothing_was_chosen() -> None:
         "no negative multiplier was tried")
 
 
+def test_picks_read_as_one_line_and_the_fallback_names_its_behaviour(caplog) -> None:
+    """What reaches the terminal: no dicts or 17-digit floats, and which behaviour fell back."""
+    picked = decide.choose([_cell(2.0, 0.05123456789, 0.02, 0.08)], 1, "p_matching")
+    assert decide.describe_pick(picked) == "L3 x2: +0.051 [+0.020, +0.080] moves"
+    flat = decide.choose([_cell(-4.0, 0.01, -0.02, 0.04)], -1, "p_matching")
+    line = decide.describe_pick(flat)
+    assert line.startswith("not steerable (not steerable at these settings")
+    assert "closest L3 x-4: +0.010 [-0.020, +0.040] no effect" in line and "{" not in line
+    assert decide.describe_pick(decide.choose([], 1, "p_matching")) == (
+        "not steerable (no positive multiplier was tried)")
+    config = mb.MultiBehaviourConfig(grid_multipliers=(-8.0, 4.0, 8.0))
+    with caplog.at_level("WARNING"):
+        assert decide.add_coefficient("myopia", flat, config) == (
+            4.0, "fallback: no add setting moved the behaviour")
+    assert caplog.records[-1].getMessage().startswith("myopia: no add multiplier moved it")
+
+
 def test_failure_reasons_and_an_already_faulty_model() -> None:
     config = mb.MultiBehaviourConfig(max_top_share=0.95, max_faulty=0.2)
 

@@ -73,16 +73,33 @@ def choose(cells: Sequence[Mapping[str, Any]], direction: int, metric: str, *,
             "reason": f"not steerable at these settings ({why} at best)"}
 
 
-def add_coefficient(pick: Mapping[str, Any], config: MultiBehaviourConfig
+def describe_pick(pick: Mapping[str, Any], *, setting: str = "multiplier") -> str:
+    """One line for a :func:`choose` result, e.g. ``L14 x-8: -0.213 [-0.305, -0.121]
+    moves`` or ``not steerable (interval includes 0 at best; closest L14 x8: ...)``."""
+    where = ""
+    if pick.get(setting) is not None:
+        layer = pick.get("layer")
+        where = f"{'' if layer is None else f'L{layer} '}x{pick[setting]:g}"
+        effect = pick.get("effect")
+        if effect:
+            where += (f": {effect['value']:+.3f} [{effect['low']:+.3f}, "
+                      f"{effect['high']:+.3f}] {effect['verdict']}")
+    if pick.get("steerable"):
+        return where
+    return f"not steerable ({pick['reason']}{'; closest ' + where if where else ''})"
+
+
+def add_coefficient(behaviour: str, pick: Mapping[str, Any], config: MultiBehaviourConfig
                     ) -> tuple[float, str]:
-    """The coefficient combined and simultaneous steering give a behaviour, and where it
+    """The coefficient combined and simultaneous steering give ``behaviour``, and where it
     came from: its chosen add multiplier, or (when no add setting moved it) the smallest
     positive grid multiplier, so the other steps still have a weight for it."""
     if pick.get("steerable"):
         return float(pick["multiplier"]), "chosen"
     fallback = min(m for m in config.grid_multipliers if m > 0)
-    logger.warning("no add multiplier moved this behaviour on the grid split; combined and "
-                   "simultaneous steering use the smallest positive one, %g", fallback)
+    logger.warning("%s: no add multiplier moved it on the grid split; combined and "
+                   "simultaneous steering give it the smallest positive one, %g",
+                   behaviour, fallback)
     return fallback, "fallback: no add setting moved the behaviour"
 
 

@@ -254,7 +254,8 @@ def grid_search(run: Run, defaults: Mapping[str, Mapping[str, Any]]
                         break
         chosen[behaviour] = {name: decide.choose(tried, int(sign), config.choose_metric)
                              for name, sign in DIRECTIONS.items()}
-        logger.info("chosen for %s: %s", behaviour, chosen[behaviour])
+        logger.info("%s: subtract %s; add %s", behaviour,
+                    *(decide.describe_pick(chosen[behaviour][d]) for d in DIRECTIONS))
     run.store.set_extra("chosen", chosen)
     return chosen
 
@@ -266,7 +267,7 @@ def score_individual(run: Run, chosen: Mapping[str, Mapping[str, Any]]) -> None:
         for direction, sign in DIRECTIONS.items():
             pick = chosen[behaviour][direction]
             if not pick["steerable"]:
-                logger.warning("%s, %s: %s", behaviour, direction, pick["reason"])
+                logger.warning("%s, %s: %s", behaviour, direction, decide.describe_pick(pick))
                 continue
             plan = single(run.vectors[behaviour], pick["layer"], pick["multiplier"])
             wanted.append((IndividualKey(behaviour, direction), plan,
@@ -452,7 +453,7 @@ def _steps(state: Run) -> dict[str, Any]:
         chosen = grid_search(state, defaults)
     with timed(timings, "individual"):
         score_individual(state, chosen)
-    picked = {b: decide.add_coefficient(chosen[b]["add"], config) for b in state.behaviours}
+    picked = {b: decide.add_coefficient(b, chosen[b]["add"], config) for b in state.behaviours}
     coefficients = {b: value for b, (value, _) in picked.items()}
     store.set_extra("coefficients", coefficients)
     store.set_extra("coefficient_source", {b: why for b, (_, why) in picked.items()})
