@@ -430,8 +430,9 @@ def ray_overhead(args: argparse.Namespace) -> dict[str, Any]:
     try:
         config = mb.profile("quick", out_dir=str(folder), **QUICK)
         state = expressed.open_run(config, model, progress=False)
-        expressed.extract_vectors(state)
-        norms = expressed.measure_norms(state)
+        layers = sorted({6, 10, 14, 15})  # the layers the plans below use
+        expressed.extract_vectors(state, layers)
+        norms = expressed.measure_norms(state, layers)
         own = {name: layer for name, layer in zip(state.vectors, (6, 10, 15), strict=False)}
         plans = {**expressed.comparison_plans(state.vectors, own, 14, config.fraction, norms,
                                               config.combined_recipes),
