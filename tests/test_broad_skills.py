@@ -66,7 +66,7 @@ def test_config_round_trip_and_validation(tmp_path: Path) -> None:
     assert bs.BroadSkillsConfig.from_dict(data) == config
     quick = bs.profile("quick")
     assert bs.BroadSkillsConfig.from_dict(json.loads(json.dumps(quick.to_dict()))) == quick
-    assert quick.layers == (9, 14)
+    assert quick.layers == (14,) and quick.stop_below == 0.5
     paper = bs.profile("paper")
     assert paper.layers == (0, 5, 10, 15, 20, 25, 30) and len(paper.coefficients) == 32
     with pytest.raises(ConfigError, match="coefficients"):
