@@ -471,6 +471,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.debug else (logging.WARNING if args.quiet else logging.INFO),
         format="%(levelname)s %(name)s: %(message)s")
+    if not args.debug:  # other libraries' INFO (torch's cache statistics at exit) is noise here
+        logging.getLogger("torch").setLevel(logging.WARNING)
     if args.quiet:
         _silence_progress()
     try:
