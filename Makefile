@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.actsteer-installed
 
-.PHONY: setup test test-fast lint typecheck demo bench clean
+.PHONY: setup test test-all test-fast lint typecheck demo bench clean
 
 setup: $(STAMP)
 
@@ -27,7 +27,11 @@ typecheck: setup
 # tests/test_notebooks.py runs the notebooks on the fast settings (ACTSTEER_NOTEBOOK_FAST, see
 # their parameter cells) and renders them to HTML the way a reader without a kernel sees them.
 test: lint typecheck
-	HF_HUB_OFFLINE=1 ACTSTEER_NOTEBOOK_FAST=1 $(PY) -m pytest -q --durations=10 tests
+	HF_HUB_OFFLINE=1 ACTSTEER_NOTEBOOK_FAST=1 $(PY) -m pytest -q --durations=15 -m "not heavy" tests
+
+# Adds the heavy tier (the sycophancy letter split on the paper's file, surgery's second direction).
+test-all: lint typecheck
+	HF_HUB_OFFLINE=1 ACTSTEER_NOTEBOOK_FAST=1 $(PY) -m pytest -q --durations=15 tests
 
 test-fast: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow" tests

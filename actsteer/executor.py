@@ -378,7 +378,7 @@ def dispatch(executor: Executor, jobs: Sequence[tuple[Unit, Callable[[Any], None
     result as it returns (in the driver, one at a time: callbacks write results)."""
     if not jobs:
         return
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     done = {id(work): callback for work, callback in jobs}
     with tqdm(total=len(jobs), desc=desc, disable=not progress, leave=False,

@@ -126,6 +126,7 @@ def test_figures_carry_the_numbers_given():
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_sycophancy_steers_on_smollm2_and_the_letter_split_shows_why(smol, behaviour_dir):
     """The paper's sycophancy data: 100 vector and 60 test items of its split, layer 14 (the
     paper's 15-of-32 scaled), multipliers -8, 0, 8.

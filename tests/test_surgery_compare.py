@@ -280,7 +280,7 @@ def test_bad_comparisons_are_refused_before_any_work(tiny_model, arms):
 # -- the embedded model -----------------------------------------------------------------
 
 @pytest.mark.slow
-@pytest.mark.parametrize("direction", [1, -1])
+@pytest.mark.parametrize("direction", [pytest.param(1, marks=pytest.mark.heavy), -1])
 def test_embedded_model_sentiment_moves_the_intended_way(smol, direction):
     texts = builtin_text_corpus().texts()[:4]
     norms = residual_norms(smol, texts, layers=[18], max_tokens=96)

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from actsteer.batching import encode_many
 from actsteer.data.expressed import ExpressedBehaviour, load_expressed, neutral_prompts
