@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -51,6 +52,9 @@ from actsteer.executor import (
 __all__ = ["RayExecutor"]
 
 logger = logging.getLogger(__name__)
+
+RESTART_TIMEOUT_S = 600.0
+"""How long the driver waits for a worker Ray is restarting (it loads the model again)."""
 
 OBJECT_STORE_MB = 256
 """Object store of a Ray started here: units carry token ids and plans, not activations."""
@@ -189,6 +193,19 @@ class RayExecutor(Executor):
                         "of the model the run uses")
         self._checked = True
 
+    def _wait_for(self, index: int) -> int | None:
+        """Block until worker ``index`` answers again after a death (Ray restarting it) and
+        return its new pid; ``None`` if it is gone for good or not back in time."""
+        deadline = time.monotonic() + RESTART_TIMEOUT_S
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                return int(ray.get(self._actors[index].pid.remote(), timeout=left))
+            except ray.exceptions.ActorUnavailableError:
+                time.sleep(min(1.0, max(0.0, left)))  # still restarting
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                return None
+        return None
+
     def busy_pids(self) -> list[int]:
         """Process ids of the workers running a unit now (e.g. to test faults)."""
         return [pid for index in self._busy if (pid := self._pids[index]) is not None]
@@ -223,6 +240,9 @@ class RayExecutor(Executor):
                 try:
                     pid, result = ray.get(ref)
                 except ray.exceptions.RayActorError as error:
+                    # Dead, or unavailable mid-unit (the unit may not have finished): run it
+                    # again, and give this worker work only once Ray has restarted it (it
+                    # loads the model again), so a restart is never counted as more deaths.
                     deaths[id(work)] = deaths.get(id(work), 0) + 1
                     failures[index] += 1
                     if deaths[id(work)] > self.max_retries:
@@ -233,10 +253,12 @@ class RayExecutor(Executor):
                                    index, work.key)
                     self.reruns += 1
                     queue.appendleft(work)
-                    if failures[index] > self.max_retries:  # Ray will not restart it
+                    self._pids[index] = None
+                    if failures[index] <= self.max_retries:
+                        self._pids[index] = self._wait_for(index)
+                    if self._pids[index] is None:  # Ray will not restart it
                         alive.discard(index)
                     else:
-                        self._pids[index] = None
                         idle.append(index)
                     if not alive:
                         raise ExecutorError("every Ray worker died; see the Ray logs "
