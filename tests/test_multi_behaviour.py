@@ -540,7 +540,7 @@ def test_report_helpers() -> None:
 @pytest.mark.slow
 def test_reduced_run_on_smol(smol, tmp_path) -> None:
     config = mb.MultiBehaviourConfig(
-        behaviours=("myopia",), n_vector=20, n_grid=20, n_test=20,
+        behaviours=("builtin:myopia",), n_vector=20, n_grid=20, n_test=20,
         grid_layers=(8, 14), grid_multipliers=(-4.0, 4.0), combined_variants=("mean",),
         scales=(1.0,), steerability_layers=(14,), tax_corpus="builtin", tax_documents=2,
         tax_max_tokens=64, n_resamples=100, out_dir=str(tmp_path))
