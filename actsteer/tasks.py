@@ -29,14 +29,17 @@ from typing import Any
 from actsteer.executor import task
 
 
+def _options(payload: Mapping[str, Any], desc: str) -> dict[str, Any]:
+    """The keyword options every scoring task passes through (batch size, progress bar)."""
+    return {"batch_size": payload.get("batch_size", 16),
+            "progress": payload.get("progress", False), "desc": payload.get("desc", desc)}
+
+
 @task("ab-scores")
 def ab_scores(model: Any, payload: Mapping[str, Any]) -> Any:
     from actsteer.evaluation import score_items
 
-    return score_items(model, payload["items"], payload["plans"],
-                       batch_size=payload.get("batch_size", 16),
-                       progress=payload.get("progress", False),
-                       desc=payload.get("desc", "scoring"))
+    return score_items(model, payload["items"], payload["plans"], **_options(payload, "scoring"))
 
 
 @task("word-propensities")
@@ -44,9 +47,7 @@ def word_propensities(model: Any, payload: Mapping[str, Any]) -> Any:
     from actsteer.likelihood import word_propensities as measure
 
     return measure(model, payload["prompts"], payload["word_sets"], payload["plans"],
-                   batch_size=payload.get("batch_size", 16),
-                   progress=payload.get("progress", False),
-                   desc=payload.get("desc", "word propensities"))
+                   **_options(payload, "word propensities"))
 
 
 @task("continuation-propensities")
@@ -54,9 +55,7 @@ def continuation_propensities(model: Any, payload: Mapping[str, Any]) -> Any:
     from actsteer.likelihood import continuation_propensities as measure
 
     return measure(model, payload["items"], payload["plans"],
-                   batch_size=payload.get("batch_size", 16),
-                   progress=payload.get("progress", False),
-                   desc=payload.get("desc", "continuation propensities"))
+                   **_options(payload, "continuation propensities"))
 
 
 @task("accuracy")
