@@ -28,6 +28,7 @@ from actsteer.errors import InvalidValueError
 from actsteer.hub import check_access
 from actsteer.models.embedded import EMBEDDED_MODEL, embedded_model_path
 from actsteer.models.info import Backend, ModelUnavailableError, SteerableModel, record
+from actsteer.models.processing import lean_supported, load_weights
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
@@ -103,7 +104,6 @@ def _hooked_from_folder(
             link.symlink_to(folder.resolve(), target_is_directory=True)
             folder = link
         tokenizer = AutoTokenizer.from_pretrained(folder)
-        hf_model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
         cfg = loading.get_pretrained_model_config(
             str(folder),
             fold_ln=fold_ln,
@@ -112,17 +112,23 @@ def _hooked_from_folder(
             dtype=dtype,
             default_prepend_bos=_tokenizer_adds_bos(tokenizer),
         )
-        state_dict = loading.get_pretrained_state_dict(str(folder), cfg, hf_model, dtype=dtype)
-        del hf_model
+        # init_weights=False (TL's choice for pretrained configs): parameters are allocated
+        # uninitialised, so the skeleton costs nothing until the weights are written.
         with quiet_deprecation():
             model = HookedTransformer(cfg, tokenizer, move_to_device=False)
-        model.load_and_process_state_dict(
-            state_dict,
-            fold_ln=fold_ln,
-            center_writing_weights=fold_ln,
-            center_unembed=fold_ln,
-            fold_value_biases=fold_ln,
-        )
+        if lean_supported(folder, cfg.original_architecture):
+            load_weights(model, folder, fold_ln=fold_ln)
+        else:  # TL's own route: whole state dicts in float32 (~8x the weights' bytes)
+            hf_model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+            state_dict = loading.get_pretrained_state_dict(str(folder), cfg, hf_model, dtype=dtype)
+            del hf_model
+            model.load_and_process_state_dict(
+                state_dict,
+                fold_ln=fold_ln,
+                center_writing_weights=fold_ln,
+                center_unembed=fold_ln,
+                fold_value_biases=fold_ln,
+            )
         model.move_model_modules_to_device()
     return model.eval()
 
