@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,9 +54,9 @@ _ST_DTYPES: dict[str, torch.dtype] = {
     "BF16": torch.bfloat16,
 }
 
-# Rows of W_U processed at once on RMSNorm models (all of their unembedding processing is
-# row-local, so chunking changes nothing but the transient memory).
-_UNEMBED_CHUNK = 512
+# Rows of the embedding/unembedding matrices read and processed at once (64 MiB in
+# float32 at d_model 4096): what these add to memory, whatever the vocabulary.
+_ROWS = 4096
 
 
 class _Checkpoint:
@@ -90,22 +90,33 @@ class _Checkpoint:
     def keys(self) -> Iterator[str]:
         return iter(self._where)
 
-    def get(self, name: str, dtype: torch.dtype) -> torch.Tensor:
-        """Tensor ``name`` cast to ``dtype`` (the cast HF's loader makes)."""
+    def shape(self, name: str) -> list[int]:
+        return [int(s) for s in self._entry(name)[1]["shape"]]
+
+    def _entry(self, name: str) -> tuple[Path, dict[str, Any], int]:
         try:
-            path, entry, base = self._where[name]
+            return self._where[name]
         except KeyError:
             raise InvalidValueError(f"tensor {name!r} is not in the checkpoint") from None
+
+    def get(self, name: str, dtype: torch.dtype, rows: slice | None = None) -> torch.Tensor:
+        """Tensor ``name`` (or its ``rows`` of dim 0) cast to ``dtype`` (the cast HF's
+        loader makes)."""
+        path, entry, base = self._entry(name)
         file_dtype = _ST_DTYPES.get(str(entry["dtype"]))
         if file_dtype is None:
             raise InvalidValueError(f"tensor {name!r} has unsupported dtype {entry['dtype']}")
         start, end = (int(x) for x in entry["data_offsets"])
+        shape = self.shape(name)
+        if rows is not None:
+            row_bytes = (end - start) // max(1, shape[0])
+            start, end = start + rows.start * row_bytes, start + rows.stop * row_bytes
+            shape[0] = rows.stop - rows.start
         raw = torch.empty(end - start, dtype=torch.uint8)
         with path.open("rb") as handle:
             handle.seek(base + start)
             if handle.readinto(raw.numpy().data) != end - start:
                 raise InvalidValueError(f"{path} is truncated (tensor {name!r})")
-        shape = [int(s) for s in entry["shape"]]
         tensor = raw.view(file_dtype).reshape(shape)
         return tensor if file_dtype == dtype else tensor.to(dtype)
 
@@ -128,21 +139,23 @@ class _Writer:
     def has(self, name: str) -> bool:
         return name in self.params
 
-    def put(self, name: str, value: torch.Tensor, rows: slice | None = None) -> None:
+    def put(self, name: str, value: torch.Tensor, part: tuple[slice, ...] | None = None) -> None:
+        """Copy ``value`` (cast to the parameter's dtype) into ``name`` or its ``part``;
+        a ``part`` does not count as written (the caller marks the whole)."""
         param = self.params.get(name)
         if param is None:
             raise InvalidValueError(
                 f"the model has no parameter {name}; the config.json does not match the "
                 "weights, or the lean loader does not know this layout"
             )
-        target = param.data if rows is None else param.data[rows]
+        target = param.data if part is None else param.data[part]
         if target.shape != value.shape:
             raise InvalidValueError(
                 f"{name}: checkpoint gives shape {tuple(value.shape)}, the model expects "
                 f"{tuple(target.shape)}; the config.json does not match the weights"
             )
         target.copy_(value)
-        if rows is None:
+        if part is None:
             self.written.add(name)
 
     def finish(self) -> None:
@@ -159,59 +172,71 @@ class _Writer:
                 )
 
 
-def _heads_in(weight: torch.Tensor, n: int) -> torch.Tensor:
-    """HF ``[n*d_head, d_model]`` projection -> TL ``[n, d_model, d_head]``."""
-    return weight.reshape(n, -1, weight.shape[-1]).transpose(1, 2)
+_Source = dict[str, Callable[[], torch.Tensor]]
 
 
-def _llama_layer(
-    ck: _Checkpoint, cfg: Any, layer: int, dtype: torch.dtype
-) -> dict[str, torch.Tensor]:
-    """TL-format float32 tensors of one Llama/Qwen2 layer (Qwen2 adds q/k/v biases)."""
+def _llama_layer(ck: _Checkpoint, cfg: Any, layer: int, dtype: torch.dtype) -> _Source:
+    """Readers of one Llama/Qwen2 layer's tensors, TL layout, float32 (Qwen2 adds q/k/v
+    biases). Each reads its tensor when called, so only what is processed is in memory."""
     p = f"model.layers.{layer}."
     n_heads = int(cfg.n_heads)
-    n_kv = int(getattr(cfg, "n_key_value_heads", None) or n_heads)
+    n_kv = int(cfg.n_key_value_heads or n_heads)
 
-    def get(name: str) -> torch.Tensor:
-        return ck.get(p + name, dtype).float()
+    def get(name: str) -> Callable[[], torch.Tensor]:
+        return lambda: ck.get(p + name, dtype).float()
 
-    out = {
+    def heads(name: str, n: int) -> Callable[[], torch.Tensor]:
+        # HF [n*d_head, d_model] -> TL [n, d_model, d_head]
+        return lambda: get(name)().reshape(n, -1, int(cfg.d_model)).transpose(1, 2)
+
+    def transposed(name: str) -> Callable[[], torch.Tensor]:
+        return lambda: get(name)().T
+
+    def per_head(name: str, n: int) -> Callable[[], torch.Tensor]:
+        return lambda: get(name)().reshape(n, -1)
+
+    out: _Source = {
         "ln1.w": get("input_layernorm.weight"),
         "ln2.w": get("post_attention_layernorm.weight"),
-        "attn.W_Q": _heads_in(get("self_attn.q_proj.weight"), n_heads),
-        "attn.W_K": _heads_in(get("self_attn.k_proj.weight"), n_kv),
-        "attn.W_V": _heads_in(get("self_attn.v_proj.weight"), n_kv),
-        "attn.W_O": get("self_attn.o_proj.weight").reshape(-1, n_heads, int(cfg.d_head))
-        .permute(1, 2, 0),
-        "mlp.W_in": get("mlp.up_proj.weight").T,
-        "mlp.W_gate": get("mlp.gate_proj.weight").T,
-        "mlp.W_out": get("mlp.down_proj.weight").T,
+        "attn.W_Q": heads("self_attn.q_proj.weight", n_heads),
+        "attn.W_K": heads("self_attn.k_proj.weight", n_kv),
+        "attn.W_V": heads("self_attn.v_proj.weight", n_kv),
+        # HF [d_model, n*d_head] -> TL [n, d_head, d_model]
+        "attn.W_O": lambda: get("self_attn.o_proj.weight")()
+        .reshape(int(cfg.d_model), n_heads, -1).permute(1, 2, 0),
+        "mlp.W_in": transposed("mlp.up_proj.weight"),
+        "mlp.W_gate": transposed("mlp.gate_proj.weight"),
+        "mlp.W_out": transposed("mlp.down_proj.weight"),
     }
     for x, n in (("Q", n_heads), ("K", n_kv), ("V", n_kv)):
         name = f"self_attn.{x.lower()}_proj.bias"
         if p + name in ck:
-            out[f"attn.b_{x}"] = get(name).reshape(n, -1)
+            out[f"attn.b_{x}"] = per_head(name, n)
     return out
 
 
-def _gpt2_layer(
-    ck: _Checkpoint, cfg: Any, layer: int, dtype: torch.dtype
-) -> dict[str, torch.Tensor]:
-    """TL-format float32 tensors of one GPT-2 layer (Conv1D weights are ``[in, out]``)."""
+def _gpt2_layer(ck: _Checkpoint, cfg: Any, layer: int, dtype: torch.dtype) -> _Source:
+    """Readers of one GPT-2 layer's tensors, TL layout, float32 (Conv1D is ``[in, out]``)."""
     p = _gpt2_prefix(ck) + f"h.{layer}."
-    n_heads = int(cfg.n_heads)
+    n_heads, d_model = int(cfg.n_heads), int(cfg.d_model)
 
-    def get(name: str) -> torch.Tensor:
-        return ck.get(p + name, dtype).float()
+    def get(name: str) -> Callable[[], torch.Tensor]:
+        return lambda: ck.get(p + name, dtype).float()
 
-    w_qkv = get("attn.c_attn.weight")
-    b_qkv = get("attn.c_attn.bias").reshape(3, n_heads, -1)
-    out = {
+    def qkv(i: int) -> Callable[[], torch.Tensor]:
+        # [d_model, 3*d_model] -> third i -> TL [n, d_model, d_head]
+        return lambda: (get("attn.c_attn.weight")()[:, i * d_model : (i + 1) * d_model]
+                        .reshape(d_model, n_heads, -1).transpose(0, 1))
+
+    def qkv_bias(i: int) -> Callable[[], torch.Tensor]:
+        return lambda: get("attn.c_attn.bias")().reshape(3, n_heads, -1)[i]
+
+    out: _Source = {
         "ln1.w": get("ln_1.weight"),
         "ln1.b": get("ln_1.bias"),
         "ln2.w": get("ln_2.weight"),
         "ln2.b": get("ln_2.bias"),
-        "attn.W_O": get("attn.c_proj.weight").reshape(n_heads, -1, w_qkv.shape[0]),
+        "attn.W_O": lambda: get("attn.c_proj.weight")().reshape(n_heads, -1, d_model),
         "attn.b_O": get("attn.c_proj.bias"),
         "mlp.W_in": get("mlp.c_fc.weight"),
         "mlp.b_in": get("mlp.c_fc.bias"),
@@ -219,9 +244,8 @@ def _gpt2_layer(
         "mlp.b_out": get("mlp.c_proj.bias"),
     }
     for i, x in enumerate("QKV"):
-        w = w_qkv[:, i * w_qkv.shape[0] : (i + 1) * w_qkv.shape[0]]
-        out[f"attn.W_{x}"] = w.reshape(w.shape[0], n_heads, -1).transpose(0, 1)
-        out[f"attn.b_{x}"] = b_qkv[i]
+        out[f"attn.W_{x}"] = qkv(i)
+        out[f"attn.b_{x}"] = qkv_bias(i)
     return out
 
 
@@ -230,48 +254,86 @@ def _gpt2_prefix(ck: _Checkpoint) -> str:
 
 
 def _process_layer(
-    t: dict[str, torch.Tensor], *, layer_norm: bool, centre_writing: bool, n_rep: int
+    src: _Source,
+    emit: Callable[[str, torch.Tensor], None],
+    *,
+    fold: bool,
+    layer_norm: bool,
+    centre_writing: bool,
+    n_rep: int,
 ) -> None:
-    """TL's default processing of one layer's float32 tensors, in place in ``t``.
+    """Read, process (TL's defaults when ``fold``) and ``emit`` one layer, tensor by tensor.
 
     ``layer_norm``: LayerNorm (fold biases, centre the reading weights) rather than
     RMSNorm (scale only). ``centre_writing``: centre W_O, b_O, W_out, b_out.
     ``n_rep``: query heads per key/value head (value biases are shared that way).
+    Big tensors are changed in place (the same arithmetic, one buffer) and emitted
+    before the next is read.
     """
-    w1, b1 = t.pop("ln1.w"), t.pop("ln1.b", None)
-    d_head = t["attn.W_Q"].shape[-1]
+
+    def read(key: str) -> torch.Tensor | None:
+        return src[key]() if key in src else None
+
+    if not fold:
+        for key in src:
+            emit(key, src[key]())
+        return
+    norms = {key: read(key) for key in ("ln1.w", "ln1.b", "ln2.w", "ln2.b")}
+    w1, b1, w2, b2 = norms["ln1.w"], norms["ln1.b"], norms["ln2.w"], norms["ln2.b"]
+    assert w1 is not None and w2 is not None  # every covered architecture has both
+    b_v = None
     for x in "QKV":
-        w = t[f"attn.W_{x}"]
+        w = src[f"attn.W_{x}"]()
+        bias = read(f"attn.b_{x}")
         if layer_norm and b1 is not None:
-            bias = t.get(f"attn.b_{x}", w.new_zeros(w.shape[0], d_head))
-            t[f"attn.b_{x}"] = bias + (w * b1[None, :, None]).sum(-2)
-        w = w * w1[None, :, None]
+            if bias is None:
+                bias = w.new_zeros(w.shape[0], w.shape[2])
+            bias = bias + (w * b1[None, :, None]).sum(-2)
+        w.mul_(w1[None, :, None])
         if layer_norm:
-            w = w - w.mean(1, keepdim=True)
-        t[f"attn.W_{x}"] = w
-    w2, b2 = t.pop("ln2.w"), t.pop("ln2.b", None)
+            w.sub_(w.mean(1, keepdim=True))
+        emit(f"attn.W_{x}", w)
+        del w
+        if x == "V":
+            b_v = bias
+        elif bias is not None:
+            emit(f"attn.b_{x}", bias)
+    if layer_norm and b2 is not None and "mlp.W_gate" in src:
+        raise InvalidValueError("a gated MLP after a LayerNorm is not covered here")
+    w_in = src["mlp.W_in"]()
     if layer_norm and b2 is not None:
-        if "mlp.W_gate" in t:
-            raise InvalidValueError("a gated MLP after a LayerNorm is not covered here")
-        bias = t.get("mlp.b_in", w2.new_zeros(t["mlp.W_in"].shape[1]))
-        t["mlp.b_in"] = bias + (t["mlp.W_in"] * b2[:, None]).sum(-2)
-    t["mlp.W_in"] = t["mlp.W_in"] * w2[:, None]
-    if "mlp.W_gate" in t:
-        t["mlp.W_gate"] = t["mlp.W_gate"] * w2[:, None]
+        b_in = read("mlp.b_in")
+        fold_b = (w_in * b2[:, None]).sum(-2)
+        emit("mlp.b_in", fold_b if b_in is None else b_in + fold_b)
+    w_in.mul_(w2[:, None])
     if layer_norm:
-        t["mlp.W_in"] = t["mlp.W_in"] - t["mlp.W_in"].mean(0, keepdim=True)
+        w_in.sub_(w_in.mean(0, keepdim=True))
+    emit("mlp.W_in", w_in)
+    del w_in
+    if "mlp.W_gate" in src:
+        emit("mlp.W_gate", src["mlp.W_gate"]().mul_(w2[:, None]))
+    w_out, b_out = src["mlp.W_out"](), read("mlp.b_out")
     if centre_writing:
-        for name in ("attn.W_O", "mlp.W_out"):
-            t[name] = t[name] - t[name].mean(-1, keepdim=True)
-        for name in ("attn.b_O", "mlp.b_out"):
-            if name in t:
-                t[name] = t[name] - t[name].mean()
-    if "attn.b_V" in t:
-        b_v = t["attn.b_V"].repeat_interleave(n_rep, dim=0)
-        b_o = t.get("attn.b_O", b_v.new_zeros(t["attn.W_O"].shape[-1]))
-        b_o = b_o + (b_v[:, :, None] * t["attn.W_O"]).sum((0, 1))
-        t["attn.b_O"] = b_o - b_o.mean() if centre_writing else b_o
-        t["attn.b_V"] = torch.zeros_like(t["attn.b_V"])
+        w_out.sub_(w_out.mean(-1, keepdim=True))
+        b_out = None if b_out is None else b_out - b_out.mean()
+    emit("mlp.W_out", w_out)
+    del w_out
+    if b_out is not None:
+        emit("mlp.b_out", b_out)
+    w_o, b_o = src["attn.W_O"](), read("attn.b_O")
+    if centre_writing:
+        w_o.sub_(w_o.mean(-1, keepdim=True))
+        b_o = None if b_o is None else b_o - b_o.mean()
+    if b_v is not None:  # value biases: a constant per layer, moved into b_O
+        if b_o is None:
+            b_o = w_o.new_zeros(w_o.shape[-1])
+        b_o = b_o + (b_v.repeat_interleave(n_rep, dim=0)[:, :, None] * w_o).sum((0, 1))
+        if centre_writing:
+            b_o = b_o - b_o.mean()
+        emit("attn.b_V", torch.zeros_like(b_v))
+    emit("attn.W_O", w_o)
+    if b_o is not None:
+        emit("attn.b_O", b_o)
 
 
 def _tl_name(layer: int, key: str, writer: _Writer) -> str:
@@ -310,33 +372,50 @@ def load_weights(model: HookedTransformer, folder: Path, *, fold_ln: bool) -> No
     read_layer = _gpt2_layer if gpt2 else _llama_layer
     with torch.no_grad():
         for layer in range(cfg.n_layers):
-            tensors = read_layer(ck, cfg, layer, dtype)
-            if fold_ln:
-                _process_layer(
-                    tensors, layer_norm=layer_norm, centre_writing=centre_writing, n_rep=n_rep
-                )
-            for key in list(tensors):
-                value = tensors.pop(key)
-                writer.put(_tl_name(layer, key, writer), value.to(dtype))
+
+            def emit(key: str, value: torch.Tensor, layer: int = layer) -> None:
+                writer.put(_tl_name(layer, key, writer), value)
+
+            _process_layer(
+                read_layer(ck, cfg, layer, dtype),
+                emit,
+                fold=fold_ln,
+                layer_norm=layer_norm,
+                centre_writing=centre_writing,
+                n_rep=n_rep,
+            )
         _load_embeddings(ck, writer, cfg, dtype, gpt2=gpt2, centre=centre_writing)
         _load_unembed(ck, writer, cfg, dtype, gpt2=gpt2, fold_ln=fold_ln, layer_norm=layer_norm)
         writer.finish()
 
 
+def _row_chunks(
+    ck: _Checkpoint, name: str, dtype: torch.dtype
+) -> Iterator[tuple[slice, torch.Tensor]]:
+    """``name`` as consecutive blocks of rows (dim 0), each read when needed."""
+    n_rows = ck.shape(name)[0]
+    for start in range(0, n_rows, _ROWS):
+        rows = slice(start, min(n_rows, start + _ROWS))
+        yield rows, ck.get(name, dtype, rows)
+
+
 def _load_embeddings(
     ck: _Checkpoint, writer: _Writer, cfg: Any, dtype: torch.dtype, *, gpt2: bool, centre: bool
 ) -> None:
+    """W_E (and GPT-2's W_pos), centred over d_model when ``centre`` (row-local)."""
     prefix = _gpt2_prefix(ck) if gpt2 else "model."
-    w_e = ck.get(prefix + ("wte.weight" if gpt2 else "embed_tokens.weight"), dtype)
-    if centre:
-        w_e = w_e.float()
-        w_e = (w_e - w_e.mean(-1, keepdim=True)).to(dtype)
-    writer.put("embed.W_E", w_e)
+    for rows, w_e in _row_chunks(ck, prefix + ("wte.weight" if gpt2 else "embed_tokens.weight"),
+                                 dtype):
+        if centre:
+            w_e = w_e.float()
+            w_e.sub_(w_e.mean(-1, keepdim=True))
+        writer.put("embed.W_E", w_e, (rows,))
+    writer.written.add("embed.W_E")
     if gpt2:
         w_pos = ck.get(prefix + "wpe.weight", dtype)[: int(cfg.n_ctx)]
         if centre:
             w_pos = w_pos.float()
-            w_pos = (w_pos - w_pos.mean(-1, keepdim=True)).to(dtype)
+            w_pos = w_pos - w_pos.mean(-1, keepdim=True)
         writer.put("pos_embed.W_pos", w_pos)
 
 
@@ -350,36 +429,47 @@ def _load_unembed(
     fold_ln: bool,
     layer_norm: bool,
 ) -> None:
-    """W_U, b_U (and ln_final when it is not folded)."""
+    """W_U and b_U (and ln_final when it is not folded), a block of vocabulary at a time.
+
+    W_U is the transpose of HF's ``lm_head`` ``[d_vocab, d_model]``. Folding ln_final and
+    centring over d_model are local to a vocabulary row; centring over the vocabulary
+    needs each d_model row's mean, so a first pass sums the processed rows (in float64)
+    and a second writes them minus the mean.
+    """
     prefix = _gpt2_prefix(ck) if gpt2 else "model."
     head = "lm_head.weight"
     if head not in ck:  # tied embeddings
         head = prefix + ("wte.weight" if gpt2 else "embed_tokens.weight")
     norm = prefix + ("ln_f" if gpt2 else "norm")
-    lm_head = ck.get(head, dtype)  # [d_vocab, d_model]; W_U is its transpose
     w_f = ck.get(norm + ".weight", dtype).float()
     b_f = ck.get(norm + ".bias", dtype).float() if norm + ".bias" in ck else None
-    b_u = torch.zeros(lm_head.shape[0])
+    n_vocab, d_model = ck.shape(head)
     if not fold_ln:
-        writer.put("unembed.W_U", lm_head.T)
-        writer.put("ln_final.w", w_f.to(dtype))
-        if b_f is not None:
-            writer.put("ln_final.b", b_f.to(dtype))
-        return
-    if layer_norm:  # centring over d_model is not row-local: do the whole matrix
-        w_u = lm_head.T.float()
-        if b_f is not None and not cfg.final_rms:
-            b_u = b_u + (w_u * b_f[:, None]).sum(-2)
-        w_u = w_u * w_f[:, None]
-        w_u = w_u - w_u.mean(0, keepdim=True)
-        w_u = w_u - w_u.mean(-1, keepdim=True)
-        writer.put("unembed.W_U", w_u.to(dtype))
-    else:
-        w_u_t = lm_head.T
-        for start in range(0, w_u_t.shape[0], _UNEMBED_CHUNK):
-            rows = slice(start, start + _UNEMBED_CHUNK)
-            chunk = w_u_t[rows].float() * w_f[rows, None]
-            writer.put("unembed.W_U", (chunk - chunk.mean(-1, keepdim=True)).to(dtype), rows)
+        for rows, x in _row_chunks(ck, head, dtype):
+            writer.put("unembed.W_U", x.T, (slice(None), rows))
         writer.written.add("unembed.W_U")
+        writer.put("ln_final.w", w_f)
+        if b_f is not None:
+            writer.put("ln_final.b", b_f)
+        return
+    fold_bias = b_f is not None and layer_norm and not cfg.final_rms
+    b_u = torch.zeros(n_vocab)
+
+    def processed(x: torch.Tensor, rows: slice) -> torch.Tensor:
+        x = x.float()
+        if fold_bias:
+            b_u[rows] = (x * b_f[None, :]).sum(-1)  # type: ignore[index]
+        x.mul_(w_f[None, :])
+        if layer_norm:
+            x.sub_(x.mean(-1, keepdim=True))
+        return x
+
+    total = torch.zeros(d_model, dtype=torch.float64)
+    for rows, x in _row_chunks(ck, head, dtype):
+        total += processed(x, rows).sum(0, dtype=torch.float64)
+    mean = (total / n_vocab).float()
+    for rows, x in _row_chunks(ck, head, dtype):
+        writer.put("unembed.W_U", processed(x, rows).sub_(mean[None, :]).T, (slice(None), rows))
+    writer.written.add("unembed.W_U")
     if writer.has("unembed.b_U"):
-        writer.put("unembed.b_U", (b_u - b_u.mean()).to(dtype))
+        writer.put("unembed.b_U", b_u - b_u.mean())
