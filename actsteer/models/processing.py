@@ -154,7 +154,9 @@ class _Writer:
                 f"{name}: checkpoint gives shape {tuple(value.shape)}, the model expects "
                 f"{tuple(target.shape)}; the config.json does not match the weights"
             )
-        target.copy_(value)
+        # Cast in the source's own layout first: a strided copy that also converts is
+        # ~3x slower than a cast followed by a same-dtype strided copy (same rounding).
+        target.copy_(value.to(target.dtype))
         if part is None:
             self.written.add(name)
 
