@@ -15,9 +15,10 @@ import torch
 
 from actsteer.errors import InvalidValueError
 from actsteer.models import load_model, model_info, tiny_model_folder
+from actsteer.models.checkpoint import Checkpoint
 from actsteer.models.embedded import embedded_tokenizer_path
 from actsteer.models.loading import quiet_deprecation
-from actsteer.models.processing import LEAN_ARCHITECTURES, _Checkpoint, lean_supported
+from actsteer.models.processing import LEAN_ARCHITECTURES, lean_supported
 
 TOL = 1e-5
 
@@ -171,7 +172,7 @@ def test_sharded_checkpoint_reads_like_a_single_file(llama_folder, tmp_path):
         save_file({k: tensors[k].contiguous() for k in keys}, sharded / shard)
     (sharded / "model.safetensors.index.json").write_text(json.dumps(
         {"metadata": {}, "weight_map": {k: s for s, ks in halves.items() for k in ks}}))
-    ck = _Checkpoint(sharded)
+    ck = Checkpoint(sharded)
     assert sorted(ck.keys()) == names
     for name in names:
         assert torch.equal(ck.get(name, tensors[name].dtype), tensors[name])
@@ -198,9 +199,9 @@ def test_unsupported_architecture_falls_back_to_transformerlens(tmp_path, monkey
 
 def test_checkpoint_errors_name_the_problem(tmp_path, llama_folder):
     with pytest.raises(InvalidValueError, match=r"no model\.safetensors"):
-        _Checkpoint(tmp_path)
+        Checkpoint(tmp_path)
     with pytest.raises(InvalidValueError, match="'nope' is not in the checkpoint"):
-        _Checkpoint(llama_folder).get("nope", torch.float32)
+        Checkpoint(llama_folder).get("nope", torch.float32)
     assert "LlamaForCausalLM" in LEAN_ARCHITECTURES
 
 
@@ -215,3 +216,89 @@ def test_mismatched_config_is_refused(tmp_path, llama_folder):
     (bad / "config.json").write_text(json.dumps(config))
     with pytest.raises(InvalidValueError, match="does not match the weights"):
         load_model(bad, device="cpu")
+
+
+# --- the bridge: its processing done in place on the HF model (bridge_processing) ---
+
+
+@pytest.fixture(scope="module")
+def tied_llama_folder(tmp_path_factory) -> Path:
+    """A tiny Llama with tied embeddings (as the embedded SmolLM2 has)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig.from_pretrained(tiny_model_folder())
+    config.tie_word_embeddings = True
+    model = LlamaForCausalLM(config)
+    _random_weights(model, 4)
+    return _save(model, tmp_path_factory.mktemp("tiny-rms-tied"))
+
+
+def _reference_bridge(folder: Path, dtype: torch.dtype = torch.float32):
+    """The bridge's own processing (whole state dicts), as load_model did it."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    bridge = TransformerBridge.boot_transformers(str(folder), device="cpu", dtype=dtype)
+    bridge.enable_compatibility_mode(disable_warnings=True)
+    return bridge.eval()
+
+
+@pytest.mark.parametrize("folder_fixture", ["llama_folder", "tied_llama_folder"])
+def test_lean_bridge_equals_the_bridges_own_processing(request, folder_fixture):
+    from transformers import AutoModelForCausalLM
+
+    from actsteer.models.bridge_processing import lean_bridge_supported
+
+    folder = request.getfixturevalue(folder_fixture)
+    assert lean_bridge_supported(AutoModelForCausalLM.from_pretrained(folder))
+    lean, ref = load_model(folder, backend="bridge", device="cpu"), _reference_bridge(folder)
+    got, want = dict(lean.original_model.named_parameters()), dict(
+        ref.original_model.named_parameters())
+    assert got.keys() == want.keys()
+    for name, value in want.items():
+        torch.testing.assert_close(got[name], value, atol=TOL, rtol=0, msg=name)
+    hooked = load_model(folder, device="cpu")
+    sites = [f"blocks.{layer}.hook_resid_{s}" for layer in range(hooked.cfg.n_layers)
+             for s in ("pre", "mid", "post")]
+    with torch.no_grad():
+        logits, cache = lean.run_with_cache(TOKENS, names_filter=lambda n: n in sites)
+        ref_logits, ref_cache = ref.run_with_cache(TOKENS, names_filter=lambda n: n in sites)
+        _, hooked_cache = hooked.run_with_cache(TOKENS, names_filter=lambda n: n in sites)
+    torch.testing.assert_close(logits, ref_logits, atol=TOL, rtol=0)
+    for site in sites:  # the same hook values as before, and still those of the hooked model
+        torch.testing.assert_close(cache[site], ref_cache[site], atol=TOL, rtol=0, msg=site)
+        torch.testing.assert_close(cache[site], hooked_cache[site], atol=1e-4, rtol=0, msg=site)
+    assert model_info(lean).weight_processing == "fold_ln+centre"
+
+
+def test_lean_bridge_leaves_a_tied_embedding_alone(tied_llama_folder):
+    from transformers import LlamaForCausalLM
+
+    lean = load_model(tied_llama_folder, backend="bridge", device="cpu")
+    plain = LlamaForCausalLM.from_pretrained(tied_llama_folder)
+    hf = lean.original_model
+    assert hf.lm_head.weight.data_ptr() != hf.model.embed_tokens.weight.data_ptr()
+    assert torch.equal(hf.model.embed_tokens.weight, plain.model.embed_tokens.weight)
+    assert not torch.allclose(hf.lm_head.weight, plain.lm_head.weight, atol=1e-3)
+
+
+def test_lean_bridge_bf16_equals_the_bridges_own_processing(llama_folder):
+    lean = load_model(llama_folder, backend="bridge", device="cpu", dtype="bf16")
+    ref = _reference_bridge(llama_folder, torch.bfloat16)
+    want = dict(ref.original_model.named_parameters())
+    for name, value in lean.original_model.named_parameters():
+        assert value.dtype == torch.bfloat16
+        torch.testing.assert_close(value.float(), want[name].float(), atol=0, rtol=2**-7,
+                                   msg=name)
+
+
+def test_bridge_outside_llama_keeps_its_own_processing(qwen2_folder):
+    """Qwen2 (value biases) is not folded in place: the bridge's own processing runs."""
+    from transformers import AutoModelForCausalLM
+
+    from actsteer.models.bridge_processing import lean_bridge_supported
+
+    assert not lean_bridge_supported(AutoModelForCausalLM.from_pretrained(qwen2_folder))
+    lean, ref = load_model(qwen2_folder, backend="bridge", device="cpu"), _reference_bridge(
+        qwen2_folder)
+    with torch.no_grad():
+        torch.testing.assert_close(lean(TOKENS), ref(TOKENS), atol=0, rtol=0)

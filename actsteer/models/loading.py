@@ -26,6 +26,7 @@ import torch
 
 from actsteer.errors import InvalidValueError
 from actsteer.hub import check_access
+from actsteer.models.bridge_processing import fold_llama_in_place, lean_bridge_supported
 from actsteer.models.embedded import EMBEDDED_MODEL, embedded_model_path
 from actsteer.models.info import Backend, ModelUnavailableError, SteerableModel, record
 from actsteer.models.processing import lean_supported, load_weights
@@ -137,7 +138,12 @@ def _bridge(source: str, *, device: str | None, dtype: torch.dtype, fold_ln: boo
     from transformer_lens.model_bridge import TransformerBridge
 
     bridge = TransformerBridge.boot_transformers(source, device=device, dtype=dtype)
-    bridge.enable_compatibility_mode(disable_warnings=True, no_processing=not fold_ln)
+    # The bridge's own processing peaks at ~7.5x the weights (whole float32 state dicts);
+    # for a Llama the same processing is done in place, and its hooks installed unchanged.
+    lean = fold_ln and lean_bridge_supported(bridge.original_model)
+    if lean:
+        fold_llama_in_place(bridge.original_model)
+    bridge.enable_compatibility_mode(disable_warnings=True, no_processing=lean or not fold_ln)
     if Path(source).is_dir():  # same BOS convention as the hooked backend
         from transformers import AutoTokenizer
 

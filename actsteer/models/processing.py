@@ -25,8 +25,6 @@ Architectures covered: :data:`LEAN_ARCHITECTURES`. For any other,
 
 from __future__ import annotations
 
-import json
-import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from actsteer.errors import InvalidValueError
+from actsteer.models.checkpoint import Checkpoint, has_safetensors
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
@@ -47,86 +46,14 @@ LEAN_ARCHITECTURES: tuple[str, ...] = (
 )
 """HF architectures whose weights :func:`load_weights` converts and processes itself."""
 
-_ST_DTYPES: dict[str, torch.dtype] = {
-    "F64": torch.float64,
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-}
-
 # Rows of the embedding/unembedding matrices read and processed at once (64 MiB in
 # float32 at d_model 4096): what these add to memory, whatever the vocabulary.
 _ROWS = 4096
 
 
-class _Checkpoint:
-    """The tensors of a safetensors checkpoint (one file or an indexed set), read on demand.
-
-    Reads with ``readinto`` into fresh tensors rather than through a memory map: the bytes
-    read are the only memory used, and nothing stays resident after a tensor is freed.
-    """
-
-    def __init__(self, folder: Path) -> None:
-        index = folder / "model.safetensors.index.json"
-        if index.exists():
-            files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        elif (folder / "model.safetensors").exists():
-            files = ["model.safetensors"]
-        else:
-            raise InvalidValueError(f"{folder} has no model.safetensors(.index.json)")
-        self._where: dict[str, tuple[Path, dict[str, Any], int]] = {}
-        for name in files:
-            path = folder / name
-            with path.open("rb") as handle:
-                (length,) = struct.unpack("<Q", handle.read(8))
-                header = json.loads(handle.read(length))
-            header.pop("__metadata__", None)
-            for key, entry in header.items():
-                self._where[key] = (path, entry, 8 + length)
-
-    def __contains__(self, name: str) -> bool:
-        return name in self._where
-
-    def keys(self) -> Iterator[str]:
-        return iter(self._where)
-
-    def shape(self, name: str) -> list[int]:
-        return [int(s) for s in self._entry(name)[1]["shape"]]
-
-    def _entry(self, name: str) -> tuple[Path, dict[str, Any], int]:
-        try:
-            return self._where[name]
-        except KeyError:
-            raise InvalidValueError(f"tensor {name!r} is not in the checkpoint") from None
-
-    def get(self, name: str, dtype: torch.dtype, rows: slice | None = None) -> torch.Tensor:
-        """Tensor ``name`` (or its ``rows`` of dim 0) cast to ``dtype`` (the cast HF's
-        loader makes)."""
-        path, entry, base = self._entry(name)
-        file_dtype = _ST_DTYPES.get(str(entry["dtype"]))
-        if file_dtype is None:
-            raise InvalidValueError(f"tensor {name!r} has unsupported dtype {entry['dtype']}")
-        start, end = (int(x) for x in entry["data_offsets"])
-        shape = self.shape(name)
-        if rows is not None:
-            row_bytes = (end - start) // max(1, shape[0])
-            start, end = start + rows.start * row_bytes, start + rows.stop * row_bytes
-            shape[0] = rows.stop - rows.start
-        raw = torch.empty(end - start, dtype=torch.uint8)
-        with path.open("rb") as handle:
-            handle.seek(base + start)
-            if handle.readinto(raw.numpy().data) != end - start:
-                raise InvalidValueError(f"{path} is truncated (tensor {name!r})")
-        tensor = raw.view(file_dtype).reshape(shape)
-        return tensor if file_dtype == dtype else tensor.to(dtype)
-
-
 def lean_supported(folder: Path, architecture: str | None) -> bool:
     """Whether :func:`load_weights` covers this folder (architecture and safetensors)."""
-    has_weights = (folder / "model.safetensors").exists() or (
-        folder / "model.safetensors.index.json"
-    ).exists()
-    return has_weights and architecture in LEAN_ARCHITECTURES
+    return architecture in LEAN_ARCHITECTURES and has_safetensors(folder)
 
 
 class _Writer:
@@ -177,7 +104,7 @@ class _Writer:
 _Source = dict[str, Callable[[], torch.Tensor]]
 
 
-def _llama_layer(ck: _Checkpoint, cfg: Any, layer: int, dtype: torch.dtype) -> _Source:
+def _llama_layer(ck: Checkpoint, cfg: Any, layer: int, dtype: torch.dtype) -> _Source:
     """Readers of one Llama/Qwen2 layer's tensors, TL layout, float32 (Qwen2 adds q/k/v
     biases). Each reads its tensor when called, so only what is processed is in memory."""
     p = f"model.layers.{layer}."
@@ -217,7 +144,7 @@ def _llama_layer(ck: _Checkpoint, cfg: Any, layer: int, dtype: torch.dtype) -> _
     return out
 
 
-def _gpt2_layer(ck: _Checkpoint, cfg: Any, layer: int, dtype: torch.dtype) -> _Source:
+def _gpt2_layer(ck: Checkpoint, cfg: Any, layer: int, dtype: torch.dtype) -> _Source:
     """Readers of one GPT-2 layer's tensors, TL layout, float32 (Conv1D is ``[in, out]``)."""
     p = _gpt2_prefix(ck) + f"h.{layer}."
     n_heads, d_model = int(cfg.n_heads), int(cfg.d_model)
@@ -251,7 +178,7 @@ def _gpt2_layer(ck: _Checkpoint, cfg: Any, layer: int, dtype: torch.dtype) -> _S
     return out
 
 
-def _gpt2_prefix(ck: _Checkpoint) -> str:
+def _gpt2_prefix(ck: Checkpoint) -> str:
     return "transformer." if "transformer.wte.weight" in ck else ""
 
 
@@ -365,7 +292,7 @@ def load_weights(model: HookedTransformer, folder: Path, *, fold_ln: bool) -> No
             f"{LEAN_ARCHITECTURES} or TransformerLens's loader"
         )
     dtype = cfg.dtype
-    ck = _Checkpoint(folder)
+    ck = Checkpoint(folder)
     gpt2 = architecture == "GPT2LMHeadModel"
     layer_norm = cfg.normalization_type in ("LN", "LNPre")
     centre_writing = fold_ln and layer_norm and not cfg.final_rms
@@ -392,7 +319,7 @@ def load_weights(model: HookedTransformer, folder: Path, *, fold_ln: bool) -> No
 
 
 def _row_chunks(
-    ck: _Checkpoint, name: str, dtype: torch.dtype
+    ck: Checkpoint, name: str, dtype: torch.dtype
 ) -> Iterator[tuple[slice, torch.Tensor]]:
     """``name`` as consecutive blocks of rows (dim 0), each read when needed."""
     n_rows = ck.shape(name)[0]
@@ -402,7 +329,7 @@ def _row_chunks(
 
 
 def _load_embeddings(
-    ck: _Checkpoint, writer: _Writer, cfg: Any, dtype: torch.dtype, *, gpt2: bool, centre: bool
+    ck: Checkpoint, writer: _Writer, cfg: Any, dtype: torch.dtype, *, gpt2: bool, centre: bool
 ) -> None:
     """W_E (and GPT-2's W_pos), centred over d_model when ``centre`` (row-local)."""
     prefix = _gpt2_prefix(ck) if gpt2 else "model."
@@ -422,7 +349,7 @@ def _load_embeddings(
 
 
 def _load_unembed(
-    ck: _Checkpoint,
+    ck: Checkpoint,
     writer: _Writer,
     cfg: Any,
     dtype: torch.dtype,
