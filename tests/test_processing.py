@@ -243,14 +243,19 @@ def _reference_bridge(folder: Path, dtype: torch.dtype = torch.float32):
 
 
 @pytest.mark.parametrize("folder_fixture", ["llama_folder", "tied_llama_folder"])
-def test_lean_bridge_equals_the_bridges_own_processing(request, folder_fixture):
+def test_lean_bridge_equals_the_bridges_own_processing(request, folder_fixture, monkeypatch):
     from transformers import AutoModelForCausalLM
 
-    from actsteer.models.bridge_processing import lean_bridge_supported
+    import actsteer.models.loading as loading
+    from actsteer.models.bridge_processing import fold_llama_in_place, lean_bridge_supported
 
     folder = request.getfixturevalue(folder_fixture)
     assert lean_bridge_supported(AutoModelForCausalLM.from_pretrained(folder))
+    folded = []
+    monkeypatch.setattr(loading, "fold_llama_in_place",
+                        lambda hf: folded.append(hf) or fold_llama_in_place(hf))
     lean, ref = load_model(folder, backend="bridge", device="cpu"), _reference_bridge(folder)
+    assert folded == [lean.original_model]  # the lean path ran, not the bridge's own
     got, want = dict(lean.original_model.named_parameters()), dict(
         ref.original_model.named_parameters())
     assert got.keys() == want.keys()
@@ -291,13 +296,16 @@ def test_lean_bridge_bf16_equals_the_bridges_own_processing(llama_folder):
                                    msg=name)
 
 
-def test_bridge_outside_llama_keeps_its_own_processing(qwen2_folder):
+def test_bridge_outside_llama_keeps_its_own_processing(qwen2_folder, monkeypatch):
     """Qwen2 (value biases) is not folded in place: the bridge's own processing runs."""
     from transformers import AutoModelForCausalLM
 
     from actsteer.models.bridge_processing import lean_bridge_supported
 
     assert not lean_bridge_supported(AutoModelForCausalLM.from_pretrained(qwen2_folder))
+    import actsteer.models.loading as loading
+
+    monkeypatch.setattr(loading, "fold_llama_in_place", lambda hf: pytest.fail("folded"))
     lean, ref = load_model(qwen2_folder, backend="bridge", device="cpu"), _reference_bridge(
         qwen2_folder)
     with torch.no_grad():

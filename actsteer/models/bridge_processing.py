@@ -35,13 +35,13 @@ _COLUMNS = 512  # lm_head columns per block: its centring is per column
 
 def lean_bridge_supported(hf_model: Any) -> bool:
     """Whether :func:`fold_llama_in_place` is all of the bridge's processing for this model:
-    a Llama without attention, MLP or ``lm_head`` biases."""
+    a Llama whose config has no attention or MLP biases (the bridge's own zero ``lm_head``
+    bias is centred like TransformerLens's b_U)."""
     config = getattr(hf_model, "config", None)
     return (
         type(hf_model).__name__ in LEAN_BRIDGE_ARCHITECTURES
         and not getattr(config, "attention_bias", False)
         and not getattr(config, "mlp_bias", False)
-        and getattr(hf_model.lm_head, "bias", None) is None
     )
 
 
@@ -73,3 +73,6 @@ def fold_llama_in_place(hf_model: Any) -> None:
             folded = block.float().mul_(scale[None, start : start + _COLUMNS])
             block.copy_(folded.sub_(folded.mean(0, keepdim=True)))
         hf_model.model.norm.weight.fill_(1.0)
+        bias = getattr(head, "bias", None)
+        if bias is not None:
+            bias.copy_(bias.float().sub_(bias.float().mean()))
