@@ -1,13 +1,11 @@
 """TransformerLens weight processing done lean: safetensors shards -> a processed model.
 
-TransformerLens's ``load_and_process_state_dict`` works on whole state dicts and upcasts
-every tensor to float32 at once (an HF model, its TL-format copy and several float32
-copies alive together: ~8x the weights' bytes for a bf16 checkpoint, TransformerLens#252).
-This module computes the same result one tensor at a time: each weight is read from the
-safetensors files with plain reads (no mmap, so file pages never count as our memory),
-converted from Hugging Face to TransformerLens layout, processed in float32 and written
-into a model whose parameters were allocated uninitialised in the target dtype. The
-extra memory is a few tensors of one layer.
+TransformerLens's ``load_and_process_state_dict`` works on whole state dicts upcast to
+float32 (an HF model, its TL-format copy and several float32 copies alive together: ~8x
+the weights' bytes for a bf16 checkpoint, TransformerLens#252). This module computes the
+same result one tensor at a time: read from the safetensors (:mod:`.checkpoint`),
+converted from HF to TL layout, processed in float32 and written into a model whose
+parameters were allocated uninitialised in the target dtype.
 
 The processing is TransformerLens's default, written here from what it computes:
 
@@ -19,8 +17,9 @@ The processing is TransformerLens's default, written here from what it computes:
 * centre the unembedding (W_U and b_U over the vocabulary);
 * fold the value biases into b_O (then re-centre b_O for LayerNorm models).
 
-Architectures covered: :data:`LEAN_ARCHITECTURES`. For any other,
-:func:`lean_supported` is False and the caller uses TransformerLens's own loader.
+Architectures covered: :data:`LEAN_ARCHITECTURES`. For any other (Gemma-2's offset norms,
+post-norms and scaled embedding among them) :func:`lean_supported` is False and the
+caller uses TransformerLens's own loader, numerics unchanged.
 """
 
 from __future__ import annotations
@@ -207,9 +206,7 @@ def _process_layer(
         for key in src:
             emit(key, src[key]())
         return
-    norms = {key: read(key) for key in ("ln1.w", "ln1.b", "ln2.w", "ln2.b")}
-    w1, b1, w2, b2 = norms["ln1.w"], norms["ln1.b"], norms["ln2.w"], norms["ln2.b"]
-    assert w1 is not None and w2 is not None  # every covered architecture has both
+    w1, b1, w2, b2 = src["ln1.w"](), read("ln1.b"), src["ln2.w"](), read("ln2.b")
     b_v = None
     for x in "QKV":
         w = src[f"attn.W_{x}"]()
@@ -301,7 +298,6 @@ def load_weights(model: HookedTransformer, folder: Path, *, fold_ln: bool) -> No
     read_layer = _gpt2_layer if gpt2 else _llama_layer
     with torch.no_grad():
         for layer in range(cfg.n_layers):
-
             def emit(key: str, value: torch.Tensor, layer: int = layer) -> None:
                 writer.put(_tl_name(layer, key, writer), value)
 
