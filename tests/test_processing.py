@@ -119,11 +119,18 @@ FOLDERS = ["llama_folder", "qwen2_folder", "gpt2_folder"]
 @needs_hooked
 @pytest.mark.parametrize("fold_ln", [True, False])
 @pytest.mark.parametrize("folder_fixture", FOLDERS)
-def test_lean_logits_and_weights_equal_transformerlens(request, folder_fixture, fold_ln):
+def test_lean_logits_and_weights_equal_transformerlens(request, folder_fixture, fold_ln,
+                                                       monkeypatch):
+    import actsteer.models.loading as loading
+    from actsteer.models.processing import load_weights
+
     folder = request.getfixturevalue(folder_fixture)
+    calls = []
+    monkeypatch.setattr(loading, "load_weights",
+                        lambda *a, **k: calls.append(a) or load_weights(*a, **k))
     lean = load_model(folder, device="cpu", fold_ln=fold_ln)
     ref, _ = _reference(folder, fold_ln)
-    assert lean_supported(folder, lean.cfg.original_architecture)
+    assert len(calls) == 1 and lean_supported(folder, lean.cfg.original_architecture)
     lean_params, ref_params = dict(lean.named_parameters()), dict(ref.named_parameters())
     assert lean_params.keys() == ref_params.keys()
     for name, value in ref_params.items():
