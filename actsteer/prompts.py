@@ -132,15 +132,24 @@ def chat_prompt(
 ) -> str:
     """Render one user turn through the tokenizer's chat template, ready for the reply.
 
-    ``assistant_prefix`` is appended after the generation prompt (e.g. the answer stem
-    ``"Out of (A) and (B), I choose ("``), so the next token is the answer. Tokenizers
-    without a template (Llama 2 base/chat on the Hub have none in some releases) fall back
-    to :func:`llama2_chat`.
+    ``assistant_prefix`` (e.g. the answer stem ``"Out of (A) and (B), I choose ("``) is
+    rendered as the start of the assistant's reply, as the template writes replies (Llama
+    2's puts a space after ``[/INST]``, ChatML's a newline after ``assistant``), so the
+    next token is the answer. Tokenizers without a template (Llama 2 base/chat on the Hub
+    have none in some releases) fall back to :func:`llama2_chat`.
     """
     if getattr(tokenizer, "chat_template", None):
         messages = [{"role": "user", "content": message}]
         if system is not None:
             messages.insert(0, {"role": "system", "content": system})
+        if assistant_prefix:
+            messages.append({"role": "assistant", "content": assistant_prefix})
+            text = tokenizer.apply_chat_template(messages, tokenize=False,
+                                                 continue_final_message=True)
+            if not isinstance(text, str):
+                raise InvalidTypeError(
+                    f"chat template returned {type(text).__name__}, expected str")
+            return text
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         if not isinstance(text, str):
             raise InvalidTypeError(f"chat template returned {type(text).__name__}, expected str")
