@@ -27,10 +27,11 @@ from actsteer.atomic import atomic_dir
 from actsteer.batching import encode, encode_continuations
 from actsteer.contrast import ContrastivePair
 from actsteer.data.behaviours import load_behaviour
+from actsteer.data.behaviours.texts import letter_free_items
 from actsteer.data.expressed import load_expressed
 from actsteer.evaluation import answer_token_ids, prepare_items, score_items
 from actsteer.extraction import caa_vector
-from actsteer.likelihood import word_ids
+from actsteer.likelihood import continuation_propensities, word_ids
 from actsteer.models import load_model, tiny_model_folder
 from actsteer.paths import cache_dir
 from actsteer.plan import empty_plan
@@ -246,3 +247,31 @@ def test_ab_scoring_reads_the_letter_logits(llama, vocab, raw_ids):
         torch.testing.assert_close(scores.logit_diff[0, index].float(), diff,
                                    atol=1e-4, rtol=1e-4)
         assert int(scores.predicted[0, index]) == int(logits.argmax())
+
+
+def _logprob(model, prompt: list[int], continuation: list[int]) -> float:
+    """log P(continuation | prompt) from one unpadded forward."""
+    with torch.no_grad():
+        logits = model(torch.tensor([[*prompt, *continuation]]))[0].float()
+    logp = torch.log_softmax(logits[len(prompt) - 1: -1], dim=-1)
+    return float(logp.gather(-1, torch.tensor(continuation)[:, None]).sum())
+
+
+def test_letter_free_chat_replies_start_after_inst(llama, raw_ids):
+    found, _ = letter_free_items(_myopia_items(), "chat", llama.tokenizer)
+    assert found
+    expected = []
+    for item in found:
+        assert item.prompt.startswith("<s>[INST] ") and item.prompt.endswith(" [/INST]")
+        prompt = encode(llama, item.prompt)
+        sides = []
+        for text in (item.behaviour[0], item.contrast[0]):
+            assert text.startswith(" ")  # Llama 2 writes "[/INST] reply"
+            joint = raw_ids(item.prompt + text)
+            tail = joint[len(raw_ids(item.prompt)):]
+            assert encode_continuations(llama, [text]) == [tail]
+            sides.append(_logprob(llama, prompt, tail))
+        expected.append(sides[0] - sides[1])
+    scores = continuation_propensities(llama, found, [empty_plan()])
+    torch.testing.assert_close(scores.summed[0], torch.tensor(expected, dtype=torch.float64),
+                               atol=1e-3, rtol=0)
