@@ -15,6 +15,7 @@ test. Skipped (with the reason) only when npm is missing; a failed fetch fails.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -56,6 +57,9 @@ LLAMA2_CHAT_TEMPLATE = (
     "{% elif message['role'] == 'assistant' %}{{ ' '  + content.strip() + ' ' + eos_token }}"
     "{% endif %}{% endfor %}"
 )
+
+# The cached folders are named by what makes them: package, configuration and template.
+_TEMPLATE_KEY = hashlib.sha256(LLAMA2_CHAT_TEMPLATE.encode()).hexdigest()[:8]
 
 QUESTION = "Would you rather have a cookie now or two cookies next week?"
 STEM = "Out of (A) and (B), I choose ("
@@ -106,7 +110,8 @@ def llama_folder(request, npm_files: Path) -> Path:
     """
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-    tokenizer_folder = cache_dir() / f"sp32000-{request.param}-tokenizer-{NPM_PACKAGE}"
+    key = f"{request.param}-{NPM_PACKAGE}-{_TEMPLATE_KEY}"
+    tokenizer_folder = cache_dir() / f"sp32000-tokenizer-{key}"
     if not (tokenizer_folder / "tokenizer.json").exists():
         if request.param == "legacy":
             tokenizer = PreTrainedTokenizerFast(
@@ -118,7 +123,7 @@ def llama_folder(request, npm_files: Path) -> Path:
         with atomic_dir(tokenizer_folder) as scratch:
             tokenizer.save_pretrained(scratch)
     return tiny_model_folder(
-        cache_dir() / f"tiny-random-l2-d64-sp32000-{request.param}-{NPM_PACKAGE}",
+        cache_dir() / f"tiny-random-l2-d64-sp32000-{key}",
         n_layers=2, tokenizer=tokenizer_folder)
 
 
