@@ -20,6 +20,7 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -113,6 +114,7 @@ def llama_folder(request, npm_files: Path) -> Path:
     key = f"{request.param}-{NPM_PACKAGE}-{_TEMPLATE_KEY}"
     tokenizer_folder = cache_dir() / f"sp32000-tokenizer-{key}"
     if not (tokenizer_folder / "tokenizer.json").exists():
+        tokenizer: Any
         if request.param == "legacy":
             tokenizer = PreTrainedTokenizerFast(
                 tokenizer_file=str(npm_files / "tokenizer.json"), bos_token="<s>",
