@@ -34,7 +34,7 @@ $(STAMP4): pyproject.toml constraints-tl4.txt
 	touch $(STAMP4)
 
 lint: setup
-	$(VENV)/bin/ruff check actsteer experiments tests benchmarks
+	$(VENV)/bin/ruff check actsteer experiments tests benchmarks scripts
 
 typecheck: setup
 	$(VENV)/bin/mypy

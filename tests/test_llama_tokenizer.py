@@ -35,6 +35,7 @@ from actsteer.evaluation import answer_token_ids, prepare_items, score_items
 from actsteer.extraction import caa_vector
 from actsteer.likelihood import continuation_propensities, word_ids
 from actsteer.models import load_model, tiny_model_folder
+from actsteer.models.info import available_backends
 from actsteer.paths import cache_dir
 from actsteer.plan import empty_plan
 from actsteer.prompts import format_item
@@ -129,7 +130,7 @@ def llama_folder(request, npm_files: Path) -> Path:
         n_layers=2, tokenizer=tokenizer_folder)
 
 
-@pytest.fixture(scope="module", params=["hooked", "bridge"])
+@pytest.fixture(scope="module", params=available_backends())
 def llama(request, llama_folder: Path):
     return load_model(llama_folder, backend=request.param)
 
