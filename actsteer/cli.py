@@ -105,7 +105,8 @@ def _model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="model name or local HF folder (default: the "
                                         "profile's; the embedded SmolLM2 for quick)")
     parser.add_argument("--backend", choices=("hooked", "bridge"),
-                        help="HookedTransformer or TransformerBridge")
+                        help="HookedTransformer (TransformerLens 3.x) or TransformerBridge "
+                             "(default: hooked on TransformerLens 3.x, bridge on 4.x)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (checked before any work)")
     parser.add_argument("--dtype", choices=("float32", "bf16", "fp16"), help="weights dtype")
 
@@ -364,7 +365,7 @@ def cmd_extract(args: argparse.Namespace) -> None:
     if not 0 < n <= len(items):
         raise CliError(f"--n {args.n} is outside 1..{len(items)} (items in {dataset.name})")
     model = actsteer.load_model(args.model or EMBEDDED_MODEL,
-                                backend=args.backend or "hooked", device=args.device,
+                                backend=args.backend, device=args.device,
                                 dtype=args.dtype)
     vector = actsteer.caa_vector(model, items[:n].pairs(args.prompt_format, model.tokenizer),
                                  strata=[item.matching for item in items[:n]],

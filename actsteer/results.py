@@ -4,18 +4,20 @@ in its first line, resumable cell by cell, one writer at a time.
 The file is a header line, then one line per finished cell or extra (chosen settings,
 summaries, timings), in compact strict JSON::
 
-    {"format": "actsteer-results/2", "config": {...}}
+    {"format": "actsteer-results/2", "config": {...}, "runtime": {...}}
     {"cell": "grid/behaviour=myopia/layer=12/multiplier=2.0", "value": {...}}
     {"extra": "chosen", "value": {...}}
 
 Each line is appended, flushed and synced to disk as its cell finishes, so writing a cell
-costs the same however many cells came before it, and a crash loses at most the line
-being written. Reading replays the lines in order; a later line for a name replaces an
-earlier one (a cell scored again is appended again). A last line cut off mid-write is
-dropped with a warning, and cut away before a resumed run appends; a damaged line
-anywhere else is an error. :func:`read_results` also reads whole-file JSON results
-(``{"config", "cells", "extra"}``), and :func:`merge_results` joins the logs of one config
-written in parallel (shards of a sweep).
+costs the same however many cells came before it, and a crash loses at most the line being
+written. The header's optional ``runtime`` records what ran the cells (the resolved
+backend and the TransformerLens line); a log is resumed only on the same backend and line,
+since their numerics differ in the last bits. Reading replays the lines in order; a later
+line for a name replaces an earlier one (a cell scored again is appended again). A last
+line cut off mid-write is dropped with a warning, and cut away before a resumed run
+appends; a damaged line anywhere else is an error. :func:`read_results` also reads
+whole-file JSON results (``{"config", "cells", "extra"}``), and :func:`merge_results` joins
+the logs of one config written in parallel (shards of a sweep).
 
 Example::
 
@@ -90,9 +92,10 @@ class ResultStore:
     _log: io.FileIO | None = None
 
     def __init__(self, path: str | os.PathLike[str], config: Mapping[str, Any],
-                 *, overwrite: bool = False) -> None:
+                 *, overwrite: bool = False, runtime: Mapping[str, Any] | None = None) -> None:
         self.path = Path(path)
         self.config = jsonable(dict(config))
+        self.runtime = None if runtime is None else jsonable(dict(runtime))
         self.cells: dict[str, Any] = {}
         self.extra: dict[str, Any] = {}
         self._lock = _acquire(self.path)
@@ -111,9 +114,10 @@ class ResultStore:
             _set_aside(self.path, "replaced")
         unended = False
         if not self.path.exists():
-            _write_log(self.path, self.config, {}, {})
+            _write_log(self.path, self.config, {}, {}, self.runtime)
         else:
             saved = _replay(self.path)
+            _check_runtime(self.path, self.runtime, saved.runtime)
             if saved.config != self.config:
                 raise ResultConfigMismatchError(
                     f"{self.path} was made with a different config or data (fields "
@@ -121,7 +125,7 @@ class ResultStore:
                     "(--out), or start it again with --overwrite (overwrite=True), which "
                     "keeps the old file beside it")
             if saved.legacy:  # a whole-file JSON results file continues as a log
-                _write_log(self.path, self.config, saved.cells, saved.extra)
+                _write_log(self.path, self.config, saved.cells, saved.extra, self.runtime)
             elif saved.torn:  # the next line must not start on the end of a broken one
                 os.truncate(self.path, saved.end)
             self.cells, self.extra = saved.cells, saved.extra
@@ -250,6 +254,7 @@ def merge_results(paths: Sequence[str | os.PathLike[str]],
                 raise ResultConfigMismatchError(
                     f"{source} and {first} were made with different configs (fields "
                     f"{_changed(config, saved.config)}); only files of one run can be merged")
+            _check_runtime(source, logs[0][1].runtime, saved.runtime)
         cells: dict[str, Any] = {}
         extra: dict[str, Any] = {}
         origin: dict[tuple[str, str], Path] = {}
@@ -265,7 +270,7 @@ def merge_results(paths: Sequence[str | os.PathLike[str]],
                             "the files separately")
                     merged[name] = value
                     origin.setdefault((kind, name), source)
-        _write_log(out, config, cells, extra)
+        _write_log(out, config, cells, extra, logs[0][1].runtime)
     finally:
         _release(out, lock)
     return out
@@ -286,6 +291,8 @@ class _Replay:
     legacy: bool = False
     unended: bool = False
     """Whether the complete lines end without a newline (a header written by hand)."""
+    runtime: Any = None
+    """The header's ``runtime`` (backend and TransformerLens line), None in older logs."""
 
 
 def _line(record: Mapping[str, Any]) -> bytes:
@@ -293,12 +300,15 @@ def _line(record: Mapping[str, Any]) -> bytes:
 
 
 def _write_log(path: Path, config: Any, cells: Mapping[str, Any],
-               extra: Mapping[str, Any]) -> None:
+               extra: Mapping[str, Any], runtime: Any = None) -> None:
     """A whole results log, written atomically (a fresh header, a conversion, a merge)."""
+    header = {"format": FORMAT, "config": config}
+    if runtime is not None:
+        header["runtime"] = runtime
 
     def write(scratch: Path) -> None:
         with open(scratch, "wb") as handle:
-            handle.write(_line({"format": FORMAT, "config": config}))
+            handle.write(_line(header))
             for key, value in cells.items():
                 handle.write(_line({"cell": key, "value": value}))
             for key, value in extra.items():
@@ -335,7 +345,8 @@ def _replay(path: Path) -> _Replay:
     if header["format"] != FORMAT or not isinstance(header.get("config"), dict):
         raise InvalidValueError(f"{path} is a results log of format {header['format']!r} "
                                 f"(this actsteer reads {FORMAT!r})")
-    saved = _Replay(config=header["config"], cells={}, extra={}, end=at)
+    saved = _Replay(config=header["config"], cells={}, extra={}, end=at,
+                    runtime=header.get("runtime"))
     number = 1
     while at < len(data):
         number += 1
@@ -377,6 +388,22 @@ def _read_whole_file(path: Path, data: bytes) -> _Replay:
                                 "header line, no 'config'/'cells')")
     return _Replay(config=saved["config"], cells=dict(saved["cells"]),
                    extra=dict(saved.get("extra") or {}), end=len(data), legacy=True)
+
+
+def _check_runtime(path: Path, mine: Any, stored: Any) -> None:
+    """Refuse to resume a log that another backend or TransformerLens line wrote."""
+    if not (isinstance(mine, Mapping) and isinstance(stored, Mapping)):
+        return  # a log from before runtimes were recorded, or a caller that records none
+    keys = ("backend", "transformer_lens_major")
+    if all(mine.get(key) == stored.get(key) for key in keys):
+        return
+    raise ResultConfigMismatchError(
+        f"{path} was written by backend {stored.get('backend')!r} on TransformerLens "
+        f"{stored.get('transformer_lens')} and this run uses backend {mine.get('backend')!r} "
+        f"on TransformerLens {mine.get('transformer_lens')}: their numerics differ in the last "
+        "bits, so its cells cannot be mixed with this run's; resume it on the line that wrote "
+        "it, or use another output folder (--out), or start again with --overwrite "
+        "(overwrite=True), which keeps the old file beside it")
 
 
 def _changed(mine: Mapping[str, Any], stored: Any) -> list[str]:
