@@ -17,18 +17,13 @@ from actsteer.errors import InvalidValueError
 from actsteer.models import load_model, model_info, tiny_model_folder
 from actsteer.models.checkpoint import Checkpoint
 from actsteer.models.embedded import embedded_tokenizer_path
+from actsteer.models.info import available_backends
 from actsteer.models.loading import quiet_deprecation
 from actsteer.models.processing import LEAN_ARCHITECTURES, lean_supported
 
 TOL = 1e-5
 
-try:  # TransformerLens 4 has only the bridge
-    from transformer_lens import HookedTransformer  # noqa: F401
-except ImportError:
-    HAS_HOOKED = False
-else:
-    HAS_HOOKED = True
-needs_hooked = pytest.mark.skipif(not HAS_HOOKED, reason="no HookedTransformer (TL 4)")
+HAS_HOOKED = "hooked" in available_backends()  # TransformerLens 4 has only the bridge
 
 
 def _random_weights(model: torch.nn.Module, seed: int) -> None:
@@ -116,7 +111,7 @@ TOKENS = torch.tensor([[1, 17, 400, 2048, 5, 99, 31000, 7], [3, 3, 3, 9000, 12, 
 FOLDERS = ["llama_folder", "qwen2_folder", "gpt2_folder"]
 
 
-@needs_hooked
+@pytest.mark.hooked
 @pytest.mark.parametrize("fold_ln", [True, False])
 @pytest.mark.parametrize("folder_fixture", FOLDERS)
 def test_lean_logits_and_weights_equal_transformerlens(request, folder_fixture, fold_ln,
@@ -128,7 +123,7 @@ def test_lean_logits_and_weights_equal_transformerlens(request, folder_fixture, 
     calls = []
     monkeypatch.setattr(loading, "load_weights",
                         lambda *a, **k: calls.append(a) or load_weights(*a, **k))
-    lean = load_model(folder, device="cpu", fold_ln=fold_ln)
+    lean = load_model(folder, backend="hooked", device="cpu", fold_ln=fold_ln)
     ref, _ = _reference(folder, fold_ln)
     assert len(calls) == 1 and lean_supported(folder, lean.cfg.original_architecture)
     lean_params, ref_params = dict(lean.named_parameters()), dict(ref.named_parameters())
@@ -140,13 +135,13 @@ def test_lean_logits_and_weights_equal_transformerlens(request, folder_fixture, 
     assert model_info(lean).weight_processing == ("fold_ln+centre" if fold_ln else "none")
 
 
-@needs_hooked
+@pytest.mark.hooked
 @pytest.mark.parametrize("folder_fixture", FOLDERS)
 def test_processed_model_still_computes_the_hf_model(request, folder_fixture):
     """Independent of TL's processing code: processing keeps log-probs (softmax is shift
     invariant) and the folded model equals the plain HF model up to centring."""
     folder = request.getfixturevalue(folder_fixture)
-    lean = load_model(folder, device="cpu")
+    lean = load_model(folder, backend="hooked", device="cpu")
     _, hf_model = _reference(folder, fold_ln=False)
     with torch.no_grad():
         got = lean(TOKENS).log_softmax(-1)
@@ -154,19 +149,19 @@ def test_processed_model_still_computes_the_hf_model(request, folder_fixture):
     torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
 
 
-@needs_hooked
+@pytest.mark.hooked
 def test_processing_is_not_a_no_op(llama_folder):
     """The comparison above can fail: unprocessed weights differ from processed ones."""
-    folded = load_model(llama_folder, device="cpu")
-    plain = load_model(llama_folder, device="cpu", fold_ln=False)
+    folded = load_model(llama_folder, backend="hooked", device="cpu")
+    plain = load_model(llama_folder, backend="hooked", device="cpu", fold_ln=False)
     assert not torch.allclose(folded.blocks[0].attn.W_Q, plain.blocks[0].attn.W_Q, atol=1e-3)
     assert not torch.allclose(folded.W_U, plain.W_U, atol=1e-3)
 
 
-@needs_hooked
+@pytest.mark.hooked
 def test_bf16_lean_equals_reference_in_bf16(llama_folder):
     """In bf16 both compute in float32 and round once: the weights agree to bf16 rounding."""
-    lean = load_model(llama_folder, device="cpu", dtype="bf16")
+    lean = load_model(llama_folder, backend="hooked", device="cpu", dtype="bf16")
     ref, _ = _reference(llama_folder, True, torch.bfloat16)
     assert lean.W_U.dtype == torch.bfloat16
     for name, value in dict(ref.named_parameters()).items():
@@ -174,7 +169,7 @@ def test_bf16_lean_equals_reference_in_bf16(llama_folder):
         torch.testing.assert_close(got.float(), value.float(), atol=0, rtol=2**-7, msg=name)
 
 
-@needs_hooked
+@pytest.mark.hooked
 def test_sharded_checkpoint_reads_like_a_single_file(llama_folder, tmp_path):
     """An index json and two shards (the real Llama-2 layout) give the same model."""
     from safetensors.torch import load_file, save_file
@@ -196,12 +191,13 @@ def test_sharded_checkpoint_reads_like_a_single_file(llama_folder, tmp_path):
     assert sorted(ck.keys()) == names
     for name in names:
         assert torch.equal(ck.get(name, tensors[name].dtype), tensors[name])
-    a, b = load_model(llama_folder, device="cpu"), load_model(sharded, device="cpu")
+    a = load_model(llama_folder, backend="hooked", device="cpu")
+    b = load_model(sharded, backend="hooked", device="cpu")
     with torch.no_grad():
         assert torch.equal(a(TOKENS), b(TOKENS))
 
 
-@needs_hooked
+@pytest.mark.hooked
 def test_unsupported_architecture_falls_back_to_transformerlens(tmp_path, monkeypatch):
     """Outside LEAN_ARCHITECTURES the loader is TransformerLens's, so numerics do not move."""
     import actsteer.models.processing as processing
@@ -211,7 +207,7 @@ def test_unsupported_architecture_falls_back_to_transformerlens(tmp_path, monkey
     monkeypatch.setattr(processing, "load_weights", lambda *a, **k: called.append(a))
     folder = tiny_model_folder()
     assert not processing.lean_supported(folder, "LlamaForCausalLM")
-    model = load_model(folder, device="cpu")
+    model = load_model(folder, backend="hooked", device="cpu")
     ref, _ = _reference(folder, True)
     assert not called
     with torch.no_grad():
@@ -226,7 +222,7 @@ def test_checkpoint_errors_name_the_problem(tmp_path, llama_folder):
     assert "LlamaForCausalLM" in LEAN_ARCHITECTURES
 
 
-@needs_hooked
+@pytest.mark.hooked
 def test_mismatched_config_is_refused(tmp_path, llama_folder):
     """A config.json whose width does not match the weights names the tensor and the cause."""
     bad = tmp_path / "bad"
@@ -237,7 +233,7 @@ def test_mismatched_config_is_refused(tmp_path, llama_folder):
     config["intermediate_size"] = 2 * config["intermediate_size"]
     (bad / "config.json").write_text(json.dumps(config))
     with pytest.raises(InvalidValueError, match="does not match the weights"):
-        load_model(bad, device="cpu")
+        load_model(bad, backend="hooked", device="cpu")
 
 
 # --- the bridge: its processing done in place on the HF model (bridge_processing) ---
@@ -292,7 +288,7 @@ def test_lean_bridge_equals_the_bridges_own_processing(request, folder_fixture, 
     for site in sites:  # the same hook values as the bridge's own processing gives
         torch.testing.assert_close(cache[site], ref_cache[site], atol=TOL, rtol=0, msg=site)
     if HAS_HOOKED:  # and still those of the hooked model
-        hooked = load_model(folder, device="cpu")
+        hooked = load_model(folder, backend="hooked", device="cpu")
         with torch.no_grad():
             _, hooked_cache = hooked.run_with_cache(TOKENS, names_filter=lambda n: n in sites)
         for site in sites:
