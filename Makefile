@@ -50,7 +50,7 @@ test-all: lint typecheck
 
 # The TL 4 leg: the fast tier, the README quickstart, and the cross-line parity check against
 # the reference that the TL 3 leg writes (tests/test_parity.py; make test writes it too).
-PARITY := .parity/embedded-bridge.json
+PARITY := .parity/quick-default.json
 
 parity-reference: $(PARITY)
 

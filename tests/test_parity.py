@@ -9,9 +9,11 @@ backend, the bridge, and compares:
 * with the TL 3 bridge (the same backend, another TransformerLens and transformers): max
   |Δ logit| <= 1e-4 and identical generated tokens;
 * with the TL 3 default, HookedTransformer (another backend: its own attention and
-  processed weights): max |Δ centred logit| <= ``CROSS_BACKEND`` and identical generated
-  tokens. HookedTransformer centres the unembedding, so its logits differ from the
-  bridge's by a per-position constant that no softmax sees.
+  processed weights): max |Δ centred logit| <= 1e-4 and identical generated tokens.
+  HookedTransformer centres the unembedding, so its logits differ from the bridge's by a
+  per-position constant that no softmax sees;
+* a reduced quick profile (the expressed comparison) on the embedded model, run by each
+  line's default backend: every paired effect and interval within 1e-4, identical verdicts.
 
 On TL 3 the same file checks the two backends against each other before writing, so the
 reference is never written from a pair of backends that already disagree.
@@ -41,15 +43,19 @@ ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = Path(os.environ.get("ACTSTEER_PARITY_DIR", ROOT / ".parity"))
 SAME_BACKEND = 1e-4
 """max |Δ logit| allowed between the bridge on TL 3 and on TL 4."""
-CROSS_BACKEND = 1e-3
-"""max |Δ centred logit| allowed between TL 3's HookedTransformer and TL 4's bridge (the
-bound the suite already applies between the two backends within one line)."""
+CROSS_BACKEND = 1e-4
+"""max |Δ centred logit| allowed between TL 3's HookedTransformer and TL 4's bridge."""
+EFFECTS = 1e-4
+"""max |Δ| allowed between the quick profile's effects (and interval ends) on the two lines."""
 PROMPTS = ("The weather today is", "I think the best way to learn a language is",
            "Once upon a time")
 VOCAB_SAMPLE = 4096
 """Logits are stored for this many vocabulary ids (a fixed random sample), at every position:
 a check of every id at every position, on the sampled ids, at 1/12 of the file size."""
 GENERATE_TOKENS = 12
+GENERATED = ("unsteered", "resid_post/single", "resid_post/simultaneous", "attn_out/single",
+             "resid_pre/single-from-1", "mlp_out/combined")
+"""Plans whose greedy generations are compared (a site of each kind, each plan kind)."""
 
 
 def _vectors(d_model: int, n_layers: int) -> dict[str, SteeringVector]:
@@ -94,7 +100,7 @@ def _measure(model: Any) -> tuple[dict[str, torch.Tensor], dict[str, list[list[i
     for name, plan in _plans(model).items():
         out = actsteer.run(model, batch, plan)
         logits[name] = out[real][:, sample].float().contiguous()
-        if name.endswith("/single") or name.endswith("/simultaneous") or name == "unsteered":
+        if name in GENERATED:
             tokens[name] = generate_tokens(
                 model, [encode(model, p) for p in PROMPTS], plan,
                 max_new_tokens=GENERATE_TOKENS, stop_at_eos=False)
@@ -165,3 +171,47 @@ def test_tiny_model_parity_across_lines(tiny_folder: Path) -> None:
 @pytest.mark.slow
 def test_embedded_model_parity_across_lines() -> None:
     _check("embedded", lambda backend: actsteer.load_model(backend=backend))
+
+
+def _quick_effects(tmp: Path) -> dict[str, dict[str, Any]]:
+    """Every plan's paired effect on every behaviour in a reduced quick profile."""
+    from actsteer.paper import multi_behaviour as mb
+    from actsteer.paper.multi_behaviour.expressed import ExpressedConfig, analysis
+
+    config = ExpressedConfig(
+        out_dir=str(tmp), n_grid=6, n_test=12, candidate_layers=(6, 14), combined_layer=10,
+        generate_prompts=2, generate_tokens=4, steerability_fractions=(-0.15, 0.0, 0.15),
+        tax_corpus="builtin", tax_documents=2, tax_max_tokens=32, n_resamples=200)
+    results = mb.run_any(config, model=actsteer.load_model(), progress=False)
+    plans = sorted(key.split("plan=", 1)[1] for key in results["cells"] if "plan=" in key)
+    out = {}
+    for plan in plans:
+        for behaviour in config.behaviours:
+            effect = analysis.effect(results, plan, behaviour)
+            if effect is not None:
+                out[f"{plan}/{behaviour}"] = {"value": effect.value, "low": effect.low,
+                                              "high": effect.high, "verdict": effect.verdict}
+    assert len(out) >= 3 * len(config.behaviours), sorted(out)
+    return out
+
+
+@pytest.mark.slow
+def test_quick_profile_parity_across_lines(tmp_path: Path) -> None:
+    effects = _quick_effects(tmp_path)
+    path = REFERENCE / "quick-default.json"
+    if transformer_lens_major() < 4:
+        assert any(e["verdict"] == "moves" for e in effects.values())  # a profile with teeth
+        atomic_write(path, lambda p: p.write_text(json.dumps(effects, sort_keys=True)))
+        return
+    if not path.is_file():
+        pytest.fail(f"no TL 3 parity reference {path}: the TL 3 leg writes it (make test)")
+    reference = json.loads(path.read_text())
+    assert sorted(effects) == sorted(reference)
+    gaps = {name: max(abs(effects[name][k] - reference[name][k]) for k in ("value", "low",
+                                                                          "high"))
+            for name in effects}
+    assert max(gaps.values()) <= EFFECTS, gaps
+    assert {n: e["verdict"] for n, e in effects.items()} == {
+        n: e["verdict"] for n, e in reference.items()}
+    print(f"\nparity quick profile: {len(effects)} effects, max |Δ| {max(gaps.values()):.2e}, "
+          "verdicts identical")
