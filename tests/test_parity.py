@@ -161,7 +161,8 @@ def _check(model_key: str, load: Any) -> None:
     assert tokens == other_tokens
     print(f"\nparity {model_key}: TL4 bridge vs TL3 bridge max |Δ logit| "
           f"{max(same.values()):.2e}; vs TL3 hooked max |Δ centred logit| "
-          f"{max(cross.values()):.2e} over {len(same)} plans x {len(SITES)} sites")
+          f"{max(cross.values()):.2e} over {len(same)} plans (4 kinds x {len(SITES)} sites and "
+          f"unsteered); {len(tokens)} plans' greedy tokens identical")
 
 
 def test_tiny_model_parity_across_lines(tiny_folder: Path) -> None:
