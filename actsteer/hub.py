@@ -27,7 +27,7 @@ import os
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -42,6 +42,7 @@ __all__ = [
     "check_access",
     "endpoint",
     "fetch_file",
+    "fetch_snapshot",
     "offline_flag",
     "require_hub",
 ]
@@ -211,21 +212,48 @@ def fetch_file(
     )
     import huggingface_hub
 
+    return _download(what, instead, error, lambda: huggingface_hub.hf_hub_download(
+        repo_id, filename, repo_type=repo_type, cache_dir=_hub_cache(), endpoint=url,
+        etag_timeout=timeout))
+
+
+def fetch_snapshot(
+    repo_id: str,
+    patterns: Sequence[str],
+    *,
+    instead: str,
+    timeout: float = DEFAULT_TIMEOUT_S,
+    error: type[HubUnavailableError] = HubUnavailableError,
+) -> Path:
+    """A local folder holding a model repo's files that match ``patterns`` (e.g. its config,
+    tokenizer and safetensors shards): the cached snapshot in offline mode, else downloaded
+    into the usual cache. Errors as :func:`fetch_file`."""
+    import huggingface_hub
+
+    what = f"{repo_id} ({', '.join(patterns)})"
+    flag = offline_flag()
+    if flag is not None:
+        return _download(
+            what, f"offline mode is on ({flag} is set) and the local Hugging Face cache lacks "
+            f"them; {instead}", error,
+            lambda: huggingface_hub.snapshot_download(
+                repo_id, allow_patterns=list(patterns), cache_dir=_hub_cache(),
+                local_files_only=True))
+    url = require_hub(f"fetch {what}", instead=instead, timeout=timeout, error=error)
+    return _download(what, instead, error, lambda: huggingface_hub.snapshot_download(
+        repo_id, allow_patterns=list(patterns), cache_dir=_hub_cache(), endpoint=url,
+        etag_timeout=timeout))
+
+
+def _download(what: str, instead: str, error: type[HubUnavailableError],
+              fetch: Callable[[], str]) -> Path:
     try:
-        local = huggingface_hub.hf_hub_download(
-            repo_id,
-            filename,
-            repo_type=repo_type,
-            cache_dir=_hub_cache(),
-            endpoint=url,
-            etag_timeout=timeout,
-        )
+        return Path(fetch())
     except Exception as exc:  # Hub errors vary by version; report one clear line
         detail = str(exc).splitlines()[0] if str(exc) else "no detail"
         raise error(
-            f"could not download {what} ({type(exc).__name__}: {detail}); {instead}"
+            f"could not get {what} ({type(exc).__name__}: {detail}); {instead}"
         ) from None
-    return Path(local)
 
 
 def check_access(

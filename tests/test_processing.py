@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from actsteer.errors import InvalidValueError
-from actsteer.models import load_model, model_info, tiny_model_folder
+from actsteer.models import ModelUnavailableError, load_model, model_info, tiny_model_folder
 from actsteer.models.checkpoint import Checkpoint
 from actsteer.models.embedded import embedded_tokenizer_path
 from actsteer.models.info import available_backends
@@ -332,3 +332,36 @@ def test_bridge_outside_llama_keeps_its_own_processing(qwen2_folder, monkeypatch
         qwen2_folder)
     with torch.no_grad():
         torch.testing.assert_close(lean(TOKENS), ref(TOKENS), atol=0, rtol=0)
+
+
+@pytest.mark.hooked
+def test_a_hub_name_loads_its_cached_snapshot_on_the_lean_path(tiny_folder, tmp_path,
+                                                               monkeypatch):
+    """Llama 2 by name: the cached snapshot's safetensors go through the lean loader (TL's
+    from_pretrained would build Llama-2-7b's 32-layer config and hold float32 copies)."""
+    import shutil
+
+    from actsteer.models import loading
+    from actsteer.models.processing import load_weights
+
+    name = "meta-llama/Llama-2-7b-hf"
+    repo = tmp_path / "models--meta-llama--Llama-2-7b-hf"
+    revision = "0" * 40
+    shutil.copytree(tiny_folder, repo / "snapshots" / revision)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    calls: list = []
+    monkeypatch.setattr(loading, "load_weights",
+                        lambda *a, **k: calls.append(a) or load_weights(*a, **k))
+    model = loading.load_model(name)
+    assert len(calls) == 1 and model.cfg.n_layers == 4
+    assert model_info(model).name == name
+    reference = loading.load_model(tiny_folder)
+    tokens = torch.tensor([[1, 5, 9, 200, 3000]])
+    with torch.no_grad():
+        assert torch.equal(model(tokens), reference(tokens))
+    shutil.rmtree(repo / "snapshots" / revision)
+    with pytest.raises(ModelUnavailableError, match="offline mode is on"):
+        loading.load_model(name)

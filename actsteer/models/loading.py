@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from actsteer.errors import InvalidValueError
-from actsteer.hub import check_access
+from actsteer.hub import check_access, fetch_snapshot
 from actsteer.models.bridge_processing import fold_llama_in_place, lean_bridge_supported
 from actsteer.models.embedded import EMBEDDED_MODEL, embedded_model_path
 from actsteer.models.info import (
@@ -62,6 +62,9 @@ _DTYPES: dict[str, torch.dtype] = {
 }
 
 _HUB_TIMEOUT_S = 10.0
+_SNAPSHOT_FILES = ("*.json", "*.safetensors", "tokenizer.model")
+"""What a Hub model's hooked load needs: config, tokenizer and weights (never the .bin
+copies that Llama 2 repos carry beside the safetensors)."""
 
 
 def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
@@ -230,24 +233,15 @@ def load_model(
         model = _bridge(  # type: ignore[assignment]
             str(folder) if folder else name_str, device=device, dtype=torch_dtype, fold_ln=fold_ln
         )
-    elif folder is not None:
-        model = _hooked_from_folder(
-            folder, device=device, dtype=torch_dtype, n_devices=n_devices, fold_ln=fold_ln
-        )
     else:
-        from transformer_lens import HookedTransformer
-
-        with quiet_deprecation():
-            model = HookedTransformer.from_pretrained(
-                name_str,
-                device=device,
-                dtype=torch_dtype,
-                n_devices=n_devices,
-                fold_ln=fold_ln,
-                center_writing_weights=fold_ln,
-                center_unembed=fold_ln,
-                fold_value_biases=fold_ln,
-            ).eval()
+        # A Hub name loads from its cached snapshot like any local folder, so it takes the
+        # lean tensor-by-tensor processing (TL's from_pretrained holds whole float32 copies).
+        source = folder or fetch_snapshot(
+            name_str, _SNAPSHOT_FILES, instead=f"connect to the network, or use the embedded "
+            f"default {EMBEDDED_MODEL!r}", error=ModelUnavailableError)
+        model = _hooked_from_folder(
+            source, device=device, dtype=torch_dtype, n_devices=n_devices, fold_ln=fold_ln
+        )
     name_recorded = name_str if folder is None or name_str == EMBEDDED_MODEL else str(folder)
     record(model, name_recorded, backend, fold_ln)
     return model
