@@ -54,7 +54,7 @@ PARITY := .parity/quick-default.json
 
 parity-reference: $(PARITY)
 
-$(PARITY): | $(STAMP)
+$(PARITY): tests/test_parity.py $(shell git ls-files "actsteer/*.py" 2>/dev/null) | $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests/test_parity.py
 
 test-tl4: setup-tl4 $(PARITY)

@@ -87,8 +87,13 @@ def gate_site(model: Any, layer: int) -> GateSite:
 
 def _is_folded(model: Any, layer: int) -> bool:
     block = model.blocks[layer]
-    if model_info(model).backend == "hooked":
+    info = model_info(model)
+    if info.backend == "hooked":
         return not isinstance(getattr(block.ln2, "w", None), torch.nn.Parameter)
+    # load_model's lean bridge folds the norms into the HF weights itself and switches the
+    # bridge's own processing off, so the bridge's flag says nothing; the provenance does.
+    if info.weight_processing != "unknown":
+        return info.weight_processing == "fold_ln+centre"
     return bool(getattr(block.mlp, "_use_processed_weights", False))
 
 
