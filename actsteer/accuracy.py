@@ -15,7 +15,7 @@ Example::
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,7 @@ from torch import Tensor
 
 from actsteer.batching import Batch, PaddingSide, length_batches, pad
 from actsteer.errors import InvalidValueError
+from actsteer.executor import register_task
 from actsteer.plan import SteeringPlan
 from actsteer.progress import by_items
 from actsteer.stats import Estimate, bootstrap
@@ -187,3 +188,13 @@ def count_nll(logits: Float[Tensor, "batch pos d_vocab"], batch: Batch) -> Float
     logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
     picked = logp.gather(-1, targets[..., None]).squeeze(-1).double()
     return -(picked * valid).sum(-1)
+
+
+@register_task("accuracy")
+def _accuracy_task(model: Any, payload: Mapping[str, Any]) -> list[DocumentAccuracy]:
+    """:func:`accuracy_sweep` of token-id ``sequences`` (padded into batches of
+    ``batch_size`` on the worker) under ``plans``."""
+    documents = Documents.build(model, payload["sequences"],
+                                batch_size=payload.get("batch_size", 8))
+    return accuracy_sweep(model, documents, payload["plans"], k=payload.get("k", 10),
+                          progress=payload.get("progress", False))

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from actsteer.errors import ActsteerError
 
 if TYPE_CHECKING:
-    from actsteer.executor import Executor
+    from actsteer.executor import Executor, ModelSpec
 
 logger = logging.getLogger("actsteer")
 
@@ -44,6 +44,17 @@ EXIT_INTERRUPTED = 130
 
 class CliError(ActsteerError):
     """A user-facing error: printed as one line, exit code 2."""
+
+
+class RayUnavailableError(ActsteerError, ImportError):
+    """The Ray executor was asked for, and Ray is not installed."""
+
+
+EXECUTORS: tuple[str, ...] = ("local", "ray")
+"""The ``--executor`` choices: this process, or Ray workers (:func:`ray_executor`)."""
+
+RAY_EXTRA = 'pip install "actsteer[ray]"'
+"""How to install the optional Ray executor."""
 
 
 SHORTCUTS: dict[str, tuple[tuple[str, str, dict[str, Any]], ...]] = {
@@ -88,8 +99,6 @@ def _flags(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
 
 
 def _executor_flags(parser: argparse.ArgumentParser) -> None:
-    from actsteer.executor import EXECUTORS
-
     parser.add_argument("--executor", choices=EXECUTORS, default="local",
                         help="where units of scoring run: local (this process, default) or "
                              'ray (workers that each load the model; pip install "actsteer[ray]")')
@@ -275,8 +284,6 @@ def _print_figures(figures: Sequence[Path]) -> None:
 def make_executor(args: argparse.Namespace, config: Any) -> Executor | None:
     """The executor the flags ask for (None: local), checked before any work: asking
     for Ray without Ray installed ends here, with the extra to install."""
-    from actsteer.executor import make_executor as build
-
     if args.executor == "local":
         for flag, value in (("--workers", args.workers), ("--ray-address", args.ray_address)):
             if value is not None:
@@ -284,8 +291,26 @@ def make_executor(args: argparse.Namespace, config: Any) -> Executor | None:
         return None
     if args.workers is not None and args.workers < 1:
         raise CliError(f"--workers {args.workers} is invalid; use 1 or more")
-    return build(args.executor, spec=config.model.spec(), workers=args.workers,
-                 address=args.ray_address)
+    return ray_executor(config.model.spec(), workers=args.workers, address=args.ray_address)
+
+
+def ray_executor(spec: ModelSpec, *, workers: int | None = None,
+                 address: str | None = None) -> Executor:
+    """A :class:`~actsteer.ray_executor.RayExecutor` loading ``spec`` on ``workers`` actors,
+    on a Ray started here (``address`` None) or the cluster at ``address`` (``"auto"``: the
+    one this machine belongs to). Ray is imported here, only when asked for.
+
+    Raises:
+        RayUnavailableError: Ray is not installed (``pip install "actsteer[ray]"``).
+    """
+    try:
+        from actsteer.ray_executor import RayExecutor
+    except ModuleNotFoundError as error:
+        if error.name is None or error.name.split(".")[0] != "ray":
+            raise
+        raise RayUnavailableError(f"--executor ray needs Ray, which is not installed: "
+                                  f"{RAY_EXTRA}") from None
+    return RayExecutor(spec, workers=workers, address=address)
 
 
 def _run(name: str, config: Any, args: argparse.Namespace,

@@ -17,7 +17,7 @@ Example::
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from actsteer.batching import encode, encode_many, length_batches, pad
 from actsteer.errors import ActsteerError, InvalidTypeError, InvalidValueError
+from actsteer.executor import register_task, scoring_options
 from actsteer.plan import SteeringPlan
 from actsteer.prompts import Labels, PromptFormat, answer_labels, format_item
 from actsteer.stats import bootstrap
@@ -365,3 +366,10 @@ def _score_on(executor: Executor, model: Any, items: PreparedItems,
                               key=f"{desc}/{number}"), keep(rows))
                         for number, rows in enumerate(groups)], progress=progress, desc=desc)
     return out
+
+
+@register_task("ab-scores")
+def _ab_scores_task(model: Any, payload: Mapping[str, Any]) -> ABScores:
+    """:func:`score_items` of ``items`` under ``plans``."""
+    return score_items(model, payload["items"], payload["plans"],
+                       **scoring_options(payload, "scoring"))

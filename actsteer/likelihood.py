@@ -30,7 +30,7 @@ Example::
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +41,7 @@ from torch import Tensor
 from actsteer.batching import Batch, encode, encode_many, length_batches, pad
 from actsteer.contrast import ContrastItem, WordSets
 from actsteer.errors import InvalidValueError
+from actsteer.executor import register_task, scoring_options
 from actsteer.plan import SteeringPlan
 from actsteer.progress import by_items
 from actsteer.sweep import sweep_logits
@@ -236,3 +237,17 @@ def _set_difference(values: Tensor, owner: Tensor, is_behaviour: Tensor, n_items
         else:
             out[:, item] = sides[0].logsumexp(-1) - sides[1].logsumexp(-1)
     return out
+
+
+@register_task("word-propensities")
+def _word_task(model: Any, payload: Mapping[str, Any]) -> dict[str, Propensities]:
+    """:func:`word_propensities` of token-id ``prompts`` under ``plans`` for ``word_sets``."""
+    return word_propensities(model, payload["prompts"], payload["word_sets"], payload["plans"],
+                             **scoring_options(payload, "word propensities"))
+
+
+@register_task("continuation-propensities")
+def _continuation_task(model: Any, payload: Mapping[str, Any]) -> Propensities:
+    """:func:`continuation_propensities` of ``items`` under ``plans``."""
+    return continuation_propensities(model, payload["items"], payload["plans"],
+                                     **scoring_options(payload, "continuation propensities"))

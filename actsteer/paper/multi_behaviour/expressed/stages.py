@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from actsteer import accuracy, generation, likelihood  # noqa: F401  (register the tasks run here)
 from actsteer.batching import encode_many
 from actsteer.data.expressed import ExpressedBehaviour, load_expressed, neutral_prompts
 from actsteer.effects import paired_effect
