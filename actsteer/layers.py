@@ -28,7 +28,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "actsteer.vector", "actsteer.norms", "actsteer.plan", "actsteer.controlvector",
         "actsteer.extraction")),
     ("steering engine", (
-        "actsteer.steering", "actsteer.sweep", "actsteer.generation", "actsteer.baking")),
+        "actsteer.steering", "actsteer.sweep", "actsteer.generation", "actsteer.baking",
+        "actsteer.units")),
     ("measurement", (
         "actsteer.evaluation", "actsteer.likelihood", "actsteer.accuracy", "actsteer.effects",
         "actsteer.steerability", "actsteer.figures")),

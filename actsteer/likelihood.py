@@ -41,10 +41,11 @@ from torch import Tensor
 from actsteer.batching import Batch, encode, encode_many, length_batches, pad
 from actsteer.contrast import ContrastItem, WordSets
 from actsteer.errors import InvalidValueError
-from actsteer.executor import register_task, scoring_options
+from actsteer.executor import Executor, register_task, scoring_options
 from actsteer.plan import SteeringPlan
 from actsteer.progress import by_items
 from actsteer.sweep import sweep_logits
+from actsteer.units import run_plans
 
 __all__ = [
     "ContrastItem",
@@ -118,12 +119,15 @@ def word_propensities(
     batch_size: int = 16,
     progress: bool = False,
     desc: str = "word propensities",
+    executor: Executor | None = None,
 ) -> dict[str, Propensities]:
     """For each word set: ``[plan, prompt]`` propensities after each prompt's last token.
 
     Prompts are text (encoded with :func:`actsteer.batching.encode`) or token ids; every
     plan is scored on every prompt in one :func:`~actsteer.sweep.sweep_logits` call per
-    batch (prefix shared), and all word sets are read from the same logits.
+    batch (prefix shared), and all word sets are read from the same logits. ``executor``:
+    where the work runs (None: here, in one pass), as units of plans that start at
+    neighbouring blocks (:func:`actsteer.units.run_plans`).
     """
     _check_plans(plans)
     if not prompts:
@@ -133,6 +137,13 @@ def word_propensities(
     names = [w.name for w in word_sets]
     if len(set(names)) != len(names):
         raise InvalidValueError(f"word set names {names} repeat; name each set once")
+    if executor is not None:
+        scattered: dict[str, Propensities] = run_plans(
+            model, plans, "word-propensities",
+            {"prompts": [encode(model, p) if isinstance(p, str) else list(p) for p in prompts],
+             "word_sets": list(word_sets), "batch_size": batch_size},
+            executor=executor, key=desc, progress=progress, desc=desc)
+        return scattered
     sequences = [encode(model, p) if isinstance(p, str) else list(p) for p in prompts]
     sides = [(torch.tensor(word_ids(model, w.behaviour)), torch.tensor(word_ids(model, w.contrast)))
              for w in word_sets]
@@ -167,13 +178,22 @@ def continuation_propensities(
     batch_size: int = 16,
     progress: bool = False,
     desc: str = "continuation propensities",
+    executor: Executor | None = None,
 ) -> Propensities:
     """``[plan, item]`` propensities of each item's behaviour continuations against its
     contrast continuations (see the module docstring), every plan applied to the whole
-    sequence (prompt and continuation), as steering acts during generation."""
+    sequence (prompt and continuation), as steering acts during generation.
+    ``executor``: where the work runs (None: here, in one pass), as units of plans that
+    start at neighbouring blocks (:func:`actsteer.units.run_plans`)."""
     _check_plans(plans)
     if not items:
         raise InvalidValueError("continuation_propensities needs at least one item")
+    if executor is not None:
+        scattered: Propensities = run_plans(
+            model, plans, "continuation-propensities",
+            {"items": list(items), "batch_size": batch_size}, executor=executor, key=desc,
+            progress=progress, desc=desc)
+        return scattered
     prompts = [encode(model, item.prompt) for item in items]
     texts = [t for item in items for t in (*item.behaviour, *item.contrast)]
     answers = iter(encode_many(model, texts, bos=False))

@@ -37,7 +37,7 @@ from actsteer.accuracy import DocumentAccuracy
 from actsteer.batching import encode_many
 from actsteer.data.behaviours.texts import letter_free_items, letter_free_pairs
 from actsteer.evaluation import ABScores
-from actsteer.executor import Executor, LocalExecutor, partition, unit
+from actsteer.executor import Executor, LocalExecutor
 from actsteer.extraction import caa_vector
 from actsteer.likelihood import Propensities
 from actsteer.paper.common import ConfigError, VectorCache, file_digest, timed
@@ -72,7 +72,7 @@ from actsteer.paper.multi_behaviour.keys import (
 from actsteer.paper.multi_behaviour.steerability import steerability_profile
 from actsteer.plan import SteeringPlan, empty_plan, simultaneous, single
 from actsteer.results import ResultStore
-from actsteer.sweep import start_layer
+from actsteer.units import plan_jobs
 from actsteer.vector import SteeringVector
 
 logger = logging.getLogger(__name__)
@@ -197,7 +197,8 @@ def grid_job(run: Run, behaviour: str, layer: int, base: Mapping[str, Any]) -> l
         return []
     order = list(needed)
 
-    def record(scores: ABScores) -> None:
+    def record(rows: list[int], scores: ABScores) -> None:
+        del rows  # one unit: every plan, in order
         for direction, ladder in ladders(config).items():
             for multiplier in ladder:
                 key = GridKey(behaviour, layer, multiplier)
@@ -215,8 +216,8 @@ def grid_job(run: Run, behaviour: str, layer: int, base: Mapping[str, Any]) -> l
                 if decide.failure(cell, base, config):
                     break
 
-    return [run.job(behaviour, "grid", [needed[m] for m in order],
-                    f"grid/{behaviour}/L{layer}", record)]
+    return run.score_jobs(behaviour, "grid", [needed[m] for m in order],
+                          f"grid/{behaviour}/L{layer}", record)
 
 
 def grid_search(run: Run, defaults: Mapping[str, Mapping[str, Any]]
@@ -367,26 +368,22 @@ def score_letter_free(run: Run, chosen: Mapping[str, Mapping[str, Any]],
     parts = run.parts(len(pending))
     for behaviour, stale, items, dropped in pending:
         names = list(stale)
-        groups = partition([start_layer(run.model, stale[k]) for k in names], parts,
-                           run.layers.n_layers)
-        for number, rows in enumerate(groups):
-            mine = [names[i] for i in rows]
 
-            def record(scores: Propensities, behaviour: str = behaviour,
-                       mine: list[str] = mine, stale: dict[str, SteeringPlan] = stale,
-                       n: int = len(items), dropped: int = dropped) -> None:
-                for row, name in enumerate(mine):
-                    run.store.put(str(LetterFreeKey(behaviour, name)), {
-                        "plan_id": stale[name].identity(), "plan": stale[name].describe(),
-                        "summed": [round(float(x), 4) for x in scores.summed[row]],
-                        "per_token": [round(float(x), 5) for x in scores.per_token[row]],
-                        "n": n, "skipped": dropped})
+        def record(rows: list[int], scores: Propensities, behaviour: str = behaviour,
+                   names: list[str] = names, stale: dict[str, SteeringPlan] = stale,
+                   n: int = len(items), dropped: int = dropped) -> None:
+            for index, row in enumerate(rows):
+                plan = stale[names[row]]
+                run.store.put(str(LetterFreeKey(behaviour, names[row])), {
+                    "plan_id": plan.identity(), "plan": plan.describe(),
+                    "summed": [round(float(x), 4) for x in scores.summed[index]],
+                    "per_token": [round(float(x), 5) for x in scores.per_token[index]],
+                    "n": n, "skipped": dropped})
 
-            key = f"letter-free/{behaviour}" + (f"/{number}" if len(groups) > 1 else "")
-            jobs.append((unit("continuation-propensities", {
-                "items": items, "plans": [stale[k] for k in mine],
-                "batch_size": config.batch_size, "progress": run.progress,
-                "desc": f"{key} ({len(mine)} plans)"}, key=key), record))
+        jobs += plan_jobs(run.model, [stale[k] for k in names], "continuation-propensities",
+                          {"items": items, "batch_size": config.batch_size,
+                           "progress": run.progress}, record, parts=parts,
+                          key=f"letter-free/{behaviour}")
     run.execute(jobs, "letter-free")
 
 
@@ -401,24 +398,20 @@ def alignment_tax(run: Run, coefficients: Mapping[str, float]) -> None:
         return
     sequences = [ids[: config.tax_max_tokens] for ids in encode_many(run.model, texts)]
     sequences = [s for s in sequences if len(s) >= 2]
+
+    def record(rows: list[int], scored: list[DocumentAccuracy]) -> None:
+        for row, accuracy in zip(rows, scored, strict=True):
+            scale = pending[row]
+            estimate = accuracy.estimate("top1", n_resamples=config.n_resamples)
+            run.store.put(str(TaxKey(scale)), {
+                "scale": scale, "top1": estimate.as_dict(),
+                "tokens": int(accuracy.tokens.sum()), "documents": len(sequences),
+                "plan": plans[scale].describe(), "plan_id": plans[scale].identity()})
+
     run.executor.bind(run.model)
-    groups = partition([start_layer(run.model, plans[s]) for s in pending],
-                       run.executor.workers, int(run.model.cfg.n_layers))
-    jobs: list[Job] = []
-    for number, rows in enumerate(groups):
-        scales = [pending[i] for i in rows]
-
-        def record(scored: list[DocumentAccuracy], scales: list[float] = scales) -> None:
-            for scale, accuracy in zip(scales, scored, strict=True):
-                estimate = accuracy.estimate("top1", n_resamples=config.n_resamples)
-                run.store.put(str(TaxKey(scale)), {
-                    "scale": scale, "top1": estimate.as_dict(),
-                    "tokens": int(accuracy.tokens.sum()), "documents": len(sequences),
-                    "plan": plans[scale].describe(), "plan_id": plans[scale].identity()})
-
-        jobs.append((unit("accuracy", {"sequences": sequences, "plans": [plans[s] for s in scales],
-                                       "batch_size": config.batch_size},
-                          key=f"tax/{number}"), record))
+    jobs = plan_jobs(run.model, [plans[s] for s in pending], "accuracy",
+                     {"sequences": sequences, "batch_size": config.batch_size}, record,
+                     parts=run.executor.workers, key="tax")
     run.execute(jobs, "alignment tax")
 
 
