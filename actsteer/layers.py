@@ -29,7 +29,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "actsteer.extraction")),
     ("steering engine", (
         "actsteer.steering", "actsteer.sweep", "actsteer.generation", "actsteer.baking",
-        "actsteer.units")),
+        "actsteer.units", "actsteer.positions")),
     ("measurement", (
         "actsteer.evaluation", "actsteer.likelihood", "actsteer.accuracy", "actsteer.effects",
         "actsteer.steerability", "actsteer.figures")),
