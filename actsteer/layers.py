@@ -25,8 +25,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("models and data", ("actsteer.models", "actsteer.data")),
     ("executor seam", ("actsteer.executor",)),
     ("vectors and plans", (
-        "actsteer.vector", "actsteer.norms", "actsteer.plan", "actsteer.controlvector",
-        "actsteer.extraction")),
+        "actsteer.vector_meta", "actsteer.vector", "actsteer.norms", "actsteer.plan",
+        "actsteer.controlvector", "actsteer.extraction")),
     ("steering engine", (
         "actsteer.steering", "actsteer.sweep", "actsteer.generation", "actsteer.baking",
         "actsteer.units", "actsteer.positions")),
