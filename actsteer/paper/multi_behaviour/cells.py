@@ -25,7 +25,7 @@ from actsteer.paper.multi_behaviour.config import (
     MultiBehaviourConfig,
 )
 from actsteer.paper.multi_behaviour.keys import DefaultKey
-from actsteer.plan import SteeringPlan
+from actsteer.plan import SteeringPlan, empty_plan, simultaneous
 from actsteer.results import ResultStore
 from actsteer.units import Job, plan_jobs
 from actsteer.vector import SteeringVector
@@ -203,3 +203,14 @@ def cell_effects(cell: Mapping[str, Any], base: Mapping[str, Any], direction: in
                                   metric=metric, direction=direction,
                                   n_resamples=n_resamples).to_dict()
             for metric in AB_METRICS}
+
+
+def simultaneous_plan(run: Run, coefficients: Mapping[str, float],
+                      scale: float) -> SteeringPlan:
+    """Every behaviour's vector at its own simultaneous layer with its coefficient, all
+    times ``scale`` (0: the unsteered model)."""
+    if scale == 0:
+        return empty_plan()
+    spec = {b: (run.vectors[b], run.layers.simultaneous[b], coefficients[b])
+            for b in run.behaviours}
+    return simultaneous(spec, scale=scale)
