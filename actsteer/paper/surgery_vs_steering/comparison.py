@@ -17,9 +17,9 @@ from typing import Any
 
 from actsteer.effects import Effect, verdict_of
 from actsteer.errors import InvalidValueError
+from actsteer.paper.surgery_vs_steering.arms import ArmKind
 from actsteer.stats import Estimate
 from actsteer.steerability import SteerabilitySummary
-from actsteer.surgery.arms import ArmKind
 
 __all__ = ["Comparison", "Row", "comparison_table"]
 

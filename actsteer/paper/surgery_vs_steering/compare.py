@@ -1,5 +1,5 @@
 """Surgery and activation steering on equal terms: one behaviour, one set of items, one
-measurement, every arm (:mod:`actsteer.surgery.arms`) at a ladder of strengths.
+measurement, every arm (:mod:`actsteer.paper.surgery_vs_steering.arms`) at a ladder of strengths.
 
 For each arm and strength, against the unedited, unsteered model on the same items:
 
@@ -21,8 +21,8 @@ For each arm and strength, against the unedited, unsteered model on the same ite
 
 **Matched effect.** Strengths of different arms are in different units, so besides the
 ladders each arm is measured again at the strength where its ladder reaches a common
-target effect (:mod:`actsteer.surgery.matching`: by default the largest significant
-effect of the weakest arm that is not a control, else a fixed ``target``), linearly
+target effect (:mod:`actsteer.paper.surgery_vs_steering.matching`: by default the largest
+significant effect of the weakest arm that is not a control, else a fixed ``target``), linearly
 interpolated between ladder points; the effect and cost at that strength are measured,
 not interpolated.
 
@@ -61,12 +61,12 @@ from actsteer.effects import Effect, paired_effect
 from actsteer.errors import InvalidValueError
 from actsteer.generation import generate_tokens as generate_ids
 from actsteer.likelihood import continuation_propensities, word_propensities
+from actsteer.paper.surgery_vs_steering.arms import Arm, check_ladder, score_points
+from actsteer.paper.surgery_vs_steering.comparison import Comparison, Row
+from actsteer.paper.surgery_vs_steering.matching import common_target, matched_strength
 from actsteer.plan import SteeringPlan
 from actsteer.stats import Estimate, bootstrap, percentile_interval, resample_indices, resampled
 from actsteer.steerability import SteerabilitySummary, propensity_slopes, summarize_steerability
-from actsteer.surgery.arms import Arm, check_ladder, score_points
-from actsteer.surgery.comparison import Comparison, Row
-from actsteer.surgery.matching import common_target, matched_strength
 
 __all__ = ["Comparison", "Row", "compare", "generation_throughput", "vader_compound"]
 
@@ -170,8 +170,9 @@ def compare(
     """Measure every arm on the same items (see the module docstring).
 
     Args:
-        arms: name -> :class:`~actsteer.surgery.arms.SteeringArm` or
-            :class:`~actsteer.surgery.arms.SurgeryArm` (e.g. ``build_arms(...).arms``).
+        arms: name -> :class:`~actsteer.paper.surgery_vs_steering.arms.SteeringArm` or
+            :class:`~actsteer.paper.surgery_vs_steering.arms.SurgeryArm` (e.g.
+            ``build_arms(...).arms``).
         words: the behaviour's word sets; ``prompts`` the held-out prompts read after.
         ladders: per arm, its positive strengths (the negatives are measured too, for
             slopes); every arm needs one.
@@ -187,8 +188,9 @@ def compare(
             (else its largest).
         audit_items: items for the sign audit (empty: no audit).
         target: a fixed effect to match (intended direction, > 0); ``None``: the weakest
-            arm's reach (:func:`~actsteer.surgery.matching.common_target`), control arms
-            (``arm.control``) left out.
+            arm's reach
+            (:func:`~actsteer.paper.surgery_vs_steering.matching.common_target`), control
+            arms (``arm.control``) left out.
     """
     if direction not in (1, -1):
         raise InvalidValueError(f"direction must be +1 or -1, got {direction!r}")
