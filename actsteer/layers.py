@@ -32,7 +32,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "actsteer.units", "actsteer.positions")),
     ("measurement", (
         "actsteer.evaluation", "actsteer.likelihood", "actsteer.accuracy", "actsteer.effects",
-        "actsteer.steerability", "actsteer.figures")),
+        "actsteer.steerability", "actsteer.layer_choice", "actsteer.figures")),
     ("methods and executors", ("actsteer.surgery", "actsteer.ray_executor")),
     ("public API", ("actsteer",)),
     ("paper", ("actsteer.paper",)),

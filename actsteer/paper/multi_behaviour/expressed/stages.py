@@ -38,6 +38,7 @@ from actsteer.data.expressed import ExpressedBehaviour, load_expressed, neutral_
 from actsteer.effects import paired_effect
 from actsteer.executor import Executor, LocalExecutor, dispatch, unit
 from actsteer.extraction import caa_vector
+from actsteer.layer_choice import distinct_layers
 from actsteer.likelihood import Propensities
 from actsteer.norms import ResidualNorms, residual_norms
 from actsteer.paper.common import VectorCache, check_layers, digest, scale_layer, timed
@@ -194,7 +195,8 @@ def measure_norms(run: ExpressedRun, layers: list[int]) -> ResidualNorms:
 
 def choose_layers(run: ExpressedRun, candidates: tuple[int, ...]) -> dict[str, dict[str, Any]]:
     """Score each behaviour alone at each candidate layer on the grid prompts; choose each
-    behaviour's own layer (largest lower bound of its own paired effect; distinct)."""
+    behaviour's own layer (:func:`actsteer.layer_choice.distinct_layers`: largest lower
+    bound of its own paired effect; distinct)."""
     assert run.norms is not None
     config = run.config
     plans = {UNSTEERED: empty_plan()}
@@ -206,25 +208,15 @@ def choose_layers(run: ExpressedRun, candidates: tuple[int, ...]) -> dict[str, d
             keys[label] = GridKey(name, layer)
     run.score("grid", run.stale(keys, plans), keys, "layers")
     base = run.store.get(str(keys[UNSTEERED]))["values"]
-    effects: dict[str, dict[int, dict[str, Any]]] = {}
-    for name in run.vectors:
-        effects[name] = {}
-        for layer in candidates:
-            values = run.store.get(str(keys[f"{name}@{layer}"]))["values"][name]
-            effects[name][layer] = paired_effect(values, base[name], metric=name,
-                                                 n_resamples=config.n_resamples).to_dict()
-    order = sorted(run.vectors, key=lambda n: -max(e["low"] for e in effects[n].values()))
-    taken: set[int] = set()
+    effects = {name: {layer: paired_effect(
+        run.store.get(str(keys[f"{name}@{layer}"]))["values"][name], base[name], metric=name,
+        n_resamples=config.n_resamples) for layer in candidates} for name in run.vectors}
     chosen: dict[str, dict[str, Any]] = {}
-    for name in order:
-        ranked = sorted(candidates, key=lambda layer: -effects[name][layer]["low"])
-        free = [layer for layer in ranked if layer not in taken] or ranked
-        layer = free[0]
-        taken.add(layer)
+    for name, layer in distinct_layers(effects).items():
         effect = effects[name][layer]
-        chosen[name] = {"layer": layer, "effect": effect, "moves": effect["verdict"] == "moves",
-                        "by_layer": {str(k): v for k, v in effects[name].items()}}
-    chosen = {name: chosen[name] for name in run.vectors}
+        chosen[name] = {"layer": layer, "effect": effect.to_dict(),
+                        "moves": effect.verdict == "moves",
+                        "by_layer": {str(k): v.to_dict() for k, v in effects[name].items()}}
     run.store.set_extra("own_layers", chosen)
     return chosen
 
