@@ -141,9 +141,11 @@ def _edit_bridge(model: Any, layer: int, part: Part, delta: Tensor) -> None:
         raise BakeError(f"blocks.{layer}: cannot find the Hugging Face output projection of "
                         f"{type(owner).__name__}; steer with hooks")
     _add_bias(linear, delta)
-    # With processed weights (fold_ln), TransformerLens's gated MLP bridge computes the
-    # down projection itself from its own copies and never calls down_proj.
-    if part == "mlp" and getattr(owner, "_use_processed_weights", False):
+    # With processed weights (fold_ln), TransformerLens 3.9's gated MLP bridge computes the
+    # down projection itself from its own copies and never calls down_proj; 4.x writes the
+    # processed weights into down_proj and reads them from there (no copy to edit).
+    if part == "mlp" and getattr(owner, "_use_processed_weights", False) \
+            and hasattr(owner, "_processed_W_out"):
         old = getattr(owner, "_processed_b_out", None)
         weight = owner._processed_W_out
         base = old if old is not None else torch.zeros(weight.shape[0], dtype=weight.dtype,

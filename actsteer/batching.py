@@ -49,6 +49,43 @@ def encode_many(model: Any, texts: Sequence[str], *, bos: bool | None = None) ->
     return [_with_bos(list(ids), tokenizer.bos_token_id, bos) for ids in encoded]
 
 
+# Put before a continuation to tokenise it as text that follows other text: a newline
+# stays its own token in byte-level BPE and in SentencePiece (a byte-fallback token).
+_ANCHOR = "\n"
+
+
+def encode_continuations(model: Any, texts: Sequence[str]) -> list[list[int]]:
+    """Token ids of each text as it continues other text (an answer after its prompt, a
+    word after a space): no BOS, and no SentencePiece dummy prefix.
+
+    Llama-family tokenizers put a ``"▁"`` in front of every text they encode, as if it
+    began a line: alone, ``"A"`` is ``"▁A"`` although after ``"... I choose ("`` the model
+    reads the bare ``"A"``, and ``" wonderful"`` may be ``["▁", "▁wonderful"]``. For such
+    a tokenizer each text is encoded after a newline and the newline's tokens are cut off;
+    other tokenizers encode each text on its own, as :func:`encode_many` does.
+
+    Raises:
+        ValueError: the newline's tokens are not a prefix of some text's tokens after it
+            (the tokenizer merged them), so the cut would be wrong.
+    """
+    tokenizer = model.tokenizer
+    anchor = list(tokenizer(_ANCHOR, add_special_tokens=False).input_ids)
+    probe = list(tokenizer(_ANCHOR + "A", add_special_tokens=False).input_ids)
+    alone = list(tokenizer("A", add_special_tokens=False).input_ids)
+    if probe[len(anchor):] == alone:  # no dummy prefix
+        return encode_many(model, texts, bos=False)
+    out = []
+    for text, ids in zip(texts, tokenizer([_ANCHOR + t for t in texts],
+                                          add_special_tokens=False).input_ids, strict=True):
+        ids = list(ids)
+        if ids[: len(anchor)] != anchor:
+            raise InvalidValueError(
+                f"cannot tokenise {text!r} as a continuation: a newline is {anchor} but "
+                f"newline + text starts {ids[: len(anchor)]}")
+        out.append(ids[len(anchor):])
+    return out
+
+
 def pad_id(model: Any) -> int:
     tokenizer = model.tokenizer
     for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):

@@ -78,16 +78,18 @@ class ModelSpec:
     """
 
     name: str
-    backend: str = "hooked"
+    backend: str | None = None
+    """``"hooked"``, ``"bridge"``, or None for the installed TransformerLens line's default;
+    stored resolved, so that every worker loads what the driver meant."""
     dtype: str = "float32"
     device: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise InvalidValueError(f"ModelSpec needs a model name or folder, got {self.name!r}")
-        if self.backend not in ("hooked", "bridge"):
-            raise InvalidValueError(f"ModelSpec backend {self.backend!r} is invalid; use "
-                                    "'hooked' or 'bridge'")
+        from actsteer.models.info import resolve_backend  # the package imports torch
+
+        object.__setattr__(self, "backend", resolve_backend(self.backend))
 
     @property
     def uses_gpu(self) -> bool:

@@ -23,7 +23,14 @@ from jaxtyping import Float
 from torch import Tensor
 
 from actsteer.aggregators import Aggregator, Method, resolve_aggregator
-from actsteer.batching import PaddingSide, encode, encode_many, length_batches, pad
+from actsteer.batching import (
+    PaddingSide,
+    encode,
+    encode_continuations,
+    encode_many,
+    length_batches,
+    pad,
+)
 from actsteer.contrast import ContrastivePair
 from actsteer.diagnostics import diagnostics_to_meta, vector_diagnostics
 from actsteer.errors import InvalidValueError
@@ -124,13 +131,15 @@ def contrastive_activations(
 ) -> tuple[Float[Tensor, "n layer d_model"], Float[Tensor, "n layer d_model"]]:
     """Activations of ``prompt + positive`` and ``prompt + negative`` for each pair.
 
-    The answer is tokenised on its own and appended, so its tokens are exactly the ones
-    an evaluator scores (no merges across the prompt/answer boundary).
+    The answer is tokenised on its own as a continuation
+    (:func:`~actsteer.batching.encode_continuations`) and appended, so its tokens are
+    exactly the ones an evaluator scores (no merges across the prompt/answer boundary,
+    no SentencePiece dummy prefix: after ``"("`` the answer ``"A"`` is the bare ``A``).
     """
     if not pairs:
         raise InvalidValueError("need at least one contrastive pair")
     prompts = [encode(model, p.prompt) for p in pairs]
-    answers = encode_many(model, [a for p in pairs for a in (p.positive, p.negative)], bos=False)
+    answers = encode_continuations(model, [a for p in pairs for a in (p.positive, p.negative)])
     sequences, spans = [], []
     for i, prompt in enumerate(prompts):
         for answer in answers[2 * i : 2 * i + 2]:

@@ -38,7 +38,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from actsteer.batching import Batch, encode, encode_many, length_batches, pad
+from actsteer.batching import Batch, encode, encode_continuations, length_batches, pad
 from actsteer.contrast import ContrastItem, WordSets
 from actsteer.errors import InvalidValueError
 from actsteer.executor import Executor, register_task, scoring_options
@@ -86,12 +86,13 @@ class Propensities:
 
 
 def word_ids(model: Any, words: Sequence[str]) -> list[int]:
-    """Token id of each word as it follows a space (``" word"``), for words that are one
-    token there; other words are dropped with one warning naming them."""
+    """Token id of each word as it follows a space (``" word"`` inside a text, see
+    :func:`~actsteer.batching.encode_continuations`), for words that are one token there;
+    other words are dropped with one warning naming them."""
     ids: list[int] = []
     dropped: list[str] = []
-    for word, tokens in zip(words, encode_many(model, [" " + w.strip() for w in words],
-                                               bos=False), strict=True):
+    for word, tokens in zip(words, encode_continuations(model, [" " + w.strip() for w in words]),
+                            strict=True):
         if len(tokens) == 1:
             ids.append(int(tokens[0]))
         else:
@@ -196,7 +197,7 @@ def continuation_propensities(
         return scattered
     prompts = [encode(model, item.prompt) for item in items]
     texts = [t for item in items for t in (*item.behaviour, *item.contrast)]
-    answers = iter(encode_many(model, texts, bos=False))
+    answers = iter(encode_continuations(model, texts))
     sequences: list[list[int]] = []
     rows: list[_Row] = []
     for index, (item, prompt) in enumerate(zip(items, prompts, strict=True)):

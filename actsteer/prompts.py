@@ -16,6 +16,7 @@ The answer labels are defined here, once: a capital letter ``"A"`` ... ``"Z"`` (
 
 from __future__ import annotations
 
+import logging
 import re
 import string
 from collections.abc import Sequence
@@ -39,7 +40,10 @@ __all__ = [
     "listed_choices",
     "llama2_chat",
     "paper_prompt",
+    "reply_lead",
 ]
+
+logger = logging.getLogger(__name__)
 
 PromptFormat = Literal["paper", "chat"]
 AnswerKind = Literal["AB", "YesNo"]
@@ -132,21 +136,52 @@ def chat_prompt(
 ) -> str:
     """Render one user turn through the tokenizer's chat template, ready for the reply.
 
-    ``assistant_prefix`` is appended after the generation prompt (e.g. the answer stem
-    ``"Out of (A) and (B), I choose ("``), so the next token is the answer. Tokenizers
-    without a template (Llama 2 base/chat on the Hub have none in some releases) fall back
-    to :func:`llama2_chat`.
+    ``assistant_prefix`` (e.g. the answer stem ``"Out of (A) and (B), I choose ("``) is
+    rendered as the start of the assistant's reply, as the template writes replies (Llama
+    2's puts a space after ``[/INST]``, ChatML's a newline after ``assistant``), so the
+    next token is the answer. Tokenizers without a template (Llama 2 base/chat on the Hub
+    have none in some releases) fall back to :func:`llama2_chat`.
     """
     if getattr(tokenizer, "chat_template", None):
         messages = [{"role": "user", "content": message}]
         if system is not None:
             messages.insert(0, {"role": "system", "content": system})
+        if assistant_prefix:
+            messages.append({"role": "assistant", "content": assistant_prefix})
+            text = tokenizer.apply_chat_template(messages, tokenize=False,
+                                                 continue_final_message=True)
+            if not isinstance(text, str):
+                raise InvalidTypeError(
+                    f"chat template returned {type(text).__name__}, expected str")
+            return text
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         if not isinstance(text, str):
             raise InvalidTypeError(f"chat template returned {type(text).__name__}, expected str")
     else:
         text = llama2_chat(message, system) + " "
     return text + assistant_prefix
+
+
+_MARK = "REPLYSTARTSHERE"
+
+
+def reply_lead(tokenizer: Any, message: str, *, system: str | None = None) -> str:
+    """What the chat template writes between :func:`chat_prompt` (no ``assistant_prefix``)
+    and the first word of the reply: ``" "`` for Llama 2 (``"[/INST] Sure"``), ``""`` for
+    ChatML (``"assistant\nSure"``).
+
+    Start a reply that is appended to the prompt as its own text with it, so the reply is
+    tokenised as the model reads replies (``"▁Sure"`` after ``"[/INST]"`` on Llama 2).
+    ``""`` (with a warning) when the template renders a reply that does not extend its
+    generation prompt.
+    """
+    bare = chat_prompt(tokenizer, message, system=system)
+    marked = chat_prompt(tokenizer, message, system=system, assistant_prefix=_MARK)
+    if marked.startswith(bare) and marked.endswith(_MARK):
+        return marked[len(bare):-len(_MARK)]
+    logger.warning("the chat template renders a reply that does not continue its generation "
+                   "prompt; replies are appended to the prompt with nothing between")
+    return ""
 
 
 def format_item(

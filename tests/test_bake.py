@@ -117,8 +117,9 @@ def test_plans_that_do_not_fit_raise_before_copying(tiny_model):
 
 def test_verification_catches_an_edit_the_model_ignores(tiny_model, monkeypatch):
     import actsteer.baking as bake_module
+    from actsteer.models.info import backend_of
 
-    monkeypatch.setattr(bake_module, "_edit_hooked", lambda *args: None)
+    monkeypatch.setattr(bake_module, f"_edit_{backend_of(tiny_model)}", lambda *args: None)
     with pytest.raises(BakeError, match="differs from hook steering"):
         bake(tiny_model, single(_direction(0), 2, 1.0))
 

@@ -208,7 +208,8 @@ def test_hook_site_errors_list_valid_choices(tiny_model):
 def test_model_info_records_provenance(tiny_model, tiny_folder):
     info = models.model_info(tiny_model)
     assert info.n_layers == 4 and info.d_model == 64
-    assert info.backend == "hooked" and info.weight_processing == "fold_ln+centre"
+    assert info.backend == models.default_backend()
+    assert info.weight_processing == "fold_ln+centre"
     assert info.name == str(tiny_folder)
 
 
@@ -265,6 +266,7 @@ def test_second_embedded_load_uses_cache():
     assert time.perf_counter() - start < 0.5 and (path / "model.safetensors").exists()
 
 
+@pytest.mark.hooked
 def test_backend_of_is_the_one_backend_question(tiny_model, tiny_bridge):
     """One answer everywhere, by class (a subclass of HookedTransformer is hooked), and a
     clear error for anything that is neither backend."""

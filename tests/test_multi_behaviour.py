@@ -605,6 +605,7 @@ def test_reported_plans_are_also_measured_on_the_answer_texts(first_run, tiny_mo
     assert "letter-free, test split" in mb.summary_table(results)
 
 
+@pytest.mark.hooked  # counts prefix-reusing blocks, a HookedTransformer path
 def test_a_grid_ladder_is_one_pass_and_equals_full_steered_forwards(tiny_model, data,
                                                                     tmp_path) -> None:
     """Every multiplier of a layer is one unit that runs the blocks below the layer once;

@@ -242,6 +242,7 @@ def test_every_site_steers_the_same_on_both_backends_smol(smol, smol_bridge):
     _parity(smol, smol_bridge, 5, 576)
 
 
+@pytest.mark.hooked
 def test_resid_mid_goes_to_attn_out_only_where_it_is_the_mlp_input(tiny_model, tiny_bridge,
                                                                    vectors):
     from actsteer.steering import injection_hook
@@ -345,6 +346,7 @@ def test_from_positions_without_a_mask_on_a_left_padded_batch_raise(tiny_any, ve
     torch.testing.assert_close(forced, run(tiny_any, batch, plan), atol=0, rtol=0)
 
 
+@pytest.mark.hooked
 def test_from_positions_read_the_mask_transformer_lens_infers(tiny_model, vectors):
     """HookedTransformer masks leading pad tokens itself when its tokenizer pads on the
     left: those row starts are knowable, and they are the ones the model uses."""

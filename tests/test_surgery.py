@@ -21,7 +21,7 @@ import torch
 from actsteer import SteeringVector
 from actsteer.errors import ActsteerError, InvalidValueError, MissingFileError
 from actsteer.models import load_model, quiet_deprecation
-from actsteer.models.info import record
+from actsteer.models.info import available_backends, record
 from actsteer.surgery import (
     EDIT_FILE,
     ExportFolderError,
@@ -90,7 +90,7 @@ def planted(tmp_path_factory, tiny_folder) -> Planted:
     return Planted(folder, hf, norms)
 
 
-MODES = [("hooked", True), ("bridge", True), ("hooked", False), ("bridge", False)]
+MODES = [(backend, fold) for fold in (True, False) for backend in available_backends()]
 
 
 @pytest.fixture(scope="module", params=MODES,
@@ -485,6 +485,7 @@ def test_a_failed_apply_leaves_the_model_untouched(hooked, monkeypatch):
     _assert_same_state(before, hooked)
 
 
+@pytest.mark.hooked  # builds a GELU model from HookedTransformerConfig
 def test_models_surgery_cannot_handle_are_refused(hooked):
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 

@@ -87,6 +87,7 @@ def test_full_path_equals_prefix_path(tiny_model, vectors, side):
                  sweep_logits(tiny_model, batch, plans, reuse_prefix=False))
 
 
+@pytest.mark.hooked  # prefix reuse is HookedTransformer's
 def test_prefix_is_computed_once(tiny_model, vectors):
     """Block 0 runs once for all plans starting later; block 2 once per steered plan,
     plus once to carry the shared stream on to the unsteered plan's end."""
@@ -106,6 +107,7 @@ def test_prefix_is_computed_once(tiny_model, vectors):
     assert calls == {0: 1, 2: 4}
 
 
+@pytest.mark.hooked  # prefix reuse is HookedTransformer's
 def test_broken_prefix_is_detected(tiny_model, vectors, monkeypatch):
     """If plans resumed one block too late (their injection skipped), the test's
     comparison would catch it: the equivalence tests can fail."""
@@ -183,6 +185,7 @@ def test_all_positions_equal_full_steered_forwards(tiny_any, vectors, side):
     torch.testing.assert_close(got[:, real], want[:, real], atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.hooked  # prefix reuse is HookedTransformer's
 def test_prefix_cache_reuses_streams_across_calls_and_stays_exact(tiny_model, vectors):
     first, _ = vectors
     batch = _batch(tiny_model, "left")
@@ -202,6 +205,7 @@ def test_prefix_cache_reuses_streams_across_calls_and_stays_exact(tiny_model, ve
     assert cache.get(tiny_model, _batch(tiny_model, "right"), 2) is None
 
 
+@pytest.mark.hooked  # prefix reuse is HookedTransformer's
 def test_prefix_cache_budget_drops_oldest_first(tiny_model, vectors):
     first, _ = vectors
     batches = [_batch(tiny_model, "left", TEXTS[:2]), _batch(tiny_model, "left", TEXTS[2:4])]
@@ -257,6 +261,7 @@ def _block0_runs(model):
         handle.remove()
 
 
+@pytest.mark.hooked  # prefix reuse is HookedTransformer's
 def test_prefix_cache_is_keyed_by_model_weights_tokens_and_mask(tiny_model, vectors):
     """A new Batch with the same content hits; another model, an in-place weight edit, or
     other tokens or mask miss; every answer equals the uncached path."""

@@ -9,6 +9,7 @@ import torch
 
 from actsteer import SteeringVector
 from actsteer.extraction import ContrastivePair, caa_vector, directions_from_pairs
+from actsteer.models import default_backend
 from actsteer.vector import VectorFileError, VectorMeta, VectorMismatchError, match_norms
 
 
@@ -115,7 +116,7 @@ def test_caa_records_provenance(tiny_model):
     v = caa_vector(tiny_model, pairs, layers=[0, 2], read="answer", dataset="toy")
     assert v.layers == (0, 2) and v.d_model == 64
     assert (v.meta.method, v.meta.read_position, v.meta.n_items) == ("mean_diff", "answer", 3)
-    assert v.meta.model_n_layers == 4 and v.meta.backend == "hooked"
+    assert v.meta.model_n_layers == 4 and v.meta.backend == default_backend()
 
 
 def _file_with_header(path, text: str):

@@ -183,7 +183,7 @@ def cmd_extract(args: argparse.Namespace) -> None:
     if not 0 < n <= len(items):
         raise CliError(f"--n {args.n} is outside 1..{len(items)} (items in {dataset.name})")
     model = actsteer.load_model(args.model or EMBEDDED_MODEL,
-                                backend=args.backend or "hooked", device=args.device,
+                                backend=args.backend, device=args.device,
                                 dtype=args.dtype)
     vector = actsteer.caa_vector(model, items[:n].pairs(args.prompt_format, model.tokenizer),
                                  strata=[item.matching for item in items[:n]],

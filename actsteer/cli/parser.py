@@ -70,7 +70,8 @@ def _model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="model name or local HF folder (default: the "
                                         "profile's; the embedded SmolLM2 for quick)")
     parser.add_argument("--backend", choices=("hooked", "bridge"),
-                        help="HookedTransformer or TransformerBridge")
+                        help="HookedTransformer (TransformerLens 3.x) or TransformerBridge "
+                             "(default: hooked on TransformerLens 3.x, bridge on 4.x)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (checked before any work)")
     parser.add_argument("--dtype", choices=("float32", "bf16", "fp16"), help="weights dtype")
 

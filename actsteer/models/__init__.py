@@ -26,6 +26,7 @@ from actsteer.models.info import (
     ModelInfo,
     ModelUnavailableError,
     SteerableModel,
+    default_backend,
     model_info,
 )
 from actsteer.models.loading import LLAMA2_MODELS, load_model, quiet_deprecation, resolve_dtype
@@ -40,6 +41,7 @@ __all__ = [
     "ModelUnavailableError",
     "SteerableModel",
     "cache_dir",
+    "default_backend",
     "embedded_model_path",
     "embedded_tokenizer_path",
     "load_model",

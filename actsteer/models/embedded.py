@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from actsteer.atomic import atomic_dir
+from actsteer.errors import InvalidValueError
 from actsteer.models.info import ModelUnavailableError
 from actsteer.paths import cache_dir
 
@@ -107,6 +108,7 @@ def tiny_model_folder(
     n_kv_heads: int = 2,
     d_mlp: int = 128,
     seed: int = 0,
+    tokenizer: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Write a random-weight Llama-architecture model with the embedded tokenizer.
 
@@ -114,18 +116,26 @@ def tiny_model_folder(
     template (49,152 tokens) and its code path (RMSNorm, rotary, GQA, gated MLP), at a
     few MB. Load it with ``load_model(path)`` on either backend.
 
+    ``tokenizer`` names another tokenizer folder to save beside the weights (the
+    vocabulary size follows it); ``path`` is then required, since the default cache name
+    records only the shape and seed.
+
     Example:
         >>> model = load_model(tiny_model_folder())  # doctest: +SKIP
     """
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
+    if tokenizer is not None and path is None:
+        raise InvalidValueError(f"tiny_model_folder(tokenizer={os.fspath(tokenizer)!r}) needs "
+                                "path: the default cache folder is for the embedded tokenizer")
     name = f"tiny-random-l{n_layers}-d{d_model}-h{n_heads}-kv{n_kv_heads}-m{d_mlp}-s{seed}"
     target = Path(path) if path is not None else cache_dir() / name
     if (target / "config.json").exists() and (target / "model.safetensors").exists():
         return target
-    tokenizer = AutoTokenizer.from_pretrained(embedded_tokenizer_path())
+    tokenizer_source = embedded_tokenizer_path() if tokenizer is None else Path(tokenizer)
+    loaded = AutoTokenizer.from_pretrained(tokenizer_source)
     config = LlamaConfig(
-        vocab_size=len(tokenizer),
+        vocab_size=len(loaded),
         hidden_size=d_model,
         intermediate_size=d_mlp,
         num_hidden_layers=n_layers,
@@ -135,9 +145,9 @@ def tiny_model_folder(
         rms_norm_eps=1e-5,
         rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
         tie_word_embeddings=False,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=loaded.bos_token_id,
+        eos_token_id=loaded.eos_token_id,
+        pad_token_id=loaded.pad_token_id,
     )
     # Seeded inside fork_rng, so the caller's global RNG state is left as it was.
     with torch.random.fork_rng(devices=[]):
@@ -149,5 +159,5 @@ def tiny_model_folder(
                     param.normal_(0.0, 0.2)
     with atomic_dir(target) as scratch:
         model.save_pretrained(scratch)
-        tokenizer.save_pretrained(scratch)
+        loaded.save_pretrained(scratch)
     return target

@@ -8,11 +8,13 @@ TransformerLens's config; any other hooked model is described from its config.
 
 from __future__ import annotations
 
+import functools
+import importlib.metadata
 import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, TypeAlias
 
-from actsteer.errors import InvalidTypeError
+from actsteer.errors import InvalidTypeError, InvalidValueError
 from actsteer.hub import HubUnavailableError
 
 if TYPE_CHECKING:
@@ -24,11 +26,17 @@ __all__ = [
     "ModelInfo",
     "ModelUnavailableError",
     "SteerableModel",
+    "available_backends",
     "backend_of",
+    "default_backend",
     "model_info",
+    "resolve_backend",
+    "runtime_stamp",
+    "transformer_lens_major",
 ]
 
 Backend = Literal["hooked", "bridge"]
+BACKENDS: tuple[Backend, ...] = ("hooked", "bridge")
 SteerableModel: TypeAlias = "HookedTransformer | TransformerBridge"
 
 # model -> (name, backend, fold_ln) for models built by load_model.
@@ -52,6 +60,59 @@ class ModelInfo:
     n_layers: int
     d_model: int
     weight_processing: str
+
+
+@functools.cache
+def transformer_lens_major() -> int:
+    """The installed TransformerLens's major version (3 or 4), read from its package
+    metadata without importing it (``actsteer --help`` stays light)."""
+    version = importlib.metadata.version("transformer-lens")
+    return int(version.split(".", 1)[0])
+
+
+def default_backend() -> Backend:
+    """The backend :func:`~actsteer.models.load_model` uses when none is named.
+
+    ``"hooked"`` (HookedTransformer) on TransformerLens 3.x, the line of the paper's Llama 2
+    users and of SAELens; ``"bridge"`` (TransformerBridge in compatibility mode, with the
+    same hook names) on TransformerLens 4.x, which has no HookedTransformer. This is the one
+    place the default is written; everything that takes ``backend=None`` resolves it here.
+    """
+    return "hooked" if transformer_lens_major() < 4 else "bridge"
+
+
+def available_backends() -> tuple[Backend, ...]:
+    """The backends the installed TransformerLens has: both on 3.x, the bridge on 4.x."""
+    return BACKENDS if transformer_lens_major() < 4 else ("bridge",)
+
+
+def resolve_backend(backend: str | None) -> Backend:
+    """``backend`` checked against the installed TransformerLens, or the line's default.
+
+    Raises:
+        InvalidValueError: an unknown name, or ``"hooked"`` on TransformerLens 4.x (the
+            message names the fix).
+    """
+    if backend is None:
+        return default_backend()
+    if backend not in BACKENDS:
+        raise InvalidValueError(f"unknown backend {backend!r}; use 'hooked' or 'bridge' "
+                                f"(or None for this TransformerLens line's default, "
+                                f"{default_backend()!r})")
+    if backend == "hooked" and transformer_lens_major() >= 4:
+        installed = importlib.metadata.version("transformer-lens")
+        raise InvalidValueError(
+            f"backend 'hooked' needs TransformerLens 3.x, whose HookedTransformer was removed "
+            f"in 4.0 (installed: {installed}); use backend='bridge' (the default here, same "
+            "hook names), or install 'transformer-lens>=3.9,<4' for HookedTransformer")
+    return backend  # type: ignore[return-value]
+
+
+def runtime_stamp(backend: Backend) -> dict[str, object]:
+    """What a results log records about the code that ran it: the resolved backend and the
+    TransformerLens version and line (see :class:`actsteer.results.ResultStore`)."""
+    return {"backend": backend, "transformer_lens": importlib.metadata.version("transformer-lens"),
+            "transformer_lens_major": transformer_lens_major()}
 
 
 def backend_of(model: object) -> Backend:

@@ -7,9 +7,10 @@
   :func:`actsteer.hub.check_access` when the Hub, a token or the licence is missing;
 * any local Hugging Face folder of an architecture TransformerLens supports.
 
-``backend="hooked"`` builds a :class:`~transformer_lens.HookedTransformer`;
-``backend="bridge"`` builds a ``TransformerBridge`` in compatibility mode, which exposes
-the same hook names and survives TransformerLens 4.x (where HookedTransformer is gone).
+``backend="hooked"`` builds a :class:`~transformer_lens.HookedTransformer` (TransformerLens
+3.x only); ``backend="bridge"`` builds a ``TransformerBridge`` in compatibility mode, which
+exposes the same hook names. Without a backend, the installed line chooses
+(:func:`~actsteer.models.info.default_backend`): hooked on 3.x, the bridge on 4.x.
 """
 
 from __future__ import annotations
@@ -27,7 +28,13 @@ import torch
 from actsteer.errors import InvalidValueError
 from actsteer.hub import check_access
 from actsteer.models.embedded import EMBEDDED_MODEL, embedded_model_path
-from actsteer.models.info import Backend, ModelUnavailableError, SteerableModel, record
+from actsteer.models.info import (
+    Backend,
+    ModelUnavailableError,
+    SteerableModel,
+    record,
+    resolve_backend,
+)
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
@@ -130,8 +137,11 @@ def _hooked_from_folder(
 def _bridge(source: str, *, device: str | None, dtype: torch.dtype, fold_ln: bool) -> object:
     from transformer_lens.model_bridge import TransformerBridge
 
+    from actsteer.models.compat import pass_cache_to_attention
+
     bridge = TransformerBridge.boot_transformers(source, device=device, dtype=dtype)
     bridge.enable_compatibility_mode(disable_warnings=True, no_processing=not fold_ln)
+    pass_cache_to_attention(bridge)
     if Path(source).is_dir():  # same BOS convention as the hooked backend
         from transformers import AutoTokenizer
 
@@ -142,7 +152,7 @@ def _bridge(source: str, *, device: str | None, dtype: torch.dtype, fold_ln: boo
 def load_model(
     name: str | os.PathLike[str] = EMBEDDED_MODEL,
     *,
-    backend: Backend = "hooked",
+    backend: Backend | None = None,
     device: str | None = None,
     dtype: str | torch.dtype | None = None,
     n_devices: int = 1,
@@ -153,8 +163,10 @@ def load_model(
     Args:
         name: ``"smollm2-135m-instruct"`` (embedded, offline), a Llama 2 Hub name from
             :data:`LLAMA2_MODELS`, or a local Hugging Face folder.
-        backend: ``"hooked"`` (HookedTransformer) or ``"bridge"`` (TransformerBridge in
-            compatibility mode). Both expose ``blocks.{L}.hook_resid_pre/mid/post``.
+        backend: ``"hooked"`` (HookedTransformer, TransformerLens 3.x) or ``"bridge"``
+            (TransformerBridge in compatibility mode). Both expose
+            ``blocks.{L}.hook_resid_pre/mid/post``. None: the installed TransformerLens
+            line's default (hooked on 3.x, bridge on 4.x).
         device: ``"cpu"``, ``"cuda"``, ... (default: TransformerLens's choice).
         dtype: ``"float32"`` (default), ``"bf16"``, ``"fp16"`` or a ``torch.dtype``.
         n_devices: split the layers over this many GPUs (hooked backend only).
@@ -164,15 +176,15 @@ def load_model(
     Raises:
         ModelUnavailableError: the weights cannot be had here (offline, no token, no
             licence, package missing); the message says which.
-        ValueError: unknown backend, dtype or model name.
+        ValueError: unknown backend, dtype or model name, or ``backend="hooked"`` on
+            TransformerLens 4.x.
 
     Example::
 
         model = load_model()                       # embedded SmolLM2-135M, offline
         model.generate("Hello", max_new_tokens=5)
     """
-    if backend not in ("hooked", "bridge"):
-        raise InvalidValueError(f"unknown backend {backend!r}; use 'hooked' or 'bridge'")
+    backend = resolve_backend(backend)
     if n_devices < 1:
         raise InvalidValueError(f"n_devices must be >= 1, got {n_devices}")
     if backend == "bridge" and n_devices != 1:

@@ -15,9 +15,10 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar, Union, get_args, get_origin, get_type_hints
 
-from actsteer.errors import ActsteerError
+from actsteer.errors import ActsteerError, InvalidValueError
 from actsteer.executor import ModelSpec
 from actsteer.models import EMBEDDED_MODEL, load_model
+from actsteer.models.info import resolve_backend, runtime_stamp
 from actsteer.vector import SteeringVector
 
 logger = logging.getLogger(__name__)
@@ -25,7 +26,6 @@ logger = logging.getLogger(__name__)
 PAPER_DEPTH = 32
 """Layers of Llama 2 7B, the model the paper's layer numbers refer to."""
 
-BACKENDS = ("hooked", "bridge")
 DTYPES = ("float32", "fp32", "bf16", "bfloat16", "fp16", "float16")
 
 
@@ -244,8 +244,10 @@ class ModelConfig(ConfigMixin):
 
     name: str = EMBEDDED_MODEL
     """Model name or local Hugging Face folder, as :func:`actsteer.load_model` takes."""
-    backend: str = "hooked"
-    """``"hooked"`` (HookedTransformer, prefix reuse) or ``"bridge"`` (TransformerBridge)."""
+    backend: str | None = None
+    """``"hooked"`` (HookedTransformer, prefix reuse; TransformerLens 3.x) or ``"bridge"``
+    (TransformerBridge); None: the installed line's default. Stored resolved, so a results
+    log records the backend that ran."""
     device: str | None = None
     """``"cpu"``, ``"cuda"``, ``"cuda:1"`` ... (None: TransformerLens's choice)."""
     dtype: str = "float32"
@@ -254,8 +256,10 @@ class ModelConfig(ConfigMixin):
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise invalid("model.name", self.name, "give a model name or a local folder")
-        if self.backend not in BACKENDS:
-            raise invalid("model.backend", self.backend, "use 'hooked' or 'bridge'")
+        try:
+            object.__setattr__(self, "backend", resolve_backend(self.backend))
+        except InvalidValueError as error:
+            raise invalid("model.backend", self.backend, str(error)) from None
         if self.dtype not in DTYPES:
             raise invalid("model.dtype", self.dtype, f"use one of {', '.join(DTYPES)}")
 
@@ -263,6 +267,10 @@ class ModelConfig(ConfigMixin):
         """The model, loaded with :func:`actsteer.load_model`."""
         return load_model(self.name, backend=self.backend,  # type: ignore[arg-type]
                           device=self.device, dtype=self.dtype)
+
+    def runtime(self) -> dict[str, Any]:
+        """The results log's ``runtime``: the resolved backend and the TransformerLens line."""
+        return runtime_stamp(self.backend)  # type: ignore[arg-type]
 
     def spec(self) -> ModelSpec:
         """What an executor's workers load (:class:`actsteer.executor.ModelSpec`)."""

@@ -14,8 +14,9 @@ from typing import Any
 
 from actsteer.atomic import atomic_write
 from actsteer.errors import InvalidTypeError, InvalidValueError, MissingFileError
+from actsteer.results.errors import ResultConfigMismatchError
 
-__all__ = ["FORMAT", "Replay", "changed_fields", "encode_line", "read_results", "record_name",
+__all__ = ["FORMAT", "Replay", "changed_fields", "check_runtime", "encode_line", "read_results", "record_name",
            "replay", "set_aside", "write_log"]
 
 logger = logging.getLogger(__name__)
@@ -36,6 +37,8 @@ class Replay:
     legacy: bool = False
     unended: bool = False
     """Whether the complete lines end without a newline (a header written by hand)."""
+    runtime: Any = None
+    """The header's ``runtime`` (backend and TransformerLens line), None in older logs."""
 
 
 def encode_line(record: Mapping[str, Any]) -> bytes:
@@ -43,12 +46,15 @@ def encode_line(record: Mapping[str, Any]) -> bytes:
 
 
 def write_log(path: Path, config: Any, cells: Mapping[str, Any],
-               extra: Mapping[str, Any]) -> None:
+               extra: Mapping[str, Any], runtime: Any = None) -> None:
     """A whole results log, written atomically (a fresh header, a conversion, a merge)."""
+    header = {"format": FORMAT, "config": config}
+    if runtime is not None:
+        header["runtime"] = runtime
 
     def write(scratch: Path) -> None:
         with open(scratch, "wb") as handle:
-            handle.write(encode_line({"format": FORMAT, "config": config}))
+            handle.write(encode_line(header))
             for key, value in cells.items():
                 handle.write(encode_line({"cell": key, "value": value}))
             for key, value in extra.items():
@@ -85,7 +91,8 @@ def replay(path: Path) -> Replay:
     if header["format"] != FORMAT or not isinstance(header.get("config"), dict):
         raise InvalidValueError(f"{path} is a results log of format {header['format']!r} "
                                 f"(this actsteer reads {FORMAT!r})")
-    saved = Replay(config=header["config"], cells={}, extra={}, end=at)
+    saved = Replay(config=header["config"], cells={}, extra={}, end=at,
+                   runtime=header.get("runtime"))
     number = 1
     while at < len(data):
         number += 1
@@ -127,6 +134,22 @@ def _read_whole_file(path: Path, data: bytes) -> Replay:
                                 "header line, no 'config'/'cells')")
     return Replay(config=saved["config"], cells=dict(saved["cells"]),
                    extra=dict(saved.get("extra") or {}), end=len(data), legacy=True)
+
+
+def check_runtime(path: Path, mine: Any, stored: Any) -> None:
+    """Refuse to resume a log that another backend or TransformerLens line wrote."""
+    if not (isinstance(mine, Mapping) and isinstance(stored, Mapping)):
+        return  # a log from before runtimes were recorded, or a caller that records none
+    keys = ("backend", "transformer_lens_major")
+    if all(mine.get(key) == stored.get(key) for key in keys):
+        return
+    raise ResultConfigMismatchError(
+        f"{path} was written by backend {stored.get('backend')!r} on TransformerLens "
+        f"{stored.get('transformer_lens')} and this run uses backend {mine.get('backend')!r} "
+        f"on TransformerLens {mine.get('transformer_lens')}: their numerics differ in the last "
+        "bits, so its cells cannot be mixed with this run's; resume it on the line that wrote "
+        "it, or use another output folder (--out), or start again with --overwrite "
+        "(overwrite=True), which keeps the old file beside it")
 
 
 def changed_fields(mine: Mapping[str, Any], stored: Any) -> list[str]:

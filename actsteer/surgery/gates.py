@@ -76,10 +76,12 @@ def gate_site(model: Any, layer: int) -> GateSite:
         raise SurgeryError(f"blocks.{layer}.mlp: cannot find the wrapped Hugging Face "
                            f"gate_proj of {type(mlp).__name__}")
     tensors = [linear.weight]
-    if getattr(mlp, "_use_processed_weights", False):
-        processed = mlp._processed_W_gate  # what the processed forward multiplies by
-        if processed.data_ptr() != linear.weight.data_ptr():
-            tensors.append(processed)
+    # TransformerLens 3.9's processed forward multiplies by its own copy of the gate rows;
+    # 4.x writes the processed rows into gate_proj itself (no copy).
+    processed = getattr(mlp, "_processed_W_gate", None)
+    if getattr(mlp, "_use_processed_weights", False) and processed is not None \
+            and processed.data_ptr() != linear.weight.data_ptr():
+        tensors.append(processed)
     return GateSite(layer, tuple(tensors), transposed=False)
 
 

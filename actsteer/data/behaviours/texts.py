@@ -23,7 +23,7 @@ from typing import Any
 from actsteer.contrast import ContrastItem, ContrastivePair
 from actsteer.data.behaviours.items import BehaviourItem
 from actsteer.errors import InvalidValueError
-from actsteer.prompts import PromptFormat, chat_prompt
+from actsteer.prompts import PromptFormat, chat_prompt, reply_lead
 
 __all__ = ["answer_texts", "letter_free_items", "letter_free_pairs"]
 
@@ -77,7 +77,10 @@ def letter_free_items(items: Iterable[BehaviourItem], fmt: PromptFormat = "paper
             skipped.append(index)
             continue
         stem, matching, other = sides
-        out.append(ContrastItem(_prompt(stem, fmt, tokenizer), (matching,), (other,)))
+        # a chat reply starts as the template writes replies (Llama 2: after "[/INST] ")
+        lead = reply_lead(tokenizer, stem) if fmt == "chat" and tokenizer is not None else ""
+        out.append(ContrastItem(_prompt(stem, fmt, tokenizer), (lead + matching,),
+                                (lead + other,)))
     return out, skipped
 
 

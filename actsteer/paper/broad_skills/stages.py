@@ -296,7 +296,7 @@ def run(config: BroadSkillsConfig, *, model: Any = None, progress: bool = True,
     # can resolve to other files on another machine with the same config.
     store = ResultStore(Path(config.out_dir) / RESULTS_FILE,
                         config={**config.results_config(), "corpora": corpora.fingerprint()},
-                        overwrite=overwrite)
+                        overwrite=overwrite, runtime=config.model.runtime())
     executor = executor if executor is not None else LocalExecutor()
     try:
         executor.bind(model)

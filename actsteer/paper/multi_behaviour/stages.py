@@ -102,7 +102,7 @@ def open_run(config: MultiBehaviourConfig, model: Any, progress: bool,
                                     for b, f in (config.vector_files or {}).items()}
         store = ResultStore(Path(config.out_dir) / RESULTS_FILE,
                             {**config.results_config(), "data": identity},
-                            overwrite=overwrite)
+                            overwrite=overwrite, runtime=config.model.runtime())
         store.flush()  # the identity is on disk before any vector is saved beside it
     executor = executor if executor is not None else LocalExecutor()
     executor.bind(model)

@@ -161,7 +161,8 @@ def open_run(config: ExpressedConfig, model: Any, progress: bool,
                 "prompts": digest(prompts["grid"] + ["|"] + prompts["test"]),
                 "tax_texts": digest(texts)}
     store = ResultStore(Path(config.out_dir) / RESULTS_FILE,
-                        {**config.results_config(), "data": identity}, overwrite=overwrite)
+                        {**config.results_config(), "data": identity}, overwrite=overwrite,
+                        runtime=config.model.runtime())
     executor = executor if executor is not None else LocalExecutor()
     executor.bind(model)
     return ExpressedRun(config, model, store, behaviours, prompts, texts, progress, executor)
