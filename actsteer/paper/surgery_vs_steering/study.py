@@ -2,9 +2,10 @@
 (:func:`~actsteer.paper.surgery_vs_steering.arms.build_arms`) measured on equal terms
 (:func:`~actsteer.paper.surgery_vs_steering.compare.compare`).
 
-Each (behaviour, direction) is one cell of the results log ``out_dir/surgery_vs_steering.jsonl``
-(:mod:`actsteer.results`), appended as soon as it is measured, under the settings that
-made it: an interrupted run resumes cell by cell, asking for more behaviours or directions
+Each (behaviour, direction) is one cell of the results log
+``out_dir/surgery_vs_steering.jsonl`` (:mod:`actsteer.results`), appended as soon as it is
+measured, under the settings that made it (and the backend and TransformerLens line that
+ran it): an interrupted run resumes cell by cell, asking for more behaviours or directions
 measures only those, and other settings are refused unless ``overwrite``. A
 ``comparison.json`` written whole by earlier versions of the study, with the same
 settings, is carried into the log, so its comparisons are not measured again.
@@ -34,6 +35,7 @@ from actsteer.batching import encode_many
 from actsteer.data.corpora import builtin_text_corpus, wikitext_corpus
 from actsteer.data.expressed import EXPRESSED_BEHAVIOURS, load_expressed, neutral_prompts
 from actsteer.errors import InvalidValueError
+from actsteer.models.info import backend_of, resolve_backend, runtime_stamp
 from actsteer.norms import residual_norms
 from actsteer.paper.surgery_vs_steering.arms import build_arms
 from actsteer.paper.surgery_vs_steering.compare import compare, vader_compound
@@ -162,7 +164,9 @@ def run_study(settings: StudySettings, behaviours: Sequence[str], directions: Se
         raise InvalidValueError(f"directions {list(directions)} are invalid; use 1 (raise) "
                                 "and/or -1 (lower)")
     folder = Path(out_dir)
-    with ResultStore(folder / RESULTS_FILE, settings.to_dict(), overwrite=overwrite) as store:
+    runtime = runtime_stamp(resolve_backend(None) if model is None else backend_of(model))
+    with ResultStore(folder / RESULTS_FILE, settings.to_dict(), overwrite=overwrite,
+                     runtime=runtime) as store:
         _carry_legacy(store, folder)
         todo = [(b, d) for b in behaviours for d in directions
                 if not store.has(cell_name(b, d))]
