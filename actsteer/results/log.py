@@ -16,8 +16,8 @@ from actsteer.atomic import atomic_write
 from actsteer.errors import InvalidTypeError, InvalidValueError, MissingFileError
 from actsteer.results.errors import ResultConfigMismatchError
 
-__all__ = ["FORMAT", "Replay", "changed_fields", "check_runtime", "encode_line", "read_results", "record_name",
-           "replay", "set_aside", "write_log"]
+__all__ = ["FORMAT", "Replay", "changed_fields", "check_runtime", "encode_line", "read_results",
+           "record_name", "replay", "set_aside", "write_log"]
 
 logger = logging.getLogger(__name__)
 
