@@ -15,7 +15,7 @@ Example::
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,10 +25,12 @@ from torch import Tensor
 
 from actsteer.batching import Batch, PaddingSide, length_batches, pad
 from actsteer.errors import InvalidValueError
+from actsteer.executor import Executor, register_task
 from actsteer.plan import SteeringPlan
 from actsteer.progress import by_items
 from actsteer.stats import Estimate, bootstrap
 from actsteer.sweep import PrefixCache, sweep_logits
+from actsteer.units import run_plans
 
 
 @dataclass(frozen=True)
@@ -117,14 +119,30 @@ def accuracy_sweep(
     k: int = 10,
     cache: PrefixCache | None = None,
     progress: bool = False,
+    executor: Executor | None = None,
 ) -> list[DocumentAccuracy]:
     """Top-1 and top-``k`` next-token accuracy per document under each plan.
 
     Plans of one batch run in one :func:`sweep_logits` call (sharing the unsteered
-    prefix); only per-row hit counts are kept, never a plan's full logits.
+    prefix); only per-row hit counts are kept, never a plan's full logits. ``executor``:
+    where the work runs (None: here, in one pass), as units of plans that start at
+    neighbouring blocks (:func:`actsteer.units.run_plans`), each padding the documents
+    into batches as ``documents`` does.
     """
     if k < 1:
         raise InvalidValueError(f"k must be >= 1, got {k}")
+    if executor is not None:
+        if cache is not None:
+            raise InvalidValueError("a PrefixCache lives in this process; pass cache=None "
+                                    "with an executor (each unit shares its own prefix)")
+        scattered: list[DocumentAccuracy] = run_plans(
+            model, plans, "accuracy", {
+                "sequences": documents.sequences, "k": k,
+                "batch_size": max(len(group) for group in documents.groups),
+                "padding_side": documents.batches[0].padding_side},
+            executor=executor, key="next-token accuracy", progress=progress,
+            desc="next-token accuracy")
+        return scattered
     n = len(documents)
     top1 = torch.zeros(len(plans), n, dtype=torch.long)
     topk = torch.zeros(len(plans), n, dtype=torch.long)
@@ -155,12 +173,14 @@ def next_token_accuracy(
     batch_size: int = 8,
     padding_side: PaddingSide = "right",
     progress: bool = False,
+    executor: Executor | None = None,
 ) -> DocumentAccuracy:
-    """Top-1 and top-``k`` next-token accuracy of ``model`` under ``plan`` per document."""
+    """Top-1 and top-``k`` next-token accuracy of ``model`` under ``plan`` per document
+    (``executor``: where it runs, see :func:`accuracy_sweep`)."""
     documents = sequences if isinstance(sequences, Documents) else Documents.build(
         model, sequences, batch_size=batch_size, padding_side=padding_side)
     return accuracy_sweep(model, documents, [plan or SteeringPlan()], k=k,
-                          progress=progress)[0]
+                          progress=progress, executor=executor)[0]
 
 
 def count_hits(logits: Float[Tensor, "batch pos d_vocab"], batch: Batch, k: int
@@ -187,3 +207,14 @@ def count_nll(logits: Float[Tensor, "batch pos d_vocab"], batch: Batch) -> Float
     logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
     picked = logp.gather(-1, targets[..., None]).squeeze(-1).double()
     return -(picked * valid).sum(-1)
+
+
+@register_task("accuracy")
+def _accuracy_task(model: Any, payload: Mapping[str, Any]) -> list[DocumentAccuracy]:
+    """:func:`accuracy_sweep` of token-id ``sequences`` (padded into batches of
+    ``batch_size`` on the worker) under ``plans``."""
+    documents = Documents.build(model, payload["sequences"],
+                                batch_size=payload.get("batch_size", 8),
+                                padding_side=payload.get("padding_side", "right"))
+    return accuracy_sweep(model, documents, payload["plans"], k=payload.get("k", 10),
+                          progress=payload.get("progress", False))

@@ -37,6 +37,7 @@ from torch import Tensor
 from actsteer.atomic import atomic_dir
 from actsteer.errors import ActsteerError, InvalidValueError
 from actsteer.models.info import backend_of
+from actsteer.models.source import source_folder
 from actsteer.plan import SteeringPlan
 from actsteer.steering import check_plan, steer
 from actsteer.vector import VectorMismatchError
@@ -219,7 +220,7 @@ def save_baked_hf(
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    origin = _source_folder(source)
+    origin = source_folder(source)
     target = Path(folder)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise FileExistsError(f"{target} exists and is not empty; choose a new folder")
@@ -263,19 +264,3 @@ def _output_and_input_linears(layer: Any) -> Iterator[tuple[Part | None, torch.n
     yield None, mlp.gate_proj
     yield None, mlp.up_proj
     yield "mlp", mlp.down_proj
-
-
-def _source_folder(source: Any) -> Path:
-    from actsteer.models import EMBEDDED_MODEL, embedded_model_path, model_info
-
-    if source is not None and not isinstance(source, (str, os.PathLike)):
-        source = model_info(source).name
-    name = os.fspath(source) if source is not None else EMBEDDED_MODEL
-    if name == EMBEDDED_MODEL:
-        return embedded_model_path()
-    folder = Path(name).expanduser()
-    if not (folder / "config.json").is_file():
-        raise InvalidValueError(
-            f"source {name!r} is not a local Hugging Face folder (no config.json); "
-            f"pass the folder the model was loaded from, or {EMBEDDED_MODEL!r}")
-    return folder

@@ -17,7 +17,7 @@ Example::
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -28,10 +28,12 @@ from tqdm import tqdm
 
 from actsteer.batching import encode, encode_many, length_batches, pad
 from actsteer.errors import ActsteerError, InvalidTypeError, InvalidValueError
+from actsteer.executor import register_task, scoring_options
 from actsteer.plan import SteeringPlan
 from actsteer.prompts import Labels, PromptFormat, answer_labels, format_item
 from actsteer.stats import bootstrap
 from actsteer.sweep import sweep_logits
+from actsteer.units import run_plans
 
 if TYPE_CHECKING:
     from actsteer.data.behaviours import BehaviourItem
@@ -293,7 +295,7 @@ def score_items(
         plans: steering plans; :func:`actsteer.plan.empty_plan` is the unsteered model.
         executor: where the work runs (:mod:`actsteer.executor`; None: here, in one
             pass). The plans are split by the block they start at into as many units as
-            the executor has workers (:func:`actsteer.executor.partition`), so each unit
+            the executor has workers (:func:`actsteer.units.run_plans`), so each unit
             still shares the unsteered prefix among its plans.
 
     Prompts are left-padded in length-bucketed batches of ``batch_size`` and run through
@@ -313,8 +315,10 @@ def score_items(
         raise InvalidValueError("score_items needs at least one plan (use empty_plan() to score "
                                 "the unsteered model)")
     if executor is not None:
-        return _score_on(executor, model, items, plans, batch_size=batch_size,
-                         progress=progress, desc=desc)
+        scores: ABScores = run_plans(model, plans, "ab-scores",
+                                     {"items": items, "batch_size": batch_size}, key=desc,
+                                     executor=executor, progress=progress, desc=desc)
+        return scores
     shape = (len(plans), n)
     predicted = torch.zeros(shape, dtype=torch.long)
     klass = torch.zeros(shape, dtype=torch.long)
@@ -336,32 +340,8 @@ def score_items(
     return ABScores(predicted, klass, p_matching, logit_diff)
 
 
-def _score_on(executor: Executor, model: Any, items: PreparedItems,
-              plans: Sequence[SteeringPlan], *, batch_size: int, progress: bool,
-              desc: str) -> ABScores:
-    """:func:`score_items` as units of plans that start at neighbouring blocks."""
-    from actsteer.executor import dispatch, partition, unit
-    from actsteer.steering import check_plan
-    from actsteer.sweep import start_layer
-
-    for plan in plans:  # refuse a bad plan here, before any worker starts on it
-        check_plan(model, plan)
-    executor.bind(model)
-    groups = partition([start_layer(model, p) for p in plans], executor.workers,
-                       int(model.cfg.n_layers))
-    shape = (len(plans), len(items))
-    out = ABScores(torch.zeros(shape, dtype=torch.long), torch.zeros(shape, dtype=torch.long),
-                   torch.zeros(shape), torch.zeros(shape))
-
-    def keep(rows: list[int]) -> Callable[[ABScores], None]:
-        def put(scores: ABScores) -> None:
-            index = torch.as_tensor(rows)
-            for name in ("predicted", "klass", "p_matching", "logit_diff"):
-                getattr(out, name)[index] = getattr(scores, name)
-        return put
-
-    payload = {"items": items, "batch_size": batch_size}
-    dispatch(executor, [(unit("ab-scores", {**payload, "plans": [plans[i] for i in rows]},
-                              key=f"{desc}/{number}"), keep(rows))
-                        for number, rows in enumerate(groups)], progress=progress, desc=desc)
-    return out
+@register_task("ab-scores")
+def _ab_scores_task(model: Any, payload: Mapping[str, Any]) -> ABScores:
+    """:func:`score_items` of ``items`` under ``plans``."""
+    return score_items(model, payload["items"], payload["plans"],
+                       **scoring_options(payload, "scoring"))

@@ -13,8 +13,11 @@ its results and records each unit's cells as it returns:
   another (the default everywhere);
 * :class:`actsteer.ray_executor.RayExecutor` — on Ray actors that each load the model
   once from a :class:`ModelSpec` (one per GPU, or ``workers`` on CPUs); a worker killed
-  mid-unit has its unit run again elsewhere. Make one with :func:`make_executor`
-  (``"ray"``), which imports Ray only then.
+  mid-unit has its unit run again elsewhere. The CLI chooses it (``--executor ray``).
+
+This module is a seam: it knows no implementation and no task. Each task is registered
+(:func:`register_task`) in the module of the computation it wraps, and a unit records that
+module, so that a worker imports it on first use.
 
 Example::
 
@@ -29,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -38,31 +40,22 @@ from typing import Any
 from actsteer.errors import ActsteerError, InvalidValueError, MissingKeyError
 
 __all__ = [
-    "EXECUTORS",
     "Executor",
     "ExecutorError",
     "LocalExecutor",
     "ModelSpec",
-    "RayUnavailableError",
     "Shard",
     "Task",
     "Unit",
+    "check_keys",
     "dispatch",
     "fingerprint",
-    "make_executor",
     "partition",
+    "register_task",
     "run_unit",
-    "task",
+    "scoring_options",
     "unit",
 ]
-
-logger = logging.getLogger(__name__)
-
-EXECUTORS: tuple[str, ...] = ("local", "ray")
-"""Executor kinds :func:`make_executor` builds (the CLI's ``--executor`` choices)."""
-
-RAY_EXTRA = 'pip install "actsteer[ray]"'
-"""How to install the optional Ray executor."""
 
 Task = Callable[[Any, Mapping[str, Any]], Any]
 """``task(model, payload) -> result``: pure, so that any worker can run it (again)."""
@@ -70,10 +63,6 @@ Task = Callable[[Any, Mapping[str, Any]], Any]
 
 class ExecutorError(ActsteerError, RuntimeError):
     """Units could not be run: a unit failed on every retry, or no worker is left."""
-
-
-class RayUnavailableError(ActsteerError, ImportError):
-    """The Ray executor was asked for, and Ray is not installed."""
 
 
 # -- model specs ------------------------------------------------------------------------
@@ -140,13 +129,14 @@ def same_model(ours: Mapping[str, Any], theirs: Mapping[str, Any]) -> bool:
 _TASKS: dict[str, tuple[str, Task]] = {}
 
 
-def task(name: str) -> Callable[[Task], Task]:
+def register_task(name: str) -> Callable[[Task], Task]:
     """Register a function as the task called ``name`` (the module that defines it is
-    recorded, so that a worker imports it on first use).
+    recorded, so that a worker imports it on first use). Register a task in the module
+    of the computation it wraps.
 
     Example::
 
-        @task("word-propensities")
+        @register_task("word-propensities")
         def _word_task(model, payload):
             return word_propensities(model, payload["prompts"], ...)
     """
@@ -184,18 +174,31 @@ class Unit:
 
 
 def unit(name: str, payload: Mapping[str, Any], *, key: str = "") -> Unit:
-    """A :class:`Unit` of the registered task ``name`` (tasks of actsteer itself are
-    registered on first use)."""
+    """A :class:`Unit` of the registered task ``name`` (registered when the module that
+    defines it was imported)."""
     if name not in _TASKS:
-        importlib.import_module("actsteer.tasks")
-    if name not in _TASKS:
-        raise MissingKeyError(f"no task {name!r}; registered: {sorted(_TASKS)}")
+        raise MissingKeyError(f"no task {name!r}; registered: {sorted(_TASKS)}; import the "
+                              "module that registers it with register_task first")
     return Unit(name, _TASKS[name][0], payload, key or name)
 
 
 def run_unit(model: Any, work: Unit) -> Any:
     """Run one unit on ``model`` (what every worker does)."""
     return _task(work.task, work.module)(model, work.payload)
+
+
+def scoring_options(payload: Mapping[str, Any], desc: str) -> dict[str, Any]:
+    """The keyword options a scoring task passes through from its payload (batch size,
+    progress bar and its description)."""
+    return {"batch_size": payload.get("batch_size", 16),
+            "progress": payload.get("progress", False), "desc": payload.get("desc", desc)}
+
+
+@register_task("echo")
+def echo(model: Any, payload: Mapping[str, Any]) -> Any:
+    """Returns its payload: measures an executor's overhead per unit."""
+    del model
+    return payload
 
 
 @dataclass(frozen=True)
@@ -335,43 +338,17 @@ class LocalExecutor(Executor):
     def map(self, units: Sequence[Unit]) -> Iterator[tuple[Unit, Any]]:
         if self.model is None:
             raise InvalidValueError("LocalExecutor has no model: pass one, or bind(model)")
-        _check_keys(units)
+        check_keys(units)
         for work in units:
             yield work, run_unit(self.model, work)
 
 
-def _check_keys(units: Sequence[Unit]) -> None:
+def check_keys(units: Sequence[Unit]) -> None:
+    """Refuse units whose keys repeat within one map (results are stored by key)."""
     keys = [u.key for u in units]
     if len(set(keys)) != len(keys):
         repeated = sorted({k for k in keys if keys.count(k) > 1})
         raise InvalidValueError(f"unit keys repeat within one map: {repeated[:5]}")
-
-
-def make_executor(kind: str = "local", *, model: Any = None, spec: ModelSpec | None = None,
-                  workers: int | None = None, address: str | None = None) -> Executor:
-    """``"local"``: a :class:`LocalExecutor` (on ``model``, or bound later); ``"ray"``: a
-    :class:`~actsteer.ray_executor.RayExecutor` loading ``spec`` on ``workers`` actors, on
-    a Ray started here (``address`` None) or the cluster at ``address`` (``"auto"``: the
-    one this machine belongs to).
-
-    Raises:
-        RayUnavailableError: ``"ray"`` without Ray installed (``pip install
-            "actsteer[ray]"``).
-    """
-    if kind == "local":
-        return LocalExecutor(model)
-    if kind != "ray":
-        raise InvalidValueError(f"unknown executor {kind!r}; use one of {', '.join(EXECUTORS)}")
-    if spec is None:
-        raise InvalidValueError("the ray executor needs a ModelSpec its workers load")
-    try:
-        from actsteer.ray_executor import RayExecutor
-    except ModuleNotFoundError as error:
-        if error.name is None or error.name.split(".")[0] != "ray":
-            raise
-        raise RayUnavailableError(f"--executor ray needs Ray, which is not installed: "
-                                  f"{RAY_EXTRA}") from None
-    return RayExecutor(spec, workers=workers, address=address)
 
 
 def dispatch(executor: Executor, jobs: Sequence[tuple[Unit, Callable[[Any], None]]], *,

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, overload
 
@@ -32,6 +32,7 @@ from torch import Tensor
 
 from actsteer.batching import encode_many, length_batches, pad, pad_id
 from actsteer.errors import InvalidTypeError, InvalidValueError
+from actsteer.executor import register_task
 from actsteer.models.info import backend_of
 from actsteer.plan import SteeringPlan
 from actsteer.steering import steer
@@ -329,3 +330,11 @@ def generate(
                           batch_size=batch_size, use_cache=use_cache)
     decoded = [str(model.tokenizer.decode(row, skip_special_tokens=True)) for row in ids]
     return decoded[0] if isinstance(prompts, str) else decoded
+
+
+@register_task("generate")
+def _generate_task(model: Any, payload: Mapping[str, Any]) -> list[str]:
+    """Greedy :func:`generate` of ``prompts`` under ``plan``: the continuations."""
+    return generate(model, list(payload["prompts"]), payload["plan"],
+                    max_new_tokens=payload["max_new_tokens"],
+                    stop_at_eos=payload.get("stop_at_eos", True))

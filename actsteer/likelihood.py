@@ -30,7 +30,7 @@ Example::
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,9 +41,11 @@ from torch import Tensor
 from actsteer.batching import Batch, encode, encode_continuations, length_batches, pad
 from actsteer.contrast import ContrastItem, WordSets
 from actsteer.errors import InvalidValueError
+from actsteer.executor import Executor, register_task, scoring_options
 from actsteer.plan import SteeringPlan
 from actsteer.progress import by_items
 from actsteer.sweep import sweep_logits
+from actsteer.units import run_plans
 
 __all__ = [
     "ContrastItem",
@@ -118,12 +120,15 @@ def word_propensities(
     batch_size: int = 16,
     progress: bool = False,
     desc: str = "word propensities",
+    executor: Executor | None = None,
 ) -> dict[str, Propensities]:
     """For each word set: ``[plan, prompt]`` propensities after each prompt's last token.
 
     Prompts are text (encoded with :func:`actsteer.batching.encode`) or token ids; every
     plan is scored on every prompt in one :func:`~actsteer.sweep.sweep_logits` call per
-    batch (prefix shared), and all word sets are read from the same logits.
+    batch (prefix shared), and all word sets are read from the same logits. ``executor``:
+    where the work runs (None: here, in one pass), as units of plans that start at
+    neighbouring blocks (:func:`actsteer.units.run_plans`).
     """
     _check_plans(plans)
     if not prompts:
@@ -133,6 +138,13 @@ def word_propensities(
     names = [w.name for w in word_sets]
     if len(set(names)) != len(names):
         raise InvalidValueError(f"word set names {names} repeat; name each set once")
+    if executor is not None:
+        scattered: dict[str, Propensities] = run_plans(
+            model, plans, "word-propensities",
+            {"prompts": [encode(model, p) if isinstance(p, str) else list(p) for p in prompts],
+             "word_sets": list(word_sets), "batch_size": batch_size},
+            executor=executor, key=desc, progress=progress, desc=desc)
+        return scattered
     sequences = [encode(model, p) if isinstance(p, str) else list(p) for p in prompts]
     sides = [(torch.tensor(word_ids(model, w.behaviour)), torch.tensor(word_ids(model, w.contrast)))
              for w in word_sets]
@@ -167,13 +179,22 @@ def continuation_propensities(
     batch_size: int = 16,
     progress: bool = False,
     desc: str = "continuation propensities",
+    executor: Executor | None = None,
 ) -> Propensities:
     """``[plan, item]`` propensities of each item's behaviour continuations against its
     contrast continuations (see the module docstring), every plan applied to the whole
-    sequence (prompt and continuation), as steering acts during generation."""
+    sequence (prompt and continuation), as steering acts during generation.
+    ``executor``: where the work runs (None: here, in one pass), as units of plans that
+    start at neighbouring blocks (:func:`actsteer.units.run_plans`)."""
     _check_plans(plans)
     if not items:
         raise InvalidValueError("continuation_propensities needs at least one item")
+    if executor is not None:
+        scattered: Propensities = run_plans(
+            model, plans, "continuation-propensities",
+            {"items": list(items), "batch_size": batch_size}, executor=executor, key=desc,
+            progress=progress, desc=desc)
+        return scattered
     prompts = [encode(model, item.prompt) for item in items]
     texts = [t for item in items for t in (*item.behaviour, *item.contrast)]
     answers = iter(encode_continuations(model, texts))
@@ -237,3 +258,17 @@ def _set_difference(values: Tensor, owner: Tensor, is_behaviour: Tensor, n_items
         else:
             out[:, item] = sides[0].logsumexp(-1) - sides[1].logsumexp(-1)
     return out
+
+
+@register_task("word-propensities")
+def _word_task(model: Any, payload: Mapping[str, Any]) -> dict[str, Propensities]:
+    """:func:`word_propensities` of token-id ``prompts`` under ``plans`` for ``word_sets``."""
+    return word_propensities(model, payload["prompts"], payload["word_sets"], payload["plans"],
+                             **scoring_options(payload, "word propensities"))
+
+
+@register_task("continuation-propensities")
+def _continuation_task(model: Any, payload: Mapping[str, Any]) -> Propensities:
+    """:func:`continuation_propensities` of ``items`` under ``plans``."""
+    return continuation_propensities(model, payload["items"], payload["plans"],
+                                     **scoring_options(payload, "continuation propensities"))

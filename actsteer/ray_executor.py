@@ -1,7 +1,7 @@
 """Units of work on Ray actors: one worker per GPU, or ``workers`` single-threaded CPU ones.
 
-Imported only when asked for (:func:`actsteer.executor.make_executor` with ``"ray"``), so
-the base install does not need Ray (``pip install "actsteer[ray]"``).
+Imported only when asked for (the CLI's ``--executor ray``), so the base install does not
+need Ray (``pip install "actsteer[ray]"``).
 
 Each worker is an actor that loads the model once from a
 :class:`~actsteer.executor.ModelSpec`, sets its CPU threads, and runs one unit at a time;
@@ -43,7 +43,7 @@ from actsteer.executor import (
     ExecutorError,
     ModelSpec,
     Unit,
-    _check_keys,
+    check_keys,
     fingerprint,
     run_unit,
     same_model,
@@ -212,7 +212,7 @@ class RayExecutor(Executor):
 
     # -- running units --------------------------------------------------------------
     def map(self, units: Sequence[Unit]) -> Iterator[tuple[Unit, Any]]:
-        _check_keys(units)
+        check_keys(units)
         if not units:
             return
         self._start()

@@ -14,11 +14,9 @@ from actsteer.executor import (
     ExecutorError,
     LocalExecutor,
     ModelSpec,
-    RayUnavailableError,
     Shard,
     dispatch,
     fingerprint,
-    make_executor,
     partition,
     run_unit,
     same_model,
@@ -57,9 +55,14 @@ def test_shards_split_keys_stably_and_parse() -> None:
 
 def test_units_name_registered_tasks_and_run_anywhere(tiny_model) -> None:
     work = unit("echo", {"x": 1}, key="e")
-    assert (work.task, work.module, work.key) == ("echo", "actsteer.tasks", "e")
+    assert (work.task, work.module, work.key) == ("echo", "actsteer.executor", "e")
     assert run_unit(tiny_model, work) == {"x": 1}
-    with pytest.raises(KeyError, match="no task 'nope'"):
+    # each task is registered beside the computation it wraps; a worker imports that module
+    import actsteer.likelihood  # noqa: F401  (registers its tasks)
+
+    assert unit("ab-scores", {}).module == "actsteer.evaluation"
+    assert unit("continuation-propensities", {}).module == "actsteer.likelihood"
+    with pytest.raises(KeyError, match=r"no task 'nope'.*import the module"):
         unit("nope", {})
 
 
@@ -123,12 +126,12 @@ def test_model_config_gives_the_spec_its_workers_load() -> None:
 
 
 def test_ray_missing_ends_with_the_extra_to_install(monkeypatch, capsys, tmp_path) -> None:
-    from actsteer.cli import main
+    from actsteer.cli import RayUnavailableError, main, ray_executor
 
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails as if not installed
     monkeypatch.delitem(sys.modules, "actsteer.ray_executor", raising=False)
     with pytest.raises(RayUnavailableError, match=r'pip install "actsteer\[ray\]"'):
-        make_executor("ray", spec=ModelSpec("x"))
+        ray_executor(ModelSpec("x"))
     code = main(["multi-behaviour", "--executor", "ray", "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1

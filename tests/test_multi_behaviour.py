@@ -652,3 +652,37 @@ def test_a_grid_ladder_is_one_pass_and_equals_full_steered_forwards(tiny_model, 
                 assert float(scores.logit_diff[row, item]) == pytest.approx(float(diff),
                                                                              abs=1e-5)
                 assert int(scores.predicted[row, item]) == int(logits.argmax())
+
+
+def test_a_run_split_over_workers_stores_the_cells_of_one_pass(tiny_model, data, first_run,
+                                                               tmp_path) -> None:
+    """Every stage split into units of neighbouring start blocks (as for a pool of
+    workers) stores what the one-unit run stored: the scatter back to plan order is right."""
+
+    class Pool(LocalExecutor):
+        workers = 3
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.units = 0
+
+        def map(self, units):
+            self.units += len(units)
+            return super().map(units)
+
+    config, one = first_run
+    pool = Pool()
+    split = mb.run(replace(config, out_dir=str(tmp_path)), model=tiny_model, progress=False,
+                   executor=pool)
+    assert set(split["cells"]) == set(one["cells"])
+    assert pool.units > len(one["cells"]) // 4  # many units, not one per stage
+
+    def numbers(value):
+        if isinstance(value, dict):
+            return {k: numbers(v) for k, v in value.items() if k != "seconds"}
+        if isinstance(value, list):
+            return [numbers(v) for v in value]
+        return pytest.approx(value, abs=2e-3) if isinstance(value, float) else value
+
+    for key, cell in one["cells"].items():
+        assert split["cells"][key] == numbers(cell), key

@@ -23,8 +23,7 @@ from actsteer.effects import paired_effect
 from actsteer.errors import ActsteerError, InvalidValueError
 from actsteer.likelihood import word_propensities
 from actsteer.norms import residual_norms
-from actsteer.surgery import select_region
-from actsteer.surgery.arms import (
+from actsteer.paper.surgery_vs_steering.arms import (
     AUTHORS_SHARE,
     SteeringArm,
     SurgeryArm,
@@ -32,8 +31,9 @@ from actsteer.surgery.arms import (
     default_k,
     score_points,
 )
-from actsteer.surgery.compare import compare, generation_throughput
-from actsteer.surgery.matching import common_target, matched_strength
+from actsteer.paper.surgery_vs_steering.compare import compare, generation_throughput
+from actsteer.paper.surgery_vs_steering.matching import common_target, matched_strength
+from actsteer.surgery import select_region
 
 SENTIMENT = load_expressed("sentiment")
 PROMPTS = list(neutral_prompts())[:6]
@@ -298,7 +298,7 @@ def test_embedded_model_sentiment_moves_the_intended_way(smol, direction):
 
 
 def test_effect_vs_tax_draws_every_arm_from_the_unsteered_point(result):
-    from actsteer.surgery.figures import effect_vs_tax
+    from actsteer.paper.surgery_vs_steering.figures import effect_vs_tax
 
     figure = effect_vs_tax([result])
     lines = [trace for trace in figure.data if trace.mode == "lines+markers"]
@@ -311,3 +311,44 @@ def test_effect_vs_tax_draws_every_arm_from_the_unsteered_point(result):
     assert len(stars) == sum(s is not None for s in result.matched.values())
     with pytest.raises(InvalidValueError, match="at least one"):
         effect_vs_tax([])
+
+
+# -- the study: one results-log cell per behaviour and direction ---------------------------
+
+def test_the_study_resumes_from_its_results_log(tiny_model, tmp_path, monkeypatch):
+    from actsteer.paper.surgery_vs_steering import study
+    from actsteer.results import ResultConfigMismatchError, read_results
+
+    settings = study.StudySettings(layer=2, k=8, steer=(0.5,), surgery=(4.0,),
+                                   no_control=True, prompts=3, documents=2, max_tokens=24,
+                                   generate=0, repeats=0, resamples=50)
+    measured: list[int] = []
+    real = study.compare
+    monkeypatch.setattr(study, "compare", lambda *a, **k: measured.append(k["direction"])
+                        or real(*a, **k))
+    first = study.run_study(settings, ["sentiment"], [1], tmp_path, model=tiny_model,
+                            progress=False)
+    assert measured == [1] and list(first) == ["sentiment:+1"]
+    log = read_results(tmp_path / study.RESULTS_FILE)
+    assert log["config"] == settings.to_dict() and set(log["cells"]) == {"sentiment:+1"}
+    # a second direction measures only that cell; the first is read back as it was
+    both = study.run_study(settings, ["sentiment"], [1, -1], tmp_path, model=tiny_model,
+                           progress=False)
+    assert measured == [1, -1] and both["sentiment:+1"] == first["sentiment:+1"]
+    assert study.run_study(settings, ["sentiment"], [-1, 1], tmp_path, model=tiny_model,
+                           progress=False) == both
+    assert measured == [1, -1]  # nothing left to measure
+    assert "[sentiment:-1]" in (tmp_path / study.TABLE_FILE).read_text(encoding="utf-8")
+    # other settings are refused before anything moves, unless overwrite
+    with pytest.raises(ResultConfigMismatchError, match="overwrite"):
+        study.run_study(study.StudySettings(layer=1), ["sentiment"], [1], tmp_path,
+                        model=tiny_model, progress=False)
+    # a whole-file comparison.json of an earlier version, same settings, is carried over
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    (legacy / study.LEGACY_FILE).write_text(json.dumps(
+        {"settings": settings.to_dict(), "comparisons": {"sentiment:+1": both["sentiment:+1"]}}),
+        encoding="utf-8")
+    carried = study.run_study(settings, ["sentiment"], [1], legacy, model=tiny_model,
+                              progress=False)
+    assert measured == [1, -1] and carried == {"sentiment:+1": both["sentiment:+1"]}

@@ -4,7 +4,9 @@
   from its GGUF file into the cache) and a tiny random Llama for fast tests;
 * :mod:`~actsteer.models.loading`: :func:`load_model` on the ``hooked`` or ``bridge``
   backend, from the embedded model, a local folder or Llama 2 on the Hub;
-* :mod:`~actsteer.models.info`: :func:`model_info`, the provenance vectors record.
+* :mod:`~actsteer.models.info`: :func:`model_info`, the provenance vectors record;
+* :mod:`~actsteer.models.source`: :func:`source_folder`, the Hugging Face folder a model
+  was loaded from.
 
 Example::
 
@@ -28,6 +30,7 @@ from actsteer.models.info import (
     model_info,
 )
 from actsteer.models.loading import LLAMA2_MODELS, load_model, quiet_deprecation, resolve_dtype
+from actsteer.models.source import source_folder
 from actsteer.paths import cache_dir
 
 __all__ = [
@@ -45,5 +48,6 @@ __all__ = [
     "model_info",
     "quiet_deprecation",
     "resolve_dtype",
+    "source_folder",
     "tiny_model_folder",
 ]

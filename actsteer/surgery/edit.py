@@ -36,7 +36,7 @@ from actsteer.errors import InvalidValueError, MissingFileError
 from actsteer.models import model_info
 from actsteer.surgery.errors import SurgeryError, SurgeryFileError
 from actsteer.surgery.probe import Probe, ProbeProvenance, as_probe
-from actsteer.surgery.region import Region
+from actsteer.surgery.region import GateRows, Region
 
 __all__ = ["SurgeryEdit", "make_edit"]
 
@@ -45,7 +45,7 @@ _FORMAT = 1
 
 
 @dataclass(frozen=True, eq=False)
-class SurgeryEdit:
+class SurgeryEdit(GateRows):
     """Add ``strength * direction`` to gate rows ``rows[L]`` of each layer ``L``.
 
     Equality is :meth:`equals` (tensors compared exactly), not ``==``.
@@ -106,14 +106,6 @@ class SurgeryEdit:
     @property
     def d_model(self) -> int:
         return int(self.direction.shape[0])
-
-    @property
-    def layers(self) -> tuple[int, ...]:
-        return tuple(self.rows)
-
-    @property
-    def n_rows(self) -> int:
-        return sum(len(rows) for rows in self.rows.values())
 
     @property
     def added(self) -> Float[Tensor, " d_model"]:

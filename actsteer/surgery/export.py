@@ -21,8 +21,8 @@ from typing import Any
 import torch
 
 from actsteer.atomic import atomic_dir
-from actsteer.baking import _source_folder
 from actsteer.errors import ActsteerError
+from actsteer.models.source import source_folder
 from actsteer.surgery.edit import SurgeryEdit
 from actsteer.surgery.errors import SurgeryError
 
@@ -53,7 +53,7 @@ def save_surgery_hf(edit: SurgeryEdit, folder: str | os.PathLike[str], *,
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    origin = _source_folder(edit.model if source is None else source)
+    origin = source_folder(edit.model if source is None else source)
     target = Path(folder)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise ExportFolderError(f"{target} exists and is not empty; choose a new folder")
@@ -88,6 +88,6 @@ def save_surgery_hf(edit: SurgeryEdit, folder: str | os.PathLike[str], *,
 def _folder_of(name: str) -> Path | None:
     """The resolved source folder of the model an edit was made on, if it is one."""
     try:
-        return _source_folder(name).resolve()
+        return source_folder(name).resolve()
     except ActsteerError:
         return None

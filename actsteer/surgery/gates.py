@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from actsteer.errors import InvalidValueError
-from actsteer.models import model_info
+from actsteer.models import model_info, source_folder
 from actsteer.surgery.errors import SurgeryError
 
 __all__ = ["GateSite", "check_surgical", "checkpoint_rows", "folded_norms", "gate_site"]
@@ -103,11 +103,9 @@ def folded_norms(model: Any, layers: Sequence[int]) -> dict[int, Tensor]:
     folded = [layer for layer in layers if _is_folded(model, layer)]
     if not folded:
         return {}
-    from actsteer.baking import _source_folder
-
     name = model_info(model).name
     try:
-        folder = _source_folder(name)
+        folder = source_folder(name)
     except InvalidValueError:
         raise SurgeryError(
             f"this model's weight processing folded each block's RMSNorm weight into its gate "

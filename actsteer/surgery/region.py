@@ -28,14 +28,29 @@ from actsteer.errors import InvalidTypeError, InvalidValueError
 from actsteer.surgery.gates import check_surgical, checkpoint_rows, folded_norms
 from actsteer.surgery.probe import Probe, as_probe
 
-__all__ = ["Region", "Scope", "select_region"]
+__all__ = ["GateRows", "Region", "Scope", "select_region"]
 
 Scope = Literal["layer", "all"]
 """How ``k`` counts: per layer, or over all the selected layers together."""
 
 
+class GateRows:
+    """Gate rows chosen per layer (``rows``: layer -> neuron indices): what a
+    :class:`Region` selects and a :class:`~actsteer.surgery.edit.SurgeryEdit` edits."""
+
+    rows: Mapping[int, tuple[int, ...]]
+
+    @property
+    def layers(self) -> tuple[int, ...]:
+        return tuple(self.rows)
+
+    @property
+    def n_rows(self) -> int:
+        return sum(len(rows) for rows in self.rows.values())
+
+
 @dataclass(frozen=True)
-class Region:
+class Region(GateRows):
     """Selected gate rows per layer, with their cosines and how they were chosen."""
 
     rows: Mapping[int, tuple[int, ...]] = field(hash=False)
@@ -46,14 +61,6 @@ class Region:
     threshold: float | None = None
     k: int | None = None
     per: Scope = "layer"
-
-    @property
-    def layers(self) -> tuple[int, ...]:
-        return tuple(self.rows)
-
-    @property
-    def n_rows(self) -> int:
-        return sum(len(rows) for rows in self.rows.values())
 
 
 def select_region(model: Any, probe: Probe | Tensor, *,

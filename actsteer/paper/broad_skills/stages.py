@@ -33,7 +33,7 @@ import torch
 from actsteer.accuracy import DocumentAccuracy, Documents, accuracy_sweep
 from actsteer.batching import encode_many
 from actsteer.data.corpora import PYTHON, TEXT
-from actsteer.executor import Executor, LocalExecutor, Shard, Unit, dispatch, task, unit
+from actsteer.executor import Executor, LocalExecutor, Shard, Unit, dispatch, register_task, unit
 from actsteer.extraction import corpus_mean
 from actsteer.models import model_info
 from actsteer.paper.broad_skills.config import BASE_VECTORS, EVAL_SETS, BroadSkillsConfig
@@ -178,7 +178,7 @@ def headline(store: ResultStore, evals: Mapping[str, Documents], config: BroadSk
     return out
 
 
-@task("broad-skills-sweep")
+@register_task("broad-skills-sweep")
 def skill_sweep(model: Any, payload: Mapping[str, Any]) -> dict[str, Any]:
     """One vector at one layer over the coefficient schedule, every evaluation set scored
     at each coefficient, stopped as :func:`adaptive_sweep` stops (the skill's top-1

@@ -16,7 +16,7 @@ from actsteer.data.behaviours import PaperSplits
 from actsteer.effects import AB_METRICS, paired_effect
 from actsteer.errors import InvalidValueError
 from actsteer.evaluation import MATCHING, ABScores, PreparedItems
-from actsteer.executor import Executor, LocalExecutor, Unit, dispatch, partition, unit
+from actsteer.executor import Executor, LocalExecutor, dispatch
 from actsteer.paper.common import check_layers, scale_layer
 from actsteer.paper.keys import CellKey
 from actsteer.paper.multi_behaviour.config import (
@@ -25,16 +25,12 @@ from actsteer.paper.multi_behaviour.config import (
     MultiBehaviourConfig,
 )
 from actsteer.paper.multi_behaviour.keys import DefaultKey
-from actsteer.plan import SteeringPlan
+from actsteer.plan import SteeringPlan, empty_plan, simultaneous
 from actsteer.results import ResultStore
-from actsteer.sweep import start_layer
+from actsteer.units import Job, plan_jobs
 from actsteer.vector import SteeringVector
 
 logger = logging.getLogger(__name__)
-
-Job = tuple[Unit, Callable[[Any], None]]
-"""A unit of scoring and the driver's callback that stores its cells."""
-
 
 @dataclass(frozen=True)
 class Layers:
@@ -98,21 +94,22 @@ class Run:
     def behaviours(self) -> list[str]:
         return list(self.splits)
 
-    def job(self, behaviour: str, split: str, plans: Sequence[SteeringPlan], key: str,
-            record: Callable[[ABScores], None], *, items: PreparedItems | None = None) -> Job:
-        """A unit scoring ``plans`` on ``behaviour``'s ``split`` (or ``items`` of it) in
-        one pass (plans at one block share the prefix below it), and what to do with its
-        scores."""
+    def score_jobs(self, behaviour: str, split: str, plans: Sequence[SteeringPlan], key: str,
+                   record: Callable[[list[int], ABScores], None], *, parts: int = 1,
+                   items: PreparedItems | None = None) -> list[Job]:
+        """Units scoring ``plans`` on ``behaviour``'s ``split`` (or ``items`` of it), split
+        by start block into up to ``parts`` units (:func:`actsteer.units.plan_jobs`; plans
+        at one block share the prefix below it); each unit's scores go to
+        ``record(rows, scores)``, ``rows`` indexing ``plans``."""
         prepared = items if items is not None else self.data[behaviour][split]
 
-        def counted(scores: ABScores) -> None:
-            self.scored += len(plans) * len(prepared)
-            record(scores)
+        def counted(rows: list[int], scores: ABScores) -> None:
+            self.scored += len(rows) * len(prepared)
+            record(rows, scores)
 
-        return unit("ab-scores", {"items": prepared, "plans": list(plans),
-                                  "batch_size": self.config.batch_size,
-                                  "progress": self.progress,
-                                  "desc": f"{key} ({len(plans)} plans)"}, key=key), counted
+        return plan_jobs(self.model, plans, "ab-scores", {
+            "items": prepared, "batch_size": self.config.batch_size,
+            "progress": self.progress}, counted, parts=parts, key=key)
 
     def execute(self, jobs: Sequence[Job], desc: str) -> None:
         """Run every job's unit on the executor at once; each unit's cells are stored as
@@ -130,7 +127,7 @@ class Run:
                   parts: int = 1) -> list[Job]:
         """Cells of one behaviour and split: the stale ones (absent, or made by another
         plan) as one unit, so they share the unsteered prefix (or as up to ``parts``
-        units of neighbouring start blocks, :func:`actsteer.executor.partition`); each
+        units of neighbouring start blocks, :meth:`score_jobs`); each
         stored when its unit returns, with its paired effects against the unsteered cell
         of the same split (``extra["direction"]`` is the sign the plan intends). Nothing
         when all are fresh."""
@@ -139,27 +136,21 @@ class Run:
         if not stale:
             return []
         base_key = str(DefaultKey(behaviour, split))
-        groups = partition([start_layer(self.model, plan) for _, plan, _ in stale], parts,
-                           self.layers.n_layers)
-        jobs = []
-        for number, rows in enumerate(groups):
-            chosen = [stale[i] for i in rows]
 
-            def record(scores: ABScores, chosen: list[Any] = chosen) -> None:
-                for index, (key, plan, extra) in enumerate(chosen):
-                    cell = cell_of(scores, index, self.config, plan, **extra)
-                    if str(key) != base_key:
-                        cell["effects"] = cell_effects(cell, self.store.get(base_key),
-                                                       int(extra.get("direction", 1)),
-                                                       self.config.n_resamples)
-                    self.store.put(str(key), cell)
+        def record(rows: list[int], scores: ABScores) -> None:
+            for index, row in enumerate(rows):
+                key, plan, extra = stale[row]
+                cell = cell_of(scores, index, self.config, plan, **extra)
+                if str(key) != base_key:
+                    cell["effects"] = cell_effects(cell, self.store.get(base_key),
+                                                   int(extra.get("direction", 1)),
+                                                   self.config.n_resamples)
+                self.store.put(str(key), cell)
 
-            name = str(chosen[0][0]) if len(stale) == 1 else (
-                f"{chosen[0][0].STEP}/{behaviour}/{split}"
-                + (f"/{number}" if len(groups) > 1 else ""))
-            jobs.append(self.job(behaviour, split, [plan for _, plan, _ in chosen], name,
-                                 record))
-        return jobs
+        name = str(stale[0][0]) if len(stale) == 1 else (
+            f"{stale[0][0].STEP}/{behaviour}/{split}")
+        return self.score_jobs(behaviour, split, [plan for _, plan, _ in stale], name, record,
+                               parts=parts)
 
     def cells(self, behaviour: str, split: str,
               wanted: Sequence[tuple[CellKey, SteeringPlan, Mapping[str, Any]]]
@@ -212,3 +203,14 @@ def cell_effects(cell: Mapping[str, Any], base: Mapping[str, Any], direction: in
                                   metric=metric, direction=direction,
                                   n_resamples=n_resamples).to_dict()
             for metric in AB_METRICS}
+
+
+def simultaneous_plan(run: Run, coefficients: Mapping[str, float],
+                      scale: float) -> SteeringPlan:
+    """Every behaviour's vector at its own simultaneous layer with its coefficient, all
+    times ``scale`` (0: the unsteered model)."""
+    if scale == 0:
+        return empty_plan()
+    spec = {b: (run.vectors[b], run.layers.simultaneous[b], coefficients[b])
+            for b in run.behaviours}
+    return simultaneous(spec, scale=scale)

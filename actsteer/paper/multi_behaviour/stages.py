@@ -14,7 +14,8 @@
 6. **simultaneous** — each behaviour's vector at its own layer, one global scale, scored
    on the grid split (a positive scale is chosen per behaviour by the same rule) and the
    test split;
-7. **letter-free** — the reported plans measured on the answer *texts* of the test items
+7. **letter-free** (:mod:`~actsteer.paper.multi_behaviour.beyond`, as the tax) — the
+   reported plans measured on the answer *texts* of the test items
    (no letters: log P(matching text) − log P(other text), :mod:`actsteer.likelihood`);
 8. **steerability** — per-item propensity slopes of each behaviour's own vector at every
    profiled layer (Tan et al. 2024), on the test split;
@@ -33,16 +34,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from actsteer.accuracy import DocumentAccuracy
-from actsteer.batching import encode_many
-from actsteer.data.behaviours.texts import letter_free_items, letter_free_pairs
+from actsteer.data.behaviours.texts import letter_free_pairs
 from actsteer.evaluation import ABScores
-from actsteer.executor import Executor, LocalExecutor, partition, unit
+from actsteer.executor import Executor, LocalExecutor
 from actsteer.extraction import caa_vector
-from actsteer.likelihood import Propensities
 from actsteer.paper.common import ConfigError, VectorCache, file_digest, timed
 from actsteer.paper.keys import CellKey
 from actsteer.paper.multi_behaviour import choose as decide
+from actsteer.paper.multi_behaviour.beyond import alignment_tax, score_letter_free
 from actsteer.paper.multi_behaviour.cells import (
     Job,
     Layers,
@@ -50,6 +49,7 @@ from actsteer.paper.multi_behaviour.cells import (
     cell_effects,
     cell_of,
     fresh,
+    simultaneous_plan,
 )
 from actsteer.paper.multi_behaviour.config import MultiBehaviourConfig
 from actsteer.paper.multi_behaviour.data import (
@@ -65,14 +65,11 @@ from actsteer.paper.multi_behaviour.keys import (
     DefaultKey,
     GridKey,
     IndividualKey,
-    LetterFreeKey,
     SimultaneousKey,
-    TaxKey,
 )
 from actsteer.paper.multi_behaviour.steerability import steerability_profile
-from actsteer.plan import SteeringPlan, empty_plan, simultaneous, single
+from actsteer.plan import SteeringPlan, empty_plan, single
 from actsteer.results import ResultStore
-from actsteer.sweep import start_layer
 from actsteer.vector import SteeringVector
 
 logger = logging.getLogger(__name__)
@@ -197,7 +194,8 @@ def grid_job(run: Run, behaviour: str, layer: int, base: Mapping[str, Any]) -> l
         return []
     order = list(needed)
 
-    def record(scores: ABScores) -> None:
+    def record(rows: list[int], scores: ABScores) -> None:
+        del rows  # one unit: every plan, in order
         for direction, ladder in ladders(config).items():
             for multiplier in ladder:
                 key = GridKey(behaviour, layer, multiplier)
@@ -215,8 +213,8 @@ def grid_job(run: Run, behaviour: str, layer: int, base: Mapping[str, Any]) -> l
                 if decide.failure(cell, base, config):
                     break
 
-    return [run.job(behaviour, "grid", [needed[m] for m in order],
-                    f"grid/{behaviour}/L{layer}", record)]
+    return run.score_jobs(behaviour, "grid", [needed[m] for m in order],
+                          f"grid/{behaviour}/L{layer}", record)
 
 
 def grid_search(run: Run, defaults: Mapping[str, Mapping[str, Any]]
@@ -293,15 +291,6 @@ def score_combined(run: Run, coefficients: Mapping[str, float]) -> None:
             for variant, direction, plan in plans], parts)], "combined")
 
 
-def simultaneous_plan(run: Run, coefficients: Mapping[str, float],
-                      scale: float) -> SteeringPlan:
-    if scale == 0:
-        return empty_plan()
-    spec = {b: (run.vectors[b], run.layers.simultaneous[b], coefficients[b])
-            for b in run.behaviours}
-    return simultaneous(spec, scale=scale)
-
-
 def score_simultaneous(run: Run, coefficients: Mapping[str, float]
                        ) -> dict[str, dict[str, Any]]:
     """Every scale on both splits; per behaviour, the positive scale chosen on the grid
@@ -325,101 +314,6 @@ def score_simultaneous(run: Run, coefficients: Mapping[str, float]
         chosen[behaviour] = decide.choose(found, 1, run.config.choose_metric, setting="scale")
     run.store.set_extra("simultaneous_choice", chosen)
     return chosen
-
-
-def score_letter_free(run: Run, chosen: Mapping[str, Mapping[str, Any]],
-                      coefficients: Mapping[str, float],
-                      simultaneous_choice: Mapping[str, Mapping[str, Any]]) -> None:
-    """The reported plans of each behaviour on the answer texts of its first
-    ``letter_free_items`` test items (items without answer texts are skipped)."""
-    config = run.config
-    if config.letter_free_items == 0:
-        return
-    variant = decide.combined_variant(config.to_dict())
-    layer = run.layers.combined
-    jobs: list[Job] = []
-    pending: list[tuple[str, dict[str, SteeringPlan], list[Any], int]] = []
-    for behaviour in run.behaviours:
-        test = run.splits[behaviour].test
-        n = min(config.letter_free_items or len(test), len(test))
-        plans: dict[str, SteeringPlan] = {"unsteered": empty_plan()}
-        for direction, sign in DIRECTIONS.items():
-            pick = chosen[behaviour][direction]
-            if pick["steerable"]:
-                plans[f"individual {direction}"] = single(run.vectors[behaviour], pick["layer"],
-                                                          pick["multiplier"])
-            plans[f"combined {variant} {direction}"] = decide.combined_plan(
-                run.vectors, layer, variant, coefficients, sign)
-        choice = simultaneous_choice.get(behaviour) or {}
-        scale = float(choice["scale"]) if choice.get("steerable") else 1.0
-        plans[f"simultaneous x{scale:+g}"] = simultaneous_plan(run, coefficients, scale)
-        stale = {name: plan for name, plan in plans.items()
-                 if not fresh(run.store, LetterFreeKey(behaviour, name), plan)}
-        if not stale:
-            continue
-        items, skipped = letter_free_items(test[:n], config.prompt_format,  # type: ignore[arg-type]
-                                           run.model.tokenizer)
-        if not items:
-            logger.warning("%s: no test item lists its answers as text; no letter-free "
-                           "measurement", behaviour)
-            continue
-        pending.append((behaviour, stale, items, len(skipped)))
-    parts = run.parts(len(pending))
-    for behaviour, stale, items, dropped in pending:
-        names = list(stale)
-        groups = partition([start_layer(run.model, stale[k]) for k in names], parts,
-                           run.layers.n_layers)
-        for number, rows in enumerate(groups):
-            mine = [names[i] for i in rows]
-
-            def record(scores: Propensities, behaviour: str = behaviour,
-                       mine: list[str] = mine, stale: dict[str, SteeringPlan] = stale,
-                       n: int = len(items), dropped: int = dropped) -> None:
-                for row, name in enumerate(mine):
-                    run.store.put(str(LetterFreeKey(behaviour, name)), {
-                        "plan_id": stale[name].identity(), "plan": stale[name].describe(),
-                        "summed": [round(float(x), 4) for x in scores.summed[row]],
-                        "per_token": [round(float(x), 5) for x in scores.per_token[row]],
-                        "n": n, "skipped": dropped})
-
-            key = f"letter-free/{behaviour}" + (f"/{number}" if len(groups) > 1 else "")
-            jobs.append((unit("continuation-propensities", {
-                "items": items, "plans": [stale[k] for k in mine],
-                "batch_size": config.batch_size, "progress": run.progress,
-                "desc": f"{key} ({len(mine)} plans)"}, key=key), record))
-    run.execute(jobs, "letter-free")
-
-
-def alignment_tax(run: Run, coefficients: Mapping[str, float]) -> None:
-    texts = run.tax_texts
-    if texts is None:  # tax_corpus="none"
-        return
-    config = run.config
-    plans = {s: simultaneous_plan(run, coefficients, s) for s in (0.0, *config.scales)}
-    pending = [s for s, plan in plans.items() if not fresh(run.store, TaxKey(s), plan)]
-    if not pending:
-        return
-    sequences = [ids[: config.tax_max_tokens] for ids in encode_many(run.model, texts)]
-    sequences = [s for s in sequences if len(s) >= 2]
-    run.executor.bind(run.model)
-    groups = partition([start_layer(run.model, plans[s]) for s in pending],
-                       run.executor.workers, int(run.model.cfg.n_layers))
-    jobs: list[Job] = []
-    for number, rows in enumerate(groups):
-        scales = [pending[i] for i in rows]
-
-        def record(scored: list[DocumentAccuracy], scales: list[float] = scales) -> None:
-            for scale, accuracy in zip(scales, scored, strict=True):
-                estimate = accuracy.estimate("top1", n_resamples=config.n_resamples)
-                run.store.put(str(TaxKey(scale)), {
-                    "scale": scale, "top1": estimate.as_dict(),
-                    "tokens": int(accuracy.tokens.sum()), "documents": len(sequences),
-                    "plan": plans[scale].describe(), "plan_id": plans[scale].identity()})
-
-        jobs.append((unit("accuracy", {"sequences": sequences, "plans": [plans[s] for s in scales],
-                                       "batch_size": config.batch_size},
-                          key=f"tax/{number}"), record))
-    run.execute(jobs, "alignment tax")
 
 
 def run(config: MultiBehaviourConfig, *, model: Any = None, progress: bool = True,

@@ -21,7 +21,6 @@ from typing import Any
 import torch
 
 from actsteer.evaluation import ABScores
-from actsteer.executor import partition
 from actsteer.paper.common import digest
 from actsteer.paper.multi_behaviour.cells import Job, Run
 from actsteer.paper.multi_behaviour.keys import DefaultKey, SteerabilityKey
@@ -86,32 +85,31 @@ def steerability_profile(run: Run) -> dict[str, dict[str, dict[str, Any]]]:
     for behaviour in busy:
         n = _items(run, behaviour)
         test = run.data[behaviour]["test"]
-        starts = [layer for layer in pending[behaviour] for _ in steps]
-        for chunk in partition(starts, parts, run.layers.n_layers):
-            chosen = sorted({starts[i] for i in chunk})
+        layer_of = [layer for layer in pending[behaviour] for _ in steps]  # per plan
 
-            def record(scores: ABScores, behaviour: str = behaviour, chosen: list[int] = chosen,
-                       n: int = n) -> None:
-                base = run.store.get(str(DefaultKey(behaviour, "test")))["items"]["logit_diff"]
-                unsteered = torch.tensor(base[:n], dtype=torch.float64)
-                labels = run.data[behaviour]["test"].matching_labels[:n]
-                for index, layer in enumerate(chosen):
-                    rows = scores.logit_diff[index * len(steps):(index + 1) * len(steps)]
-                    by_multiplier = {0.0: unsteered, **dict(zip(steps, rows.double(),
-                                                                strict=True))}
-                    propensity = torch.stack([by_multiplier[m] for m in multipliers])
-                    slopes = propensity_slopes(propensity, multipliers)
-                    summary = summarize_steerability(slopes, labels,
-                                                     n_resamples=config.n_resamples)
-                    run.store.put(str(SteerabilityKey(behaviour, layer)), {
-                        "layer": layer, "multipliers": multipliers, "n": n,
-                        "slopes": [round(float(x), 5) for x in slopes],
-                        "summary": summary.to_dict(), "plan_id": ids[behaviour][layer]})
+        def record(rows: list[int], scores: ABScores, behaviour: str = behaviour,
+                   layer_of: list[int] = layer_of, n: int = n) -> None:
+            base = run.store.get(str(DefaultKey(behaviour, "test")))["items"]["logit_diff"]
+            unsteered = torch.tensor(base[:n], dtype=torch.float64)
+            labels = run.data[behaviour]["test"].matching_labels[:n]
+            ladders: dict[int, list[torch.Tensor]] = {}
+            for index, row in enumerate(rows):  # rows ascend: each layer's steps in order
+                ladders.setdefault(layer_of[row], []).append(scores.logit_diff[index].double())
+            for layer, ladder in ladders.items():
+                by_multiplier = {0.0: unsteered, **dict(zip(steps, ladder, strict=True))}
+                propensity = torch.stack([by_multiplier[m] for m in multipliers])
+                slopes = propensity_slopes(propensity, multipliers)
+                summary = summarize_steerability(slopes, labels, n_resamples=config.n_resamples)
+                run.store.put(str(SteerabilityKey(behaviour, layer)), {
+                    "layer": layer, "multipliers": multipliers, "n": n,
+                    "slopes": [round(float(x), 5) for x in slopes],
+                    "summary": summary.to_dict(), "plan_id": ids[behaviour][layer]})
 
-            key = f"steerability/{behaviour}/L{chosen[0]}-{chosen[-1]}"
-            jobs.append(run.job(behaviour, "test", [p for layer in chosen
-                                                    for p in plans[behaviour][layer]], key,
-                                record, items=test[:n]))
+        # at most one unit per layer, so that every unit holds whole ladders
+        jobs += run.score_jobs(behaviour, "test", [p for layer in pending[behaviour]
+                                                   for p in plans[behaviour][layer]],
+                               f"steerability/{behaviour}", record,
+                               parts=min(parts, len(pending[behaviour])), items=test[:n])
     run.execute(jobs, "steerability")
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for behaviour in run.behaviours:

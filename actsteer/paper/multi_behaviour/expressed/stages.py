@@ -25,19 +25,21 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
+from actsteer import accuracy, generation  # noqa: F401  (register the tasks run here)
 from actsteer.batching import encode_many
 from actsteer.data.expressed import ExpressedBehaviour, load_expressed, neutral_prompts
 from actsteer.effects import paired_effect
-from actsteer.executor import Executor, LocalExecutor, dispatch, partition, unit
+from actsteer.executor import Executor, LocalExecutor, dispatch, unit
 from actsteer.extraction import caa_vector
+from actsteer.layer_choice import distinct_layers
+from actsteer.likelihood import Propensities
 from actsteer.norms import ResidualNorms, residual_norms
 from actsteer.paper.common import VectorCache, check_layers, digest, scale_layer, timed
 from actsteer.paper.multi_behaviour.config import PAPER_LAYER
@@ -56,7 +58,7 @@ from actsteer.paper.multi_behaviour.expressed.plans import (
 from actsteer.paper.multi_behaviour.stages import RESULTS_FILE
 from actsteer.plan import SteeringPlan, empty_plan
 from actsteer.results import ResultStore
-from actsteer.sweep import start_layer
+from actsteer.units import plan_jobs
 from actsteer.vector import SteeringVector
 
 logger = logging.getLogger(__name__)
@@ -78,43 +80,36 @@ class ExpressedRun:
     norms: ResidualNorms | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
-    def score(self, split: str, plans: Mapping[str, SteeringPlan], stage: str
-              ) -> Iterator[dict[str, dict[str, list[float]]]]:
+    def score(self, split: str, plans: Mapping[str, SteeringPlan], keys: Mapping[str, Any],
+              stage: str) -> None:
         """Every behaviour's word-set propensity on ``split``'s prompts under each plan,
-        yielded per unit as units complete: ``{plan name: {behaviour: [value per
-        prompt]}}`` for the plans of that unit.
+        stored per unit as units complete: cell ``keys[name]`` holds ``{behaviour: [value
+        per prompt]}`` under ``"values"`` with the plan's identity.
 
         Plans that start at the same block are one unit (they share the unsteered prefix
         below it); neighbouring blocks are joined until there are as many units as the
-        executor has workers (:func:`actsteer.executor.partition`).
+        executor has workers (:func:`actsteer.units.plan_jobs`).
         """
         names = list(plans)
         if not names:
             return
-        self.executor.bind(self.model)
-        starts = [start_layer(self.model, plans[name]) for name in names]
-        groups = partition(starts, self.executor.workers, int(self.model.cfg.n_layers))
         prompts = self.prompts[split]
-        word_sets = [b.words for b in self.behaviours.values()]
-        units = {}
-        for rows in groups:
-            chosen = [names[i] for i in rows]
-            layers = sorted({starts[i] for i in rows})
-            key = f"{stage}/L{layers[0]}" + (f"-{layers[-1]}" if len(layers) > 1 else "")
-            units[key] = (unit("word-propensities", {
-                "prompts": prompts, "word_sets": word_sets,
-                "plans": [plans[name] for name in chosen],
-                "batch_size": self.config.batch_size, "progress": self.progress,
-                "desc": f"{key} ({len(chosen)} plans x {len(prompts)} prompts)"}, key=key),
-                chosen)
-        bar = tqdm(total=len(units), desc=f"{stage} ({len(names)} plans, {len(units)} units)",
-                   disable=not self.progress, leave=False, unit="unit")
-        with bar:
-            for work, scored in self.executor.map([u for u, _ in units.values()]):
-                bar.update()
-                yield {name: {b: [round(float(x), 5) for x in scored[b].summed[row]]
-                              for b in self.behaviours}
-                       for row, name in enumerate(units[work.key][1])}
+
+        def record(rows: list[int], scored: Mapping[str, Propensities]) -> None:
+            for index, row in enumerate(rows):
+                plan = plans[names[row]]
+                self.store.put(str(keys[names[row]]), {
+                    "plan_id": plan.identity(), "plan": plan.describe(),
+                    "values": {b: [round(float(x), 5) for x in scored[b].summed[index]]
+                               for b in self.behaviours}})
+
+        self.executor.bind(self.model)
+        jobs = plan_jobs(self.model, [plans[name] for name in names], "word-propensities", {
+            "prompts": prompts, "word_sets": [b.words for b in self.behaviours.values()],
+            "batch_size": self.config.batch_size, "progress": self.progress}, record,
+            parts=self.executor.workers, key=stage)
+        dispatch(self.executor, jobs, progress=self.progress,
+                 desc=f"{stage} ({len(names)} plans, {len(jobs)} units)")
 
     def stale(self, keys: Mapping[str, Any], plans: Mapping[str, SteeringPlan]
               ) -> dict[str, SteeringPlan]:
@@ -201,7 +196,8 @@ def measure_norms(run: ExpressedRun, layers: list[int]) -> ResidualNorms:
 
 def choose_layers(run: ExpressedRun, candidates: tuple[int, ...]) -> dict[str, dict[str, Any]]:
     """Score each behaviour alone at each candidate layer on the grid prompts; choose each
-    behaviour's own layer (largest lower bound of its own paired effect; distinct)."""
+    behaviour's own layer (:func:`actsteer.layer_choice.distinct_layers`: largest lower
+    bound of its own paired effect; distinct)."""
     assert run.norms is not None
     config = run.config
     plans = {UNSTEERED: empty_plan()}
@@ -211,32 +207,17 @@ def choose_layers(run: ExpressedRun, candidates: tuple[int, ...]) -> dict[str, d
             label = f"{name}@{layer}"
             plans[label] = individual(name, vector, layer, config.fraction, run.norms)
             keys[label] = GridKey(name, layer)
-    pending = run.stale(keys, plans)
-    for scored in run.score("grid", pending, "layers"):
-        for label, values in scored.items():
-            run.store.put(str(keys[label]), {"plan_id": plans[label].identity(),
-                                             "plan": plans[label].describe(),
-                                             "values": values})
+    run.score("grid", run.stale(keys, plans), keys, "layers")
     base = run.store.get(str(keys[UNSTEERED]))["values"]
-    effects: dict[str, dict[int, dict[str, Any]]] = {}
-    for name in run.vectors:
-        effects[name] = {}
-        for layer in candidates:
-            values = run.store.get(str(keys[f"{name}@{layer}"]))["values"][name]
-            effects[name][layer] = paired_effect(values, base[name], metric=name,
-                                                 n_resamples=config.n_resamples).to_dict()
-    order = sorted(run.vectors, key=lambda n: -max(e["low"] for e in effects[n].values()))
-    taken: set[int] = set()
+    effects = {name: {layer: paired_effect(
+        run.store.get(str(keys[f"{name}@{layer}"]))["values"][name], base[name], metric=name,
+        n_resamples=config.n_resamples) for layer in candidates} for name in run.vectors}
     chosen: dict[str, dict[str, Any]] = {}
-    for name in order:
-        ranked = sorted(candidates, key=lambda layer: -effects[name][layer]["low"])
-        free = [layer for layer in ranked if layer not in taken] or ranked
-        layer = free[0]
-        taken.add(layer)
+    for name, layer in distinct_layers(effects).items():
         effect = effects[name][layer]
-        chosen[name] = {"layer": layer, "effect": effect, "moves": effect["verdict"] == "moves",
-                        "by_layer": {str(k): v for k, v in effects[name].items()}}
-    chosen = {name: chosen[name] for name in run.vectors}
+        chosen[name] = {"layer": layer, "effect": effect.to_dict(),
+                        "moves": effect.verdict == "moves",
+                        "by_layer": {str(k): v.to_dict() for k, v in effects[name].items()}}
     run.store.set_extra("own_layers", chosen)
     return chosen
 
@@ -254,12 +235,7 @@ def steerability_plans(run: ExpressedRun, own: Mapping[str, int]) -> dict[str, S
 
 def score_test(run: ExpressedRun, plans: Mapping[str, SteeringPlan]) -> None:
     keys = {name: TestKey(name) for name in plans}
-    pending = run.stale(keys, plans)
-    for scored in run.score("test", pending, "test"):
-        for name, values in scored.items():
-            plan = pending[name]
-            run.store.put(str(keys[name]), {"plan_id": plan.identity(),
-                                            "plan": plan.describe(), "values": values})
+    run.score("test", run.stale(keys, plans), keys, "test")
 
 
 TAX_PREFIXES = ("individual:", "combined-", "simultaneous")
@@ -275,26 +251,21 @@ def score_tax(run: ExpressedRun, plans: Mapping[str, SteeringPlan]) -> None:
         return
     sequences = [ids[:run.config.tax_max_tokens] for ids in encode_many(run.model, run.tax_texts)]
     names = list(pending)
+
+    def record(rows: list[int], scored: list[Any]) -> None:  # DocumentAccuracy with nll
+        for row, counts in zip(rows, scored, strict=True):
+            run.store.put(str(keys[names[row]]), {
+                "plan_id": pending[names[row]].identity(),
+                "plan": pending[names[row]].describe(),
+                "nll": [round(float(x), 4) for x in counts.nll],
+                "top1": [int(x) for x in counts.top1],
+                "tokens": [int(x) for x in counts.tokens]})
+
     run.executor.bind(run.model)
-    starts = [start_layer(run.model, pending[name]) for name in names]
-    groups = partition(starts, run.executor.workers, int(run.model.cfg.n_layers))
-    jobs = []
-    for number, rows in enumerate(groups):
-        chosen = [names[i] for i in rows]
-
-        def record(scored: list[Any], chosen: list[str] = chosen) -> None:
-            for name, counts in zip(chosen, scored, strict=True):
-                run.store.put(str(keys[name]), {
-                    "plan_id": pending[name].identity(), "plan": pending[name].describe(),
-                    "nll": [round(float(x), 4) for x in counts.nll],
-                    "top1": [int(x) for x in counts.top1],
-                    "tokens": [int(x) for x in counts.tokens]})
-
-        jobs.append((unit("accuracy", {
-            "sequences": [s for s in sequences if len(s) >= 2],
-            "batch_size": min(8, run.config.batch_size),
-            "plans": [pending[name] for name in chosen], "progress": run.progress},
-            key=f"tax/{number}"), record))
+    jobs = plan_jobs(run.model, [pending[name] for name in names], "accuracy", {
+        "sequences": [s for s in sequences if len(s) >= 2],
+        "batch_size": min(8, run.config.batch_size), "progress": run.progress}, record,
+        parts=run.executor.workers, key="tax")
     dispatch(run.executor, jobs, progress=run.progress, desc=f"tax ({len(names)} plans)")
 
 

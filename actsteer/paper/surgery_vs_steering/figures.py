@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from actsteer.errors import InvalidValueError
-from actsteer.surgery.compare import Comparison
+from actsteer.paper.surgery_vs_steering.comparison import Comparison
 
 __all__ = ["effect_vs_tax"]
 

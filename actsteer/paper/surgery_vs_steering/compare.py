@@ -1,5 +1,5 @@
 """Surgery and activation steering on equal terms: one behaviour, one set of items, one
-measurement, every arm (:mod:`actsteer.surgery.arms`) at a ladder of strengths.
+measurement, every arm (:mod:`actsteer.paper.surgery_vs_steering.arms`) at a ladder of strengths.
 
 For each arm and strength, against the unedited, unsteered model on the same items:
 
@@ -21,8 +21,8 @@ For each arm and strength, against the unedited, unsteered model on the same ite
 
 **Matched effect.** Strengths of different arms are in different units, so besides the
 ladders each arm is measured again at the strength where its ladder reaches a common
-target effect (:mod:`actsteer.surgery.matching`: by default the largest significant
-effect of the weakest arm that is not a control, else a fixed ``target``), linearly
+target effect (:mod:`actsteer.paper.surgery_vs_steering.matching`: by default the largest
+significant effect of the weakest arm that is not a control, else a fixed ``target``), linearly
 interpolated between ladder points; the effect and cost at that strength are measured,
 not interpolated.
 
@@ -48,7 +48,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -57,120 +57,21 @@ from torch import Tensor
 from actsteer.accuracy import DocumentAccuracy, Documents, accuracy_sweep
 from actsteer.batching import encode_many
 from actsteer.contrast import ContrastItem, WordSets
-from actsteer.effects import Effect, paired_effect, verdict_of
+from actsteer.effects import Effect, paired_effect
 from actsteer.errors import InvalidValueError
 from actsteer.generation import generate_tokens as generate_ids
 from actsteer.likelihood import continuation_propensities, word_propensities
+from actsteer.paper.surgery_vs_steering.arms import Arm, check_ladder, score_points
+from actsteer.paper.surgery_vs_steering.comparison import Comparison, Row
+from actsteer.paper.surgery_vs_steering.matching import common_target, matched_strength
 from actsteer.plan import SteeringPlan
 from actsteer.stats import Estimate, bootstrap, percentile_interval, resample_indices, resampled
 from actsteer.steerability import SteerabilitySummary, propensity_slopes, summarize_steerability
-from actsteer.surgery.arms import Arm, ArmKind, check_ladder, score_points
-from actsteer.surgery.matching import common_target, matched_strength
 
 __all__ = ["Comparison", "Row", "compare", "generation_throughput", "vader_compound"]
 
+
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Row:
-    """One arm at one strength, everything paired against the unsteered model."""
-
-    arm: str
-    kind: ArmKind
-    unit: str
-    strength: float
-    matched: bool
-    """Measured at the matched-effect strength (else a ladder point)."""
-    effect: Effect
-    """Δ of the behaviour's word-set propensity (nats), intended direction recorded."""
-    text: Effect | None = None
-    """Δ of the text score of greedy continuations (e.g. VADER compound)."""
-    perplexity: Estimate | None = None
-    perplexity_ratio: Estimate | None = None
-    """Perplexity over the unsteered model's, paired over documents."""
-    top1_delta: Estimate | None = None
-    """Δ next-token top-1 accuracy (token-weighted), paired over documents."""
-    tokens_per_s: float | None = None
-    """New tokens/s of generation under this arm's kind (one arm of each kind is timed,
-    see :func:`compare`)."""
-
-    def to_dict(self) -> dict[str, Any]:
-        def est(value: Estimate | None) -> dict[str, Any] | None:
-            return None if value is None else value.as_dict()
-
-        return {"arm": self.arm, "kind": self.kind, "unit": self.unit,
-                "strength": self.strength, "matched": self.matched,
-                "effect": self.effect.to_dict(),
-                "text": None if self.text is None else self.text.to_dict(),
-                "perplexity": est(self.perplexity),
-                "perplexity_ratio": est(self.perplexity_ratio),
-                "top1_delta": est(self.top1_delta), "tokens_per_s": self.tokens_per_s}
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """The result of :func:`compare`: rows (ladder points, then matched points), each arm's
-    steerability, how strengths were matched, and the unsteered model's numbers."""
-
-    behaviour: str
-    direction: int
-    n_prompts: int
-    rows: tuple[Row, ...]
-    slopes: Mapping[str, SteerabilitySummary]
-    """Per arm: slope of the propensity per unit of the arm's strength over its ladder."""
-    ladders: Mapping[str, tuple[float, ...]]
-    target: float | None
-    """The effect every arm was matched to (in the intended direction), or None."""
-    target_rule: str
-    reach: Mapping[str, float | None]
-    """Per arm: its largest ladder effect in the intended direction whose interval
-    excludes 0 there (None: no such point)."""
-    matched: Mapping[str, float | None]
-    """Per arm: the matched strength (None: its ladder never reaches the target)."""
-    unsteered: Mapping[str, Any]
-    audit: Mapping[str, Effect] = field(default_factory=dict)
-    """Per arm: the sign audit (see the module docstring); empty without audit items."""
-    texts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    """Generated continuations per point label (``"unsteered"``, ``"surgery@4"``; a
-    matched point's label ends in ``*``)."""
-    text_metric: str = "VADER"
-    """What scored the generated text (the table's column name)."""
-
-    def row(self, arm: str, strength: float | None = None, *, matched: bool = False) -> Row:
-        """The row of ``arm`` at ``strength`` (or its matched row)."""
-        for row in self.rows:
-            if row.arm == arm and row.matched == matched and (
-                    strength is None or math.isclose(row.strength, strength)):
-                return row
-        raise InvalidValueError(f"no {'matched ' if matched else ''}row for {arm!r}"
-                                + ("" if strength is None else f" at {strength:g}"))
-
-    def slope_verdict(self, arm: str) -> str:
-        slope = self.slopes[arm].mean_slope
-        return verdict_of(slope.low, slope.high, self.direction)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "behaviour": self.behaviour, "direction": self.direction,
-            "n_prompts": self.n_prompts, "rows": [row.to_dict() for row in self.rows],
-            "slopes": {arm: {**s.to_dict(), "verdict": self.slope_verdict(arm)}
-                       for arm, s in self.slopes.items()},
-            "ladders": {arm: list(v) for arm, v in self.ladders.items()},
-            "target": self.target, "target_rule": self.target_rule,
-            "reach": dict(self.reach), "matched": dict(self.matched),
-            "unsteered": {key: value.as_dict() if isinstance(value, Estimate) else value
-                          for key, value in self.unsteered.items()},
-            "audit": {arm: effect.to_dict() for arm, effect in self.audit.items()},
-            "texts": {label: list(texts) for label, texts in self.texts.items()},
-            "text_metric": self.text_metric,
-        }
-
-    def table(self) -> str:
-        """Plain-text table: ladder rows, then matched rows, then the sign audit."""
-        from actsteer.surgery.report import comparison_table
-
-        return comparison_table(self)
 
 
 def vader_compound(texts: Sequence[str]) -> list[float]:
@@ -269,8 +170,9 @@ def compare(
     """Measure every arm on the same items (see the module docstring).
 
     Args:
-        arms: name -> :class:`~actsteer.surgery.arms.SteeringArm` or
-            :class:`~actsteer.surgery.arms.SurgeryArm` (e.g. ``build_arms(...).arms``).
+        arms: name -> :class:`~actsteer.paper.surgery_vs_steering.arms.SteeringArm` or
+            :class:`~actsteer.paper.surgery_vs_steering.arms.SurgeryArm` (e.g.
+            ``build_arms(...).arms``).
         words: the behaviour's word sets; ``prompts`` the held-out prompts read after.
         ladders: per arm, its positive strengths (the negatives are measured too, for
             slopes); every arm needs one.
@@ -286,8 +188,9 @@ def compare(
             (else its largest).
         audit_items: items for the sign audit (empty: no audit).
         target: a fixed effect to match (intended direction, > 0); ``None``: the weakest
-            arm's reach (:func:`~actsteer.surgery.matching.common_target`), control arms
-            (``arm.control``) left out.
+            arm's reach
+            (:func:`~actsteer.paper.surgery_vs_steering.matching.common_target`), control
+            arms (``arm.control``) left out.
     """
     if direction not in (1, -1):
         raise InvalidValueError(f"direction must be +1 or -1, got {direction!r}")
