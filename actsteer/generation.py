@@ -153,9 +153,15 @@ class _BridgeDecoder:
             logits = self.model(tokens, attention_mask=self.mask, logits_to_keep=1)
             return logits[:, -1]  # type: ignore[no-any-return]
         extra = {} if self.cache is None else {"past_key_values": self.cache}
-        logits, self.cache = self.model(tokens, attention_mask=self.mask, use_cache=True,
-                                        logits_to_keep=1, return_type="logits_and_cache",
-                                        **extra)
+        with warnings.catch_warnings():
+            # TransformerBridge takes the cache as past_key_values (its documented argument)
+            # and hands it on under that name, which transformers >= 5.25 deprecates with a
+            # FutureWarning on every step; the warning is TransformerLens's to act on.
+            warnings.filterwarnings("ignore", message=r".*`past_key_values` is deprecated",
+                                    category=FutureWarning)
+            logits, self.cache = self.model(tokens, attention_mask=self.mask, use_cache=True,
+                                            logits_to_keep=1, return_type="logits_and_cache",
+                                            **extra)
         return logits[:, -1]  # type: ignore[no-any-return]
 
     def start(self, tokens: Tensor, mask: Tensor) -> Tensor:
