@@ -146,8 +146,8 @@ def _check(model_key: str, load: Any, generated: tuple[str, ...] = GENERATED) ->
         assert max(gaps.values()) <= CROSS_BACKEND, gaps
         assert hooked_tokens == bridge_tokens
         # Steering moved the logits at every site, so the comparison above has teeth.
-        moved = _gaps({k: v for k, v in hooked_logits.items()},
-                      {k: hooked_logits["unsteered"] for k in hooked_logits}, centred=True)
+        moved = _gaps(hooked_logits, dict.fromkeys(hooked_logits, hooked_logits["unsteered"]),
+                      centred=True)
         assert all(gap > 0.01 for name, gap in moved.items() if name != "unsteered"), moved
         _write(REFERENCE, f"{model_key}-hooked", hooked_logits, hooked_tokens)
         _write(REFERENCE, f"{model_key}-bridge", bridge_logits, bridge_tokens)

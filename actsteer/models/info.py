@@ -78,11 +78,12 @@ def default_backend() -> Backend:
     same hook names) on TransformerLens 4.x, which has no HookedTransformer. This is the one
     place the default is written; everything that takes ``backend=None`` resolves it here.
     """
-    return "hooked" if transformer_lens_major() < 4 else "bridge"
+    return available_backends()[0]
 
 
 def available_backends() -> tuple[Backend, ...]:
-    """The backends the installed TransformerLens has: both on 3.x, the bridge on 4.x."""
+    """The backends the installed TransformerLens has, its default first: both on 3.x,
+    the bridge alone on 4.x."""
     return BACKENDS if transformer_lens_major() < 4 else ("bridge",)
 
 
