@@ -8,9 +8,11 @@ masked and position ids are counted from each row's first real token, so a promp
 continuation is the same token for token whether it runs alone or in a batch.
 
 Both backends: on ``TransformerBridge`` the loop drives the wrapped Hugging Face model's
-own KV cache (close to the speed of ``transformers`` ``generate``); ``HookedTransformer``
-uses TransformerLens's ``TransformerLensKeyValueCache``, which re-rotates cached keys at
-every step and is several times slower.
+own KV cache, through its plain view where the bridge runs on that model's own weights
+(:mod:`actsteer.plain_decoding`: the speed of ``transformers`` ``generate``), else through
+the bridge's components; ``HookedTransformer`` uses TransformerLens's
+``TransformerLensKeyValueCache``, which re-rotates cached keys at every step and is several
+times slower.
 
 Example::
 
@@ -34,6 +36,7 @@ from actsteer.batching import encode_many, length_batches, pad, pad_id
 from actsteer.errors import InvalidTypeError, InvalidValueError
 from actsteer.executor import register_task
 from actsteer.models.info import backend_of
+from actsteer.plain_decoding import plain_decoder
 from actsteer.plan import SteeringPlan
 from actsteer.steering import steer
 
@@ -93,6 +96,8 @@ class Sampling:
 
 
 class _Decoder(Protocol):
+    def steering(self, plan: SteeringPlan) -> contextlib.AbstractContextManager[Any]: ...
+
     def start(self, tokens: Tensor, mask: Tensor) -> Tensor: ...
 
     def step(self, tokens: Tensor) -> Tensor: ...
@@ -120,6 +125,9 @@ class _HookedDecoder:
         resid = self.model(tokens, attention_mask=mask, past_kv_cache=self.cache,
                            stop_at_layer=self.model.cfg.n_layers)
         return self._last_logits(resid)
+
+    def steering(self, plan: SteeringPlan) -> contextlib.AbstractContextManager[Any]:
+        return steer(self.model, plan)
 
     def start(self, tokens: Tensor, mask: Tensor) -> Tensor:
         if self.use_cache:
@@ -164,6 +172,9 @@ class _BridgeDecoder:
                                             **extra)
         return logits[:, -1]  # type: ignore[no-any-return]
 
+    def steering(self, plan: SteeringPlan) -> contextlib.AbstractContextManager[Any]:
+        return steer(self.model, plan)
+
     def start(self, tokens: Tensor, mask: Tensor) -> Tensor:
         self.tokens, self.mask, self.cache = tokens, mask, None
         return self._forward(tokens)
@@ -174,10 +185,11 @@ class _BridgeDecoder:
         return self._forward(tokens if self.use_cache else self.tokens)
 
 
-def _decoder(model: Any, use_cache: bool) -> _Decoder:
+def _decoder(model: Any, use_cache: bool, plan: SteeringPlan | None = None) -> _Decoder:
     if backend_of(model) == "hooked":
         return _HookedDecoder(model, use_cache)
-    return _BridgeDecoder(model, use_cache)
+    plain = plain_decoder(model, plan) if use_cache else None
+    return plain if plain is not None else _BridgeDecoder(model, use_cache)
 
 
 def _stop_ids(model: Any, stop_at_eos: bool, eos_token_id: int | Sequence[int] | None
@@ -198,14 +210,14 @@ def _generate_batch(model: Any, sequences: Sequence[Sequence[int]], plan: Steeri
                     generators: Sequence[torch.Generator] | None, stop: Tensor | None,
                     use_cache: bool) -> list[list[int]]:
     batch = pad(model, sequences, padding_side="left")
-    decoder = _decoder(model, use_cache)
+    decoder = _decoder(model, use_cache, plan)
     filler = pad_id(model)
     rows = len(sequences)
     new = torch.empty((rows, 0), dtype=torch.long, device=batch.tokens.device)
     done = torch.zeros(rows, dtype=torch.bool, device=batch.tokens.device)
     with torch.no_grad(), contextlib.ExitStack() as stack:
         if plan is not None and plan.injections:
-            stack.enter_context(steer(model, plan)).new_prompt(batch.starts)
+            stack.enter_context(decoder.steering(plan)).new_prompt(batch.starts)
         logits = decoder.start(batch.tokens, batch.attention_mask)
         for index in range(max_new_tokens):
             chosen = sampling.choose(logits, generators).to(new.device)

@@ -29,7 +29,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "actsteer.controlvector", "actsteer.extraction")),
     ("steering engine", (
         "actsteer.steering", "actsteer.sweep", "actsteer.generation", "actsteer.baking",
-        "actsteer.units", "actsteer.positions")),
+        "actsteer.units", "actsteer.positions", "actsteer.plain_decoding")),
     ("measurement", (
         "actsteer.evaluation", "actsteer.likelihood", "actsteer.accuracy", "actsteer.effects",
         "actsteer.steerability", "actsteer.layer_choice", "actsteer.figures")),

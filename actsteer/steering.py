@@ -124,6 +124,26 @@ def _hook_device(model: Any, layer: int) -> torch.device:
         return torch.device(model.cfg.device or "cpu")
 
 
+def new_tracker(model: Any) -> PositionTracker:
+    """A :class:`PositionTracker` for one steering context on ``model``."""
+    return PositionTracker(pad_id(model) if getattr(model, "tokenizer", None) else None)
+
+
+def planned_hooks(model: Any, plan: SteeringPlan, tracker: PositionTracker
+                  ) -> list[tuple[str, HookFn]]:
+    """``(hook point, hook function)`` for each injection of a checked ``plan``, in the
+    order they fire in a forward pass; the first one advances ``tracker``."""
+    dtype = model.cfg.dtype
+    ordered = sorted(plan.injections, key=lambda injection: _firing_order(model, injection))
+    return [
+        (injection_hook(model, injection),
+         _make_hook(injection.delta.to(device=_hook_device(model, injection.layer), dtype=dtype),
+                    injection.positions, tracker, leads=index == 0,
+                    label=f"{injection.label or 'vector'} at {injection_hook(model, injection)}"))
+        for index, injection in enumerate(ordered)
+    ]
+
+
 @dataclass
 class SteeringHandle:
     """What :func:`steer` yields: the model, the plan, and the position tracker."""
@@ -159,16 +179,8 @@ def steer(model: Any, plan: SteeringPlan) -> Iterator[SteeringHandle]:
             logits = model(batch.tokens, attention_mask=batch.attention_mask)
     """
     check_plan(model, plan)
-    tracker = PositionTracker(pad_id(model) if getattr(model, "tokenizer", None) else None)
-    dtype = model.cfg.dtype
-    ordered = sorted(plan.injections, key=lambda injection: _firing_order(model, injection))
-    hooks = [
-        (injection_hook(model, injection),
-         _make_hook(injection.delta.to(device=_hook_device(model, injection.layer), dtype=dtype),
-                    injection.positions, tracker, leads=index == 0,
-                    label=f"{injection.label or 'vector'} at {injection_hook(model, injection)}"))
-        for index, injection in enumerate(ordered)
-    ]
+    tracker = new_tracker(model)
+    hooks = planned_hooks(model, plan, tracker)
 
     def observe(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         tracker.observe(read_call(args, kwargs, module))

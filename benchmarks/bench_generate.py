@@ -2,7 +2,10 @@
 
 Run from the repository root::
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_generate.py [--quick]
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_generate.py [--quick | --batched-only]
+
+``bench_generate_lines.py`` runs the batched part under both TransformerLens lines' venvs
+and writes one JSON.
 
 On the embedded SmolLM2-135M-Instruct (float32, CPU, ``--threads`` torch threads: 2 as in
 ``bench_sweep.py``; on a shared 2-core machine 1 thread gives steadier numbers), 8 chat
@@ -14,9 +17,11 @@ so every row makes the same number), one steering vector added to the output of 
    ``transformers`` ``generate`` on the plain ``LlamaForCausalLM`` (left-padded batch,
    attention mask, KV cache) with a forward hook adding the vector to
    ``model.layers[layer]``'s output. Against it, :func:`actsteer.generation.generate_tokens`
-   on the same prompts, on TransformerBridge and on HookedTransformer. Interleaved
-   repeats after an untimed warm-up, medians (and the best run); target: actsteer >= 0.8x
-   the reference's new tokens/s.
+   on the same prompts, on TransformerBridge and (TransformerLens 3.x) HookedTransformer.
+   Interleaved repeats after an untimed warm-up, medians (and the best run); target:
+   the bridge >= 0.95x the reference's new tokens/s.
+``--batched-only`` stops there. Otherwise:
+
 2. **Batched vs one at a time**, per backend (the same function, one prompt per call).
 3. **The previous ``actsteer.steering.generate``**: TransformerLens's own
    ``model.generate`` loop with the steering hooks live, one prompt per call (all it took).
@@ -38,6 +43,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +57,7 @@ import actsteer
 from actsteer.batching import encode_many, pad
 from actsteer.generation import generate_tokens
 from actsteer.models import embedded_model_path, quiet_deprecation
+from actsteer.models.info import available_backends
 from actsteer.plan import single
 from actsteer.prompts import chat_prompt
 from actsteer.steering import steer
@@ -96,6 +103,8 @@ def main() -> None:
     parser.add_argument("--slow-repeats", type=int, default=3,
                         help="repeats of parts 2-3 (one prompt per call: slow)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batched-only", action="store_true",
+                        help="part 1 only (batched vs transformers)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     new_tokens = args.new_tokens or (12 if args.quick else 40)
@@ -109,18 +118,18 @@ def main() -> None:
     from transformers import AutoModelForCausalLM
 
     log("loading models")
-    hooked = actsteer.load_model()
-    bridge = actsteer.load_model(backend="bridge")
+    models = {backend: actsteer.load_model(backend=backend) for backend in available_backends()}
+    bridge = models["bridge"]
     hf_model = AutoModelForCausalLM.from_pretrained(embedded_model_path()).eval()
-    prompts = [chat_prompt(hooked.tokenizer, question) for question in QUESTIONS]
-    sequences = encode_many(hooked, prompts)
-    batch = pad(hooked, sequences, padding_side="left")
+    prompts = [chat_prompt(bridge.tokenizer, question) for question in QUESTIONS]
+    sequences = encode_many(bridge, prompts)
+    batch = pad(bridge, sequences, padding_side="left")
     direction = torch.randn(576, generator=torch.Generator().manual_seed(0))
     vector = direction / direction.norm() * 2.0
     plan = single(vector, args.layer, args.coefficient)
     delta = args.coefficient * vector
     n_tokens = len(prompts) * new_tokens
-    pad_token = int(hooked.tokenizer.pad_token_id)
+    pad_token = int(bridge.tokenizer.pad_token_id)
 
     def reference() -> list[list[int]]:
         with torch.no_grad(), block_output_addition(hf_model, args.layer, delta):
@@ -156,25 +165,32 @@ def main() -> None:
         quick=args.quick, threads=args.threads, prompts=len(prompts), new_tokens=new_tokens,
         prompt_lengths=[len(s) for s in sequences], layer=args.layer,
         coefficient=args.coefficient, repeats=repeats, slow_repeats=args.slow_repeats,
-        python=platform.python_version(), torch=torch.__version__, cpu_count=os.cpu_count(),
+        python=platform.python_version(), torch=torch.__version__,
+        transformer_lens=version("transformer-lens"), transformers=version("transformers"),
+        batched_only=args.batched_only, cpu_count=os.cpu_count(),
         load_avg_start=os.getloadavg())}
 
     log("part 1: batched vs transformers")
-    part1, tokens = interleaved({"transformers": reference, "bridge": ours(bridge),
-                                 "hooked": ours(hooked)}, repeats, verbose=True)
-    log("parts 2-3: one at a time, previous generate")
-    part2, more = interleaved({"bridge_one_at_a_time": one_at_a_time(bridge),
-                               "hooked_one_at_a_time": one_at_a_time(hooked),
-                               "hooked_previous": previous(hooked)}, args.slow_repeats,
-                               verbose=True)
-    tokens.update(more)
-    report["tokens_identical"] = {
-        "bridge_batched_vs_one_at_a_time": tokens["bridge"] == tokens["bridge_one_at_a_time"],
-        "hooked_batched_vs_one_at_a_time": tokens["hooked"] == tokens["hooked_one_at_a_time"],
-        "bridge_vs_transformers": tokens["bridge"] == tokens["transformers"],
-        "hooked_vs_transformers": tokens["hooked"] == tokens["transformers"],
-        "hooked_vs_previous_generate": tokens["hooked"] == tokens["hooked_previous"],
-    }
+    part1, tokens = interleaved({"transformers": reference,
+                                 **{name: ours(model) for name, model in models.items()}},
+                                repeats, verbose=True)
+    part2: dict[str, list[float]] = {}
+    if not args.batched_only:
+        log("parts 2-3: one at a time, previous generate")
+        slow = {f"{name}_one_at_a_time": one_at_a_time(model) for name, model in models.items()}
+        if "hooked" in models:
+            slow["hooked_previous"] = previous(models["hooked"])
+        part2, more = interleaved(slow, args.slow_repeats, verbose=True)
+        tokens.update(more)
+    same: dict[str, bool] = {}
+    for name in models:
+        same[f"{name}_vs_transformers"] = tokens[name] == tokens["transformers"]
+        if f"{name}_one_at_a_time" in tokens:
+            same[f"{name}_batched_vs_one_at_a_time"] = (tokens[name]
+                                                        == tokens[f"{name}_one_at_a_time"])
+    if "hooked_previous" in tokens:
+        same["hooked_vs_previous_generate"] = tokens["hooked"] == tokens["hooked_previous"]
+    report["tokens_identical"] = same
     unsteered = generate_tokens(bridge, sequences, None, max_new_tokens=new_tokens,
                                 stop_at_eos=False)
     report["steering_changed_rows"] = sum(a != b for a, b in zip(unsteered, tokens["bridge"],
@@ -201,6 +217,8 @@ def main() -> None:
               "hooked_one_at_a_time": "actsteer generate, hooked, 1 at a time",
               "hooked_previous": "previous steering.generate (TL loop)"}
     for name, label in labels.items():
+        if name not in rate:
+            continue
         print(f"{label:38s} {rate[name]:8.1f} {report['ratio_to_transformers'][name]:15.2f}x "
               f"{report['tokens_per_s_best'][name]:11.1f}")
     print("tokens identical:", json.dumps(report["tokens_identical"]))

@@ -148,6 +148,7 @@ def _bridge(source: str, *, device: str | None, dtype: torch.dtype, fold_ln: boo
     from transformer_lens.model_bridge import TransformerBridge
 
     from actsteer.models.compat import pass_cache_to_attention
+    from actsteer.models.plain import mark_plain_exact
 
     bridge = TransformerBridge.boot_transformers(source, device=device, dtype=dtype)
     # The bridge's own processing peaks at ~7.5x the weights (whole float32 state dicts);
@@ -157,6 +158,8 @@ def _bridge(source: str, *, device: str | None, dtype: torch.dtype, fold_ln: boo
         fold_llama_in_place(bridge.original_model)
     bridge.enable_compatibility_mode(disable_warnings=True, no_processing=lean or not fold_ln)
     pass_cache_to_attention(bridge)
+    if lean or not fold_ln:  # the bridge runs on the HF model's own weights
+        mark_plain_exact(bridge)
     if Path(source).is_dir():  # same BOS convention as the hooked backend
         from transformers import AutoTokenizer
 
