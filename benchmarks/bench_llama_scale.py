@@ -45,6 +45,10 @@ WIDTH = {"d_model": 4096, "n_heads": 32, "d_mlp": 11008, "vocab": 32000}
 PROMPT = "The quick brown fox jumps over the lazy dog because"
 TARGET = 1.5
 GIB = 2**30
+PAPER_MULTIPLIERS = (-10.0, -5.0, -3.0, -2.0, -1.0, -0.5, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0)
+"""The paper profile's grid multipliers: one grid unit scores all of them at one layer."""
+PAPER_GRID_ITEMS = 200
+PAPER_LAYERS = 32
 
 
 def _llama_tensors(n_layers: int) -> list[tuple[str, tuple[int, ...]]]:
@@ -133,6 +137,7 @@ def hwm():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
 folder, backend, device, fold = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
+unit_items = int(sys.argv[5])
 out = {}
 t = time.perf_counter()
 import torch
@@ -163,8 +168,26 @@ out["generated_chars"] = len(text)
 out["hwm_peak"] = hwm()
 if device == "cuda":
     out["cuda_max_allocated"] = torch.cuda.max_memory_allocated()
+if unit_items:
+    # One unit of the paper profile's grid: one behaviour, one layer, its 12 multipliers,
+    # scored on A/B items (here the first unit_items of builtin:myopia; the paper's unit
+    # has 200). Token ids past the checkpoint's 32,000 are folded into it: the weights are
+    # random, so only the cost counts.
+    from actsteer.data.behaviours.sources import load_behaviour
+    from actsteer.evaluation import PreparedItems, prepare_items, score_items
+    vocab = model.cfg.d_vocab
+    real = prepare_items(model, list(load_behaviour("builtin:myopia"))[:unit_items], "paper")
+    items = PreparedItems.from_ids([[i % vocab for i in p] for p in real.prompts],
+                                   [i % vocab for i in real.matching_ids],
+                                   [i % vocab for i in real.not_matching_ids])
+    plans = [actsteer.single(vector, layer, m) for m in MULTIPLIERS]
+    t = time.perf_counter()
+    score_items(model, items, plans, batch_size=16)
+    out["unit_s"] = time.perf_counter() - t
+    out["unit_items"], out["unit_plans"], out["unit_layer"] = len(items.prompts), len(plans), layer
+    out["hwm_unit"] = hwm()
 print("RESULT " + json.dumps(out), flush=True)
-""".replace("PROMPT", repr(PROMPT))
+""".replace("PROMPT", repr(PROMPT)).replace("MULTIPLIERS", repr(PAPER_MULTIPLIERS))
 
 
 def _rss(pid: int) -> int:
@@ -214,6 +237,9 @@ def main() -> None:
     parser.add_argument("--timeout-s", type=float, default=900.0)
     parser.add_argument("--cache", type=Path, default=None,
                         help="checkpoint folder root (default: actsteer's cache dir)")
+    parser.add_argument("--unit-items", type=int, default=0,
+                        help="also time one paper-profile grid unit on this many A/B items "
+                             "(0: skip) and extrapolate it to the paper's 200 items and 32 layers")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     from actsteer.paths import cache_dir
@@ -227,11 +253,18 @@ def main() -> None:
         print(f"{n_layers} layers: {size / GIB:.3f} GiB in {folder} "
               f"({time.perf_counter() - t:.1f} s)", flush=True)
         for backend in args.backend:
-            child_args = [str(folder), backend, args.device, "0" if args.no_fold else "1"]
+            child_args = [str(folder), backend, args.device, "0" if args.no_fold else "1",
+                          str(args.unit_items)]
             got = run_capped(child_args, int(args.cap_gib * GIB), args.timeout_s)
             cell = {"layers": n_layers, "backend": backend, "checkpoint_bytes": size, **got}
             if "hwm_peak" in got:
                 cell["peak_x_weights"] = round(int(got["hwm_peak"]) / size, 3)  # type: ignore[call-overload]
+            if "unit_s" in got:
+                # Linear in items; blocks scale with depth (an over-estimate: the unembedding
+                # and the shared prefix below the steered layer do not grow with it).
+                per_item = float(got["unit_s"]) / int(got["unit_items"])  # type: ignore[arg-type]
+                cell["paper_unit_estimate_s"] = round(
+                    per_item * PAPER_GRID_ITEMS * PAPER_LAYERS / n_layers, 1)
             cells.append(cell)
             print(json.dumps(cell), flush=True)
     increments = {}
