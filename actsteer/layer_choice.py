@@ -1,9 +1,12 @@
-"""Choosing a steering layer per behaviour from measured effects, one layer each where
-the candidates allow, so that behaviours steered together do not all pile into one block.
+"""Choosing a steering layer from measured effects: each behaviour's own layer
+(:func:`strongest_layer`, the largest lower bound of its paired effect), and, for the paper's
+design, one layer per behaviour where the candidates allow (:func:`distinct_layers`), so that
+behaviours steered together do not all pile into one block.
 
 Example::
 
     effects = {"sentiment": {6: e6, 9: e9}, "french": {6: f6, 9: f9}}   # paired effects
+    strongest_layer(effects["sentiment"])                            # 9
     distinct_layers(effects)                                         # {"sentiment": 9, ...}
 """
 
@@ -14,7 +17,15 @@ from collections.abc import Mapping
 from actsteer.effects import Effect
 from actsteer.errors import InvalidValueError
 
-__all__ = ["distinct_layers"]
+__all__ = ["distinct_layers", "strongest_layer"]
+
+
+def strongest_layer(effects: Mapping[int, Effect]) -> int:
+    """The layer whose paired effect has the largest lower bound (the effect the items
+    support most surely); ties keep the candidates' order."""
+    if not effects:
+        raise InvalidValueError("no measured layer to choose from; measure at least one")
+    return max(effects, key=lambda layer: effects[layer].low)
 
 
 def distinct_layers(effects: Mapping[str, Mapping[int, Effect]]) -> dict[str, int]:

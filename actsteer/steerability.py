@@ -10,7 +10,11 @@ the mean slope with a bootstrap interval over items, the anti-steerable share wi
 interval, and both split by the matching answer's label.
 
 :func:`layer_profile` scores one vector at every layer (or a list) for a few multipliers
-in one :func:`actsteer.evaluation.score_items` call. Plans at layer ``L`` share the
+in one call, on A/B items (propensity: the logit difference above) or on an expressed
+behaviour (propensity: its word-set propensity after neutral prompts,
+:func:`actsteer.likelihood.word_propensities`); with ``norms=`` the multipliers are
+fractions of the median residual norm at each layer, and :meth:`LayerProfile.best_layer`
+is the layer whose paired effect has the largest lower bound. Plans at layer ``L`` share the
 unsteered forward below ``L`` (:func:`actsteer.sweep.sweep_logits`), and multiplier 0
 is the unsteered model for every layer. A profile of all 30 layers of SmolLM2 with
 multipliers ±8 runs 960 blocks per batch instead of 1,830 for one full forward per cell
@@ -22,6 +26,10 @@ Example::
     profile = layer_profile(model, vector, items, multipliers=symmetric_multipliers(8.0))
     best = max(profile.layers, key=lambda L: profile.mean_slopes()[L])
     profile.summary(best).mean_slope          # Estimate(value, low, high, n)
+
+    wedding = load_expressed("wedding")                     # or a behaviour file
+    profile = layer_profile(model, vector, wedding, multipliers=(-0.15, 0, 0.15), norms=norms)
+    profile.best_layer(), profile.effect(profile.best_layer(), 0.15)
 """
 
 from __future__ import annotations
@@ -36,8 +44,13 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from actsteer.data.expressed import ExpressedBehaviour
+from actsteer.effects import Effect, paired_effect
 from actsteer.errors import InvalidValueError, MissingKeyError
 from actsteer.evaluation import ABScores, PreparedItems, score_items
+from actsteer.layer_choice import strongest_layer
+from actsteer.likelihood import Propensities, word_propensities
+from actsteer.norms import ResidualNorms
 from actsteer.plan import SteeringPlan, empty_plan, single
 from actsteer.stats import Estimate, bootstrap
 from actsteer.vector import SteeringVector
@@ -160,20 +173,23 @@ def summarize_steerability(
 
 @dataclass(frozen=True, eq=False)
 class LayerProfile:
-    """A/B scores of one vector at each of ``layers`` for each of ``multipliers``.
+    """Scores of one vector at each of ``layers`` for each of ``multipliers``: A/B scores
+    (:class:`~actsteer.evaluation.ABScores`) or an expressed behaviour's word-set
+    propensities (:class:`~actsteer.likelihood.Propensities`).
 
     ``scores`` rows (plans): row 0 is the unsteered model (it stands for multiplier 0 at
     every layer), then for each layer in order, each non-zero multiplier in order; use
-    :meth:`plan_index` rather than counting, and e.g.
-    ``actsteer.effects.ab_effect(profile.scores, profile.plan_index(14, 8.0))`` for a
-    paired effect against the unsteered model.
+    :meth:`plan_index` rather than counting, and :meth:`effect` for a paired effect
+    against the unsteered model.
     """
 
     layers: tuple[int, ...]
     multipliers: tuple[float, ...]
-    scores: ABScores
+    scores: ABScores | Propensities
     labels: tuple[str, ...] | None = None
     """The matching answer's label per item, for :attr:`SteerabilitySummary.by_label`."""
+    fractions: bool = False
+    """Whether the multipliers are fractions of the median residual norm (``norms=``)."""
 
     def plan_index(self, layer: int, multiplier: float) -> int:
         """Row of ``scores`` holding ``layer`` at ``multiplier``."""
@@ -189,7 +205,32 @@ class LayerProfile:
     def propensity(self) -> Float[Tensor, "layer multiplier item"]:
         """logit(matching) − logit(non-matching) per layer, multiplier and item."""
         rows = [[self.plan_index(layer, m) for m in self.multipliers] for layer in self.layers]
-        return self.scores.logit_diff[torch.tensor(rows)].double()
+        return self._values()[torch.tensor(rows)].double()
+
+    def _values(self) -> Float[Tensor, "plan item"]:
+        if isinstance(self.scores, Propensities):
+            return self.scores.summed
+        return self.scores.logit_diff
+
+    def effect(self, layer: int, multiplier: float, *, n_resamples: int = 1000,
+               seed: int = 0) -> Effect:
+        """Paired effect on the propensity of ``layer`` at ``multiplier`` against the
+        unsteered model, its verdict read in the direction of the multiplier's sign."""
+        if float(multiplier) == 0.0:
+            raise InvalidValueError("multiplier 0 is the unsteered model; pick a steered one")
+        values = self._values().double()
+        return paired_effect(values[self.plan_index(layer, multiplier)], values[0],
+                             metric="propensity", direction=1 if multiplier > 0 else -1,
+                             n_resamples=n_resamples, seed=seed)
+
+    def best_layer(self, multiplier: float | None = None, **kwargs: Any) -> int:
+        """The layer whose :meth:`effect` at ``multiplier`` (default: the largest) has the
+        largest lower bound (:func:`actsteer.layer_choice.strongest_layer`)."""
+        chosen = max(self.multipliers) if multiplier is None else float(multiplier)
+        if not chosen > 0:
+            raise InvalidValueError(f"best_layer needs a positive multiplier, got {chosen:g}")
+        return strongest_layer({layer: self.effect(layer, chosen, **kwargs)
+                                for layer in self.layers})
 
     @property
     def slopes(self) -> Float[Tensor, "layer item"]:
@@ -217,23 +258,31 @@ class LayerProfile:
 def layer_profile(
     model: Any,
     vector: SteeringVector,
-    items: PreparedItems,
+    items: PreparedItems | ExpressedBehaviour,
     *,
     multipliers: Sequence[float],
     layers: Sequence[int] | None = None,
+    norms: ResidualNorms | None = None,
+    prompts: Sequence[str] | None = None,
     batch_size: int = 16,
     progress: bool = False,
     executor: Executor | None = None,
 ) -> LayerProfile:
     """Score ``vector`` added at each of ``layers`` (default: all of the vector's) with
-    each multiplier, plus the unsteered model, in one :func:`score_items` call.
+    each multiplier, plus the unsteered model, in one scoring call.
 
     Args:
         vector: its row for layer ``L`` is added at ``L`` (:func:`actsteer.single`).
-        items: from :func:`actsteer.evaluation.prepare_items`; each item's matching
-            label is kept for the position-bias split (``summary(L).by_label``).
+        items: A/B items from :func:`actsteer.evaluation.prepare_items` (each item's
+            matching label is kept for the position-bias split, ``summary(L).by_label``),
+            or an expressed behaviour (:func:`actsteer.load_expressed`: built in or a
+            behaviour file), scored by its word-set propensity after ``prompts``.
         multipliers: a symmetric range including 0, e.g. ``symmetric_multipliers(8.0)``;
-            the scale depends on the vector's norm and the model.
+            the scale depends on the vector's norm and the model, unless ``norms`` is given.
+        norms: :func:`actsteer.residual_norms` at the profiled layers; the multipliers are
+            then fractions of the median residual norm at each layer.
+        prompts: expressed behaviours only: the prompts to measure after (default: the
+            behaviour's held-out neutral prompts).
         executor: where the scoring runs (:mod:`actsteer.executor`; None: here). With
             several workers the layers are split into runs of neighbouring layers, one
             unit each.
@@ -250,7 +299,16 @@ def layer_profile(
                                 f"{vector.layers}")
     values = check_multipliers(multipliers)
     plans: list[SteeringPlan] = [empty_plan()]
-    plans += [single(vector, layer, m) for layer in chosen for m in values if m != 0.0]
+    plans += [single(vector, layer, m, norms=norms) for layer in chosen for m in values
+              if m != 0.0]
+    if isinstance(items, ExpressedBehaviour):
+        found = word_propensities(model, list(items.prompts if prompts is None else prompts),
+                                  [items.words], plans, batch_size=batch_size,
+                                  progress=progress, desc="layer profile", executor=executor)
+        return LayerProfile(chosen, values, found[items.name], None, norms is not None)
+    if prompts is not None:
+        raise InvalidValueError("prompts= is for expressed behaviours; A/B items carry "
+                                "their own prompts")
     scores = score_items(model, items, plans, batch_size=batch_size, progress=progress,
                          desc="layer profile", executor=executor)
-    return LayerProfile(chosen, values, scores, tuple(items.matching_labels))
+    return LayerProfile(chosen, values, scores, tuple(items.matching_labels), norms is not None)

@@ -41,7 +41,8 @@ def test_each_command_has_help(capsys, command: str) -> None:
     out = capsys.readouterr().out
     assert out.startswith(f"usage: actsteer {command}")
     assert "--quiet" in out and "--debug" in out
-    expected = {"multi-behaviour": ["--behaviours", "--data-dir", "--layers", "--coefficients",
+    expected = {"multi-behaviour": ["--behaviours", "--corpus", "--data-dir", "--layers",
+                                    "--coefficients",
                                     "--model", "--backend", "--profile", "--device", "--dtype",
                                     "--seed", "--out"],
                 "broad-skills": ["--layers", "--coefficients", "--text", "--profile"],
@@ -56,7 +57,11 @@ def test_each_command_has_help(capsys, command: str) -> None:
      "data_dir='/no/such/folder' is not"),
     (["multi-behaviour", "--profile", "standard", "--behaviours", "telepathy"],
      "unknown behaviour 'telepathy'"),
-    (["multi-behaviour", "--behaviours", "telepathy"], "behaviours=('telepathy',) is invalid"),
+    (["multi-behaviour", "--behaviours", "telepathy"],
+     "no built-in expressed behaviour 'telepathy'"),
+    (["multi-behaviour", "--behaviours", "sentiment", "telepathy.json"],
+     "behaviour file telepathy.json does not exist"),
+    (["multi-behaviour", "--corpus", "wikipedia"], "tax_corpus='wikipedia' is invalid"),
     (["broad-skills", "--text", "/no/such/text"], "'/no/such/text' does not exist"),
     (["extract", "telepathy", "--out", "v.safetensors"], "unknown behaviour 'telepathy'"),
     (["plot", "/no/such/results.json"], "no results file"),
@@ -225,6 +230,63 @@ def test_multi_behaviour_plot_and_extract_end_to_end(capsys, tmp_path, tiny_fold
     vector = SteeringVector.load(vector_path)
     assert vector.meta.dataset == "myopia" and vector.meta.n_items == 8
     assert "8 pairs" in stdout
+
+
+GARDENING = {
+    "name": "gardening", "description": "talking about gardens rather than offices",
+    "instruction": "Talk about your garden.",
+    "completions": [
+        {"context": "I woke up early on Saturday.",
+         "behaviour": " I planted tomatoes and watered the roses in the garden.",
+         "contrast": " I answered emails and printed a report at the office."},
+        {"context": "My neighbour knocked on the door.",
+         "behaviour": " He brought seeds and a spade for the vegetable beds.",
+         "contrast": " He brought a laptop and a folder of invoices."},
+        {"context": "The sun came out after lunch.",
+         "behaviour": " We pulled weeds and picked strawberries.",
+         "contrast": " We filed papers and booked a meeting room."}],
+    "words": {"behaviour": ["garden", "flowers", "seeds", "soil"],
+              "contrast": ["office", "email", "report", "desk"]}}
+
+
+def test_a_behaviour_file_goes_through_extract_and_the_quick_profile(capsys, tmp_path,
+                                                                     tiny_folder) -> None:
+    path = tmp_path / "gardening.json"
+    path.write_text(json.dumps(GARDENING))
+    vector_path = tmp_path / "gardening.safetensors"
+    code, stdout, err = _main(capsys, "--quiet", "extract", str(path), "--model",
+                              str(tiny_folder), "--out", str(vector_path))
+    assert code == 0, err
+    vector = SteeringVector.load(vector_path)
+    assert vector.meta.dataset == "gardening" and vector.meta.n_items == 3
+    assert vector.meta.read_position == "answer_mean" and "3 pairs of gardening" in stdout
+
+    out = tmp_path / "quick"
+    code, stdout, err = _main(
+        capsys, "--quiet", "multi-behaviour", "--behaviours", str(path), "sentiment",
+        "--model", str(tiny_folder), "--layers", "1", "3", "--set", "n_grid=4",
+        "--set", "n_test=6", "--set", "generate_prompts=0", "--set", "tax_documents=2",
+        "--set", "tax_max_tokens=16", "--set", "n_resamples=50", "--out", str(out))
+    assert code == 0, err
+    results = read_results(out / "multi_behaviour.jsonl")
+    assert results["behaviours"] == ["gardening", "sentiment"]
+    for plan in ("unsteered", "individual:gardening", "simultaneous"):
+        values = results["cells"][f"expressed-test/plan={plan}"]["values"]
+        assert len(values["gardening"]) == 6 and len(values["sentiment"]) == 6
+    assert "expressed-layers/behaviour=gardening/layer=3" in results["cells"]
+    assert "gardening" in stdout and "WARNING" not in err
+
+
+def test_a_malformed_behaviour_file_is_one_line_naming_it(capsys, tmp_path) -> None:
+    broken = {k: v for k, v in GARDENING.items() if k != "words"}
+    path = tmp_path / "broken.json"
+    path.write_text(json.dumps(broken))
+    for argv in (("multi-behaviour", "--behaviours", str(path)),
+                 ("extract", str(path), "--out", str(tmp_path / "v.safetensors"))):
+        code, _, err = _main(capsys, *argv)
+        lines = [line for line in err.splitlines() if line and not line.startswith("INFO")]
+        assert code == 2 and len(lines) == 1, err
+        assert f"behaviour file {path}: field 'words' is missing" in lines[0]
 
 
 def test_extract_rejects_too_many_items(capsys, tmp_path, tiny_folder) -> None:

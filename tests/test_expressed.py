@@ -34,6 +34,72 @@ def test_builtin_sets_are_complete_and_held_out() -> None:
         assert not set(behaviour.words.behaviour) & set(behaviour.words.contrast)
     with pytest.raises(ValueError, match="no built-in expressed behaviour 'anger'"):
         load_expressed("anger")
+    with pytest.raises(ValueError, match="no built-in expressed behaviour 'anger'"):
+        expressed.ExpressedConfig(behaviours=("sentiment", "anger"))
+
+
+def _behaviour_file(folder, name="gardening", **changes):
+    """A behaviour the project has never seen, written as a behaviour file."""
+    import json
+
+    data = {"name": name, "description": "gardens rather than offices",
+            "completions": [
+                {"context": "I woke up early on Saturday.",
+                 "behaviour": " I planted tomatoes in the garden.",
+                 "contrast": " I answered emails at the office."},
+                {"context": "My neighbour knocked on the door.",
+                 "behaviour": " He brought seeds for the flower beds.",
+                 "contrast": " He brought a folder of invoices."}],
+            "words": {"behaviour": ["garden", "seeds"], "contrast": ["office", "email"]},
+            **changes}
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps({k: v for k, v in data.items() if v is not None}))
+    return path
+
+
+def test_a_behaviour_file_loads_like_a_built_in(tmp_path) -> None:
+    path = _behaviour_file(tmp_path, instruction="Talk about your garden.")
+    garden = load_expressed(path)
+    assert garden.name == "gardening" and garden.source == str(path) and len(garden) == 2
+    assert garden.pairs()[1].positive == " He brought seeds for the flower beds."
+    assert garden.words.behaviour == ("garden", "seeds")
+    assert garden.instruction == "Talk about your garden."
+    assert garden.prompts == neutral_prompts()
+    assert load_expressed(str(path)) == garden
+    assert load_expressed("sentiment").instruction is None
+
+
+@pytest.mark.parametrize(("changes", "says"), [
+    ({"words": None}, "field 'words' is missing"),
+    ({"completions": [{"context": "a", "behaviour": " b"}, {}]}, "completions[0].contrast"),
+    ({"words": {"behaviour": ["garden"], "contrast": []}}, "words.contrast"),
+    ({"words": {"behaviour": ["garden"], "contrast": ["garden"]}}, "['garden'] on both"),
+    ({"word": ["x"]}, "field(s) ['word']"),
+    ({"name": "my behaviour"}, "'name' is 'my behaviour'"),
+    ({"completions": [{"context": neutral_prompts()[0], "behaviour": " b", "contrast": " c"},
+                      {"context": "d", "behaviour": " e", "contrast": " f"}]},
+     "completions[0].context is one of the neutral prompts"),
+])
+def test_a_malformed_behaviour_file_is_refused_in_one_line(tmp_path, changes, says) -> None:
+    path = _behaviour_file(tmp_path, **changes)
+    with pytest.raises(ValueError) as error:
+        load_expressed(path)
+    message = str(error.value)
+    assert "\n" not in message and message.startswith(f"behaviour file {path}: ")
+    assert says in message
+
+
+def test_a_file_that_is_not_one_json_object_is_refused(tmp_path) -> None:
+    listed = tmp_path / "items.json"
+    listed.write_text("[]")
+    with pytest.raises(ValueError, match=f"behaviour file {listed} holds a JSON list"):
+        load_expressed(listed)
+    garbled = tmp_path / "garbled.json"
+    garbled.write_text("{name: 1")
+    with pytest.raises(ValueError, match=f"behaviour file {garbled} is not JSON"):
+        load_expressed(garbled)
+    with pytest.raises(FileNotFoundError, match=r"behaviour file .*none\.json does not exist"):
+        load_expressed(tmp_path / "none.json")
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +149,9 @@ def test_each_behaviour_gets_its_fraction_in_every_plan(three) -> None:
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
-    ({"behaviours": ("anger",)}, "behaviours="),
+    ({"behaviours": ()}, "behaviours="),
     ({"behaviours": ("sentiment", "sentiment")}, "once"),
+    ({"tax_corpus": "/no/such/text"}, "tax_corpus="),
     ({"fraction": 0.0}, "fraction=0.0"),
     ({"fraction": 2.0}, "fraction=2.0"),
     ({"steerability_fractions": (-0.1, 0.1)}, "including 0"),
@@ -125,7 +192,8 @@ class Counting(LocalExecutor):
 def tiny_run(tiny_model, tmp_path_factory):
     config = expressed.ExpressedConfig(
         out_dir=str(tmp_path_factory.mktemp("expressed")), n_grid=6, n_test=10,
-        candidate_layers=(1, 2, 3), combined_layer=2, generate_prompts=3, generate_tokens=4,
+        candidate_layers=(1, 2, 3), generate_prompts=3, generate_tokens=4,
+        behaviours=("sentiment", "wedding", "myopia"),
         steerability_fractions=(-0.15, 0.0, 0.15, 0.3), tax_corpus="builtin",
         tax_documents=3, tax_max_tokens=24, n_resamples=100)
     return config, mb.run_any(config, model=tiny_model, progress=False)
@@ -134,8 +202,6 @@ def tiny_run(tiny_model, tmp_path_factory):
 def test_a_run_stores_every_plan_and_reports_it(tiny_run) -> None:
     config, results = tiny_run
     assert results["kind"] == "expressed"
-    own = results["layers"]["own"]
-    assert len(set(own.values())) == len(own) == 3  # distinct own layers
     for plan in ("unsteered", "simultaneous", "combined-sum", "combined-mean",
                  "individual:sentiment", "steer:myopia:+0.3"):
         cell = results["cells"][f"expressed-test/plan={plan}"]
@@ -170,3 +236,109 @@ def test_a_rerun_scores_nothing_and_reloads_the_same_report(tiny_run, tiny_model
     assert mb.report_any(again) == mb.report_any(results)
     loaded = mb.load_any(results["path"])
     assert mb.report_any(loaded) == mb.report_any(results)
+
+
+def _grid(results, name, layer):
+    """The grid cell of ``name`` at ``layer``: every behaviour's per-prompt propensity."""
+    return results["cells"][f"expressed-layers/behaviour={name}/layer={layer}"]["values"]
+
+
+def test_own_layers_are_chosen_independently_and_the_combined_layer_by_the_same_rule(
+        tiny_run) -> None:
+    from actsteer.effects import paired_effect
+
+    config, results = tiny_run
+    base = _grid(results, "unsteered", -1)
+    candidates = results["layers"]["candidates"]
+    for name in config.behaviours:
+        lows = {layer: paired_effect(_grid(results, name, layer)[name], base[name],
+                                     n_resamples=100).low for layer in candidates}
+        assert results["layers"]["own"][name] == max(lows, key=lows.get)  # no other's layer
+    total = {layer: paired_effect(
+        torch.tensor([_grid(results, "combined-sum", layer)[b] for b in config.behaviours]).sum(0),
+        torch.tensor([base[b] for b in config.behaviours]).sum(0), n_resamples=100).low
+        for layer in candidates}
+    assert results["layers"]["combined"] == max(total, key=total.get)
+    assert results["layers"]["combined_chosen"] and results["layers"]["paper"] == 2
+    text = mb.report_any(results)
+    assert "own layer chosen independently" in text and "combined vector: L" in text
+
+
+def test_the_answer_names_the_layer_and_recipe_effects_with_intervals(tiny_run) -> None:
+    import re
+
+    from actsteer.effects import paired_effect
+
+    config, results = tiny_run
+    answer = mb.report_any(results).split("answer on this model")[1]
+    words = {"moves": "{} more", "reversed": "{} more", "no effect": "no difference resolved"}
+    for title, plan, against, sides in (
+            ("layer effect", "simultaneous", "combined-sum", ("own layers", "one layer")),
+            ("recipe effect", "combined-sum", "combined-mean",
+             ("own coefficients", "the paper's mean"))):
+        line = next(x for x in answer.splitlines() if x.strip().startswith(title))
+        for name in config.behaviours:  # every behaviour, whether or not it moves alone
+            cells = results["cells"]
+            diff = (torch.tensor(cells[f"expressed-test/plan={plan}"]["values"][name])
+                    - torch.tensor(cells[f"expressed-test/plan={against}"]["values"][name]))
+            found = re.search(rf"{name} Δ ([+-]\d+\.\d\d) \[([+-]\d+\.\d\d), "
+                              rf"([+-]\d+\.\d\d)\] \(([^)]*)\)", line)
+            assert found is not None, line
+            value, low, high = (float(found.group(i)) for i in (1, 2, 3))
+            assert value == pytest.approx(float(diff.mean()), abs=0.006)
+            interval = paired_effect(diff, torch.zeros_like(diff), n_resamples=100)
+            assert (low, high) == pytest.approx((interval.low, interval.high), abs=0.006)
+            side = sides[0] if interval.verdict == "moves" else sides[1]
+            assert found.group(4) == words[interval.verdict].format(side)
+
+
+def test_coinciding_own_layers_get_the_labelled_distinct_variant(tiny_model, tmp_path) -> None:
+    import json
+
+    from actsteer.data import read_builtin
+
+    builtin = json.loads(read_builtin("expressed.json"))
+    entry = builtin["behaviours"]["sentiment"]
+    twin = {"name": "sentiment_twin", "words": entry["words"],
+            "completions": [{"context": c, **x} for c, x in zip(
+                builtin["contexts"], entry["completions"], strict=True)]}
+    path = tmp_path / "twin.json"
+    path.write_text(json.dumps(twin))
+    config = expressed.ExpressedConfig(
+        out_dir=str(tmp_path / "out"), behaviours=("sentiment", str(path)), n_grid=4, n_test=6,
+        candidate_layers=(1, 3), generate_prompts=0, tax_documents=2, tax_max_tokens=16,
+        n_resamples=50)
+    results = mb.run_any(config, model=tiny_model, progress=False)
+    own, distinct = results["layers"]["own"], results["layers"]["distinct"]
+    assert own["sentiment"] == own["sentiment_twin"]  # the same vector: the same best layer
+    assert sorted(distinct.values()) == [1, 3]
+    plan = results["plans"]["simultaneous-distinct"]
+    assert "expressed-test/plan=simultaneous-distinct" in results["cells"]
+    assert "blocks.1.hook_resid_post" in plan and "blocks.3.hook_resid_post" in plan
+    text = mb.report_any(results)
+    assert "own layers coincide" in text and "simultaneous (distinct layers, paper)" in text
+
+
+def test_the_quick_numbers_do_not_depend_on_the_reference_data(tiny_model, tmp_path,
+                                                               monkeypatch, caplog) -> None:
+    from actsteer.paths import data_dir
+
+    overrides = {"n_grid": 4, "n_test": 6, "candidate_layers": (1, 3), "generate_prompts": 0,
+                 "tax_documents": 2, "tax_max_tokens": 16, "n_resamples": 50,
+                 "behaviours": ("sentiment", "myopia")}
+    reports = {}
+    for seen in ("with", "without"):
+        if seen == "without":
+            empty = tmp_path / "no-data"
+            (empty / "behaviours").mkdir(parents=True)
+            monkeypatch.setenv("ACTSTEER_DATA_DIR", str(empty))
+            assert data_dir("wikitext-2") is None
+        config = mb.profile("quick", out_dir=str(tmp_path / seen), **overrides)
+        caplog.clear()
+        with caplog.at_level("INFO"):
+            results = mb.run_any(config, model=tiny_model, progress=False)
+        assert not [r for r in caplog.records if r.levelno >= 30], caplog.text
+        assert results["corpus"].startswith("builtin") and results["norms"]["source"] == \
+            results["corpus"]
+        reports[seen] = (mb.report_any(results), results["norms"])
+    assert reports["with"] == reports["without"]

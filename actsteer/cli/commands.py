@@ -170,6 +170,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def cmd_extract(args: argparse.Namespace) -> None:
     import actsteer
     from actsteer.data.behaviours import load_behaviour
+    from actsteer.data.expressed import is_behaviour_file, load_expressed
     from actsteer.models import EMBEDDED_MODEL
 
     check_device(args.device)
@@ -177,22 +178,35 @@ def cmd_extract(args: argparse.Namespace) -> None:
     if args.data_dir is not None and not Path(args.data_dir).is_dir():
         raise CliError(f"--data-dir {args.data_dir} does not exist; pass the folder holding "
                        "the paper's behaviour .json files")
-    dataset = load_behaviour(args.dataset, data_dir=args.data_dir)
-    items = dataset.shuffled(13)
-    n = args.n if args.n is not None else min(500, len(items))
-    if not 0 < n <= len(items):
-        raise CliError(f"--n {args.n} is outside 1..{len(items)} (items in {dataset.name})")
+    pairs: list[Any]
+    strata: list[str] | None = None
+    read: Any
+    if is_behaviour_file(args.dataset):
+        expressed = load_expressed(args.dataset)
+        name, total = expressed.name, len(expressed)
+        read = args.read or "answer_mean"
+    else:
+        dataset = load_behaviour(args.dataset, data_dir=args.data_dir)
+        items = dataset.shuffled(13)
+        name, total = dataset.name, len(items)
+        read = args.read or "last"
+    n = args.n if args.n is not None else min(500, total)
+    if not 0 < n <= total:
+        raise CliError(f"--n {args.n} is outside 1..{total} (items in {name})")
     model = actsteer.load_model(args.model or EMBEDDED_MODEL,
                                 backend=args.backend, device=args.device,
                                 dtype=args.dtype)
-    vector = actsteer.caa_vector(model, items[:n].pairs(args.prompt_format, model.tokenizer),
-                                 strata=[item.matching for item in items[:n]],
-                                 site=args.site, read=args.read, method=args.method,
-                                 dataset=dataset.name, batch_size=args.batch_size,
-                                 progress=not args.quiet)
+    if is_behaviour_file(args.dataset):
+        pairs = expressed.pairs()[:n]
+    else:
+        pairs = items[:n].pairs(args.prompt_format, model.tokenizer)
+        strata = [item.matching for item in items[:n]]
+    vector = actsteer.caa_vector(model, pairs, strata=strata, site=args.site, read=read,
+                                 method=args.method, dataset=name,
+                                 batch_size=args.batch_size, progress=not args.quiet)
     path = vector.save(args.out)
     print(f"saved {path}: {len(vector.layers)} layers at {vector.site}, d_model "
-          f"{vector.d_model}, {n} pairs of {dataset.name}")
+          f"{vector.d_model}, {n} pairs of {name}")
     from actsteer.diagnostics import diagnostics_table
 
     print(diagnostics_table(vector))

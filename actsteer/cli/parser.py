@@ -16,10 +16,16 @@ EXECUTORS: tuple[str, ...] = ("local", "ray")
 SHORTCUTS: dict[str, tuple[tuple[str, str, dict[str, Any]], ...]] = {
     "multi-behaviour": (
         ("--behaviours", "behaviours", {"nargs": "+", "metavar": "NAME_OR_PATH",
-                                        "help": "quick: sentiment, wedding, french, myopia; "
-                                                "standard/paper: myopia, wealth_seeking, "
-                                                "sycophancy, agreeableness, anti_immigration "
-                                                "or .json/.jsonl files"}),
+                                        "help": "quick: sentiment, wedding, french, myopia, "
+                                                "wealth_seeking or behaviour files (.json, "
+                                                "docs/behaviours.md); standard/paper: myopia, "
+                                                "wealth_seeking, sycophancy, agreeableness, "
+                                                "anti_immigration or .json/.jsonl files"}),
+        ("--corpus", "tax_corpus", {"metavar": "TEXT",
+                                    "help": "text for the residual norms (quick) and the "
+                                            "perplexity cost: builtin (quick's default, the "
+                                            "same on every machine), wikitext (from the "
+                                            "reference data) or a .txt file/folder"}),
         ("--data-dir", "data_dir", {"type": Path, "help": "folder with the paper's behaviour "
                                                           "files (default: found, else "
                                                           "built-ins)"}),
@@ -120,9 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
         _executor_flags(command)
         _flags(command)
 
-    extract = sub.add_parser("extract", help="build a CAA vector from an A/B dataset, "
-                                             "print its diagnostics and save it")
-    extract.add_argument("dataset", help="behaviour name, .json/.jsonl path or hub:<file>")
+    extract = sub.add_parser("extract", help="build a CAA vector from an A/B dataset or a "
+                                             "behaviour file, print its diagnostics and save it")
+    extract.add_argument("dataset", help="behaviour name, .json/.jsonl path, hub:<file>, or a "
+                                         "behaviour file (docs/behaviours.md)")
     extract.add_argument("--out", type=Path, required=True, help="output .safetensors file")
     _model_flags(extract)
     extract.add_argument("--data-dir", type=Path, help="folder of the paper's behaviour files")
@@ -130,8 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="items to use (default: the paper's vector split, 500)")
     extract.add_argument("--site", default="resid_post",
                          choices=("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"))
-    extract.add_argument("--read", default="last",
-                         choices=("last", "answer", "answer_mean", "mean"))
+    extract.add_argument("--read", default=None,
+                         choices=("last", "answer", "answer_mean", "mean"),
+                         help="where to read activations (default: last for A/B items, "
+                              "answer_mean for a behaviour file's completions)")
     extract.add_argument("--method", default="mean_diff", choices=("mean_diff", "pca", "probe"))
     extract.add_argument("--format", dest="prompt_format", default="paper",
                          choices=("paper", "chat"))

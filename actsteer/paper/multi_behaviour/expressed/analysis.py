@@ -1,5 +1,5 @@
 """Numbers derived from an expressed-behaviour results file: paired effects, shares of the
-individual effect, cross-talk, the layer/coefficient decomposition, the perplexity cost and
+individual effect, cross-talk, the layer/recipe decomposition, the perplexity cost and
 the VADER score of generated text. Everything is recomputed from the per-prompt values
 stored in the cells, so a report can be made again from the file alone."""
 
@@ -17,8 +17,15 @@ from actsteer.paper.multi_behaviour.expressed.plans import UNSTEERED, steer_plan
 from actsteer.stats import Estimate, bootstrap, paired_bootstrap
 from actsteer.steerability import SteerabilitySummary, propensity_slopes, summarize_steerability
 
-MULTI_PLANS = ("simultaneous", "combined-sum", "combined-mean", "combined-weighted_mean")
-"""The plans that steer every behaviour at once, in report order."""
+MULTI_PLANS = ("simultaneous", "combined-sum", "combined-mean", "combined-weighted_mean",
+               "simultaneous-distinct", "combined-sum@paper")
+"""The plans that steer every behaviour at once, in report order (the last two are scored
+only when they differ from the others: own layers that coincide, a combined layer other
+than the paper's)."""
+
+LAYER_EFFECT = "layers"
+RECIPE_EFFECT = "recipe (mean)"
+"""The two headline differences of :func:`decomposition` (the answer reports both)."""
 
 
 def _resamples(results: Mapping[str, Any]) -> int:
@@ -83,14 +90,23 @@ def cross_talk(results: Mapping[str, Any]) -> dict[str, dict[str, Effect | None]
 
 def decomposition(results: Mapping[str, Any], behaviour: str) -> dict[str, Effect | None]:
     """Paired differences on ``behaviour``'s propensity that isolate one change each:
-    ``layers`` = simultaneous − combined-sum (same strengths, own layers vs one layer);
-    ``coefficients (mean)`` = combined-sum − combined-mean and ``coefficients (weighted)``
-    = combined-sum − combined-weighted_mean (one layer, same total norm, each behaviour's
-    own coefficient vs one shared coefficient)."""
+
+    * ``layers`` = simultaneous − combined-sum (same strengths, own layers vs one layer:
+      the layer effect); ``layers (paper L)`` the same against combined-sum at the paper's
+      layer, ``layers (distinct)`` = simultaneous-distinct − combined-sum (the paper's
+      design), each present when that plan was scored;
+    * ``recipe (mean)`` = combined-sum − combined-mean and ``recipe (weighted)`` =
+      combined-sum − combined-weighted_mean (one layer, same total norm, each behaviour's
+      own coefficient vs the paper's one shared coefficient: the recipe effect).
+    """
     out: dict[str, Effect | None] = {
-        "layers": effect(results, "simultaneous", behaviour, against="combined-sum")}
-    for recipe, name in (("mean", "coefficients (mean)"),
-                         ("weighted_mean", "coefficients (weighted)")):
+        LAYER_EFFECT: effect(results, "simultaneous", behaviour, against="combined-sum")}
+    for name, plan, against in (("layers (paper L)", "simultaneous", "combined-sum@paper"),
+                                ("layers (distinct)", "simultaneous-distinct", "combined-sum")):
+        found = effect(results, plan, behaviour, against=against)
+        if found is not None:
+            out[name] = found
+    for recipe, name in (("mean", RECIPE_EFFECT), ("weighted_mean", "recipe (weighted)")):
         out[name] = effect(results, "combined-sum", behaviour, against=f"combined-{recipe}")
     return out
 

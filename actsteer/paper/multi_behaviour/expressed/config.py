@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
-from actsteer.data.expressed import EXPRESSED_BEHAVIOURS, neutral_prompts
+from actsteer.data.expressed import load_expressed, neutral_prompts
 from actsteer.paper.common import ConfigMixin, ModelConfig, invalid
+
+TEXT_CORPORA: tuple[str, ...] = ("builtin", "wikitext")
+"""Named texts for the norms and the perplexity cost (``tax_corpus``); a path also works."""
 
 KIND = "expressed"
 """The ``kind`` recorded in results made by this config."""
@@ -39,11 +43,12 @@ class ExpressedConfig(ConfigMixin):
 
     model: ModelConfig = field(default_factory=_default_model)
     """The model and where it runs."""
-    behaviours: tuple[str, ...] = ("sentiment", "wedding", "myopia")
-    """Built-in expressed behaviours (:data:`actsteer.data.expressed.EXPRESSED_BEHAVIOURS`)."""
+    behaviours: tuple[str, ...] = ("sentiment", "myopia", "wealth_seeking")
+    """Built-in expressed behaviours (:data:`actsteer.data.expressed.EXPRESSED_BEHAVIOURS`)
+    or behaviour files (``.json``, ``docs/behaviours.md``), mixed as you like."""
     candidate_layers: tuple[int, ...] | None = None
-    """Layers searched for each behaviour's own layer on the grid prompts (None: 1/5, 1/3,
-    1/2 and 3/5 of the model's depth: 6, 10, 15, 18 of 30)."""
+    """Layers searched for each behaviour's own layer and the combined vector's layer on
+    the grid prompts (None: :func:`default_candidate_layers`)."""
     fraction: float = 0.15
     """Strength of each behaviour's vector, as a fraction of the median residual norm at
     the layer where it is added."""
@@ -51,16 +56,18 @@ class ExpressedConfig(ConfigMixin):
     """Fractions of the per-item steerability slopes at each behaviour's own layer (None:
     ``-fraction, 0, +fraction``, which reuses the individual plans at no extra cost)."""
     combined_layer: int | None = None
-    """Layer of the combined vector (None: the paper's 15 of 32 scaled to the model)."""
+    """Layer of the combined vector (None: chosen on the grid prompts by the own layers'
+    rule; the paper's 15 of 32, scaled to the model, is reported beside it)."""
     combined_recipes: tuple[str, ...] = COMBINED_RECIPES
     """Combined vectors to compare (see :data:`COMBINED_RECIPES`)."""
     n_grid: int = 24
     """Neutral prompts used to choose each behaviour's own layer."""
     n_test: int = 48
     """Neutral prompts every reported effect is measured on."""
-    tax_corpus: str = "wikitext"
-    """Text for the perplexity cost: ``"wikitext"`` (shared WikiText-2, else the built-in
-    English corpus), ``"builtin"`` or a path."""
+    tax_corpus: str = "builtin"
+    """Text for the residual norms (the unit of every strength) and the perplexity cost:
+    ``"builtin"`` (the English documents shipped with actsteer, the same on every machine),
+    ``"wikitext"`` (WikiText-2 from the reference data, required) or a path."""
     tax_documents: int = 8
     """Documents of the perplexity text."""
     tax_max_tokens: int = 128
@@ -101,12 +108,12 @@ class ExpressedConfig(ConfigMixin):
     def _validate(self) -> None:
         if not isinstance(self.model, ModelConfig):
             raise invalid("model", self.model, "give a ModelConfig or a dict of its fields")
-        unknown = [b for b in self.behaviours if b not in EXPRESSED_BEHAVIOURS]
-        if unknown or not self.behaviours:
-            raise invalid("behaviours", self.behaviours,
-                          f"choose from {', '.join(EXPRESSED_BEHAVIOURS)}")
-        if len(set(self.behaviours)) != len(self.behaviours):
-            raise invalid("behaviours", self.behaviours, "name each behaviour once")
+        if not self.behaviours:
+            raise invalid("behaviours", self.behaviours, "name at least one behaviour")
+        names = [load_expressed(b).name for b in self.behaviours]  # a bad file says why
+        if len(set(names)) != len(names):
+            raise invalid("behaviours", self.behaviours, f"their names {names} repeat; name "
+                                                         "each behaviour once")
         if not (isinstance(self.fraction, (int, float)) and 0 < self.fraction <= 1):
             raise invalid("fraction", self.fraction, "use a fraction of the norm in (0, 1]")
         fractions = self.ladder()
@@ -129,6 +136,9 @@ class ExpressedConfig(ConfigMixin):
         if self.n_grid + self.n_test > available:
             raise invalid("n_test", self.n_test, f"n_grid + n_test must be at most the "
                                                  f"{available} built-in neutral prompts")
+        if self.tax_corpus not in TEXT_CORPORA and not Path(self.tax_corpus).exists():
+            raise invalid("tax_corpus", self.tax_corpus, f"use {' or '.join(TEXT_CORPORA)}, or "
+                                                         "an existing .txt file or folder")
         for name, low in (("tax_documents", 1), ("tax_max_tokens", 2), ("generate_prompts", 0),
                           ("generate_tokens", 1), ("batch_size", 1), ("n_resamples", 10)):
             value = getattr(self, name)
@@ -147,7 +157,13 @@ class ExpressedConfig(ConfigMixin):
         return {"kind": KIND, **super().results_config()}
 
 
+CANDIDATE_DEPTHS: tuple[float, ...] = (1 / 5, 1 / 3, 1 / 2, 3 / 5, 2 / 3, 3 / 4)
+"""Relative depths of the default candidate layers: up to three quarters of the model, past
+the layer where the built-in behaviours steer most among the first four (3/5)."""
+
+
 def default_candidate_layers(n_layers: int) -> tuple[int, ...]:
-    """1/5, 1/3, 1/2 and 3/5 of the depth (6, 10, 15, 18 of 30), distinct and in range."""
-    picks = [round(n_layers * share) for share in (1 / 5, 1 / 3, 1 / 2, 3 / 5)]
+    """:data:`CANDIDATE_DEPTHS` of the depth (6, 10, 15, 18, 20, 22 of 30), distinct and in
+    range."""
+    picks = [round(n_layers * share) for share in CANDIDATE_DEPTHS]
     return tuple(sorted({min(n_layers - 1, max(0, x)) for x in picks}))

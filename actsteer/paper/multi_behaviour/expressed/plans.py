@@ -10,10 +10,15 @@ median residual norm there):
   one layer (two additions at one site are one addition, so this *is* a combined vector);
 * ``combined-mean`` / ``combined-weighted_mean`` — the paper's recipes: the raw vectors
   averaged (or weighted by each behaviour's own coefficient, then averaged) under ONE
-  coefficient, scaled so the merged vector's norm equals ``combined-sum``'s.
+  coefficient, scaled so the merged vector's norm equals ``combined-sum``'s;
+* ``combined-sum@paper`` — ``combined-sum`` at the paper's layer (15 of 32, scaled), when
+  ``L`` is another layer;
+* ``simultaneous-distinct`` — the paper's design: every vector at a layer of its own
+  (distinct layers), when the own layers coincide.
 
-So ``simultaneous`` against ``combined-sum`` isolates the layers, and ``combined-sum``
-against ``combined-mean`` / ``combined-weighted_mean`` isolates the coefficients.
+So ``simultaneous`` against ``combined-sum`` isolates the layers (the *layer effect*), and
+``combined-sum`` against ``combined-mean`` / ``combined-weighted_mean`` isolates the
+coefficients (the *recipe effect*).
 """
 
 from __future__ import annotations
@@ -49,7 +54,8 @@ def individual(name: str, vector: SteeringVector, layer: int, fraction: float,
 
 def comparison_plans(vectors: Mapping[str, SteeringVector], own_layers: Mapping[str, int],
                      combined_layer: int, fraction: float, norms: ResidualNorms,
-                     recipes: Sequence[str]) -> dict[str, SteeringPlan]:
+                     recipes: Sequence[str], *, paper_layer: int | None = None,
+                     distinct: Mapping[str, int] | None = None) -> dict[str, SteeringPlan]:
     """Every plan the test split scores, by name (see the module docstring)."""
     plans: dict[str, SteeringPlan] = {UNSTEERED: empty_plan()}
     for name, vector in vectors.items():
@@ -64,6 +70,13 @@ def comparison_plans(vectors: Mapping[str, SteeringVector], own_layers: Mapping[
     for recipe in recipes:
         plans[f"combined-{recipe}"] = combined_plan(vectors, own_layers, combined_layer,
                                                     fraction, norms, recipe)
+    if paper_layer is not None and paper_layer != combined_layer:
+        plans["combined-sum@paper"] = combined_plan(vectors, own_layers, paper_layer, fraction,
+                                                    norms, "sum")
+    if distinct is not None:
+        plans["simultaneous-distinct"] = simultaneous(
+            {name: (vector, distinct[name], fraction) for name, vector in vectors.items()},
+            norms=norms)
     return plans
 
 

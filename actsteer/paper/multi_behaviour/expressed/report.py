@@ -15,7 +15,9 @@ from actsteer.stats import Estimate
 PLAN_TITLES = {"simultaneous": "simultaneous (own layers)",
                "combined-sum": "combined sum (own coefficients)",
                "combined-mean": "combined mean (paper)",
-               "combined-weighted_mean": "combined weighted mean (paper)"}
+               "combined-weighted_mean": "combined weighted mean (paper)",
+               "simultaneous-distinct": "simultaneous (distinct layers, paper)",
+               "combined-sum@paper": "combined sum at the paper's layer"}
 
 
 def _fx(found: Effect | None, digits: int = 2) -> str:
@@ -52,9 +54,45 @@ def individual_table(results: Mapping[str, Any]) -> list[str]:
             f"{slope.mean_slope.value:+.1f} [{slope.mean_slope.low:+.1f}, "
             f"{slope.mean_slope.high:+.1f}]")
         own = layers.get("own", {}).get(name, "-")
+        own = f"{own}*" if own in _edges(results) else own
         lines.append(f"{name:<{width}}{own:>5}  {_fx(add):<26}"
                      f"{'-' if add is None else add.verdict:<11}{_fx(sub):<26}"
                      f"{slope_text:<28}{_fx(at_l):<24}")
+    return lines
+
+
+def _edges(results: Mapping[str, Any]) -> set[int]:
+    candidates = results["layers"].get("candidates") or []
+    return {min(candidates), max(candidates)} if len(candidates) > 1 else set()
+
+
+def layers_lines(results: Mapping[str, Any]) -> list[str]:
+    """Which layers were chosen, how, and what that implies for the comparison."""
+    layers, config = results["layers"], results["config"]
+    own, candidates = layers.get("own") or {}, layers.get("candidates") or []
+    if not own or not candidates:
+        return []
+    lines = [f"layers: each behaviour's own layer chosen independently on {config['n_grid']} "
+             f"grid prompts among {', '.join(map(str, candidates))} (largest lower bound of "
+             f"its paired effect at {config['fraction']:g} of the norm; * = the grid's edge)"]
+    edge = [f"{name} (L{layer})" for name, layer in own.items() if layer in _edges(results)]
+    if edge:
+        lines.append(f"  at the grid's edge: {', '.join(edge)}; a layer beyond the grid may "
+                     "steer more")
+    if len(set(own.values())) < len(own):
+        shared = ", ".join(f"{n} L{x}" for n, x in own.items())
+        distinct = layers.get("distinct") or {}
+        lines.append(f"  own layers coincide ({shared}): the paper's design, distinct layers ("
+                     + ", ".join(f"{n} L{x}" for n, x in distinct.items())
+                     + "), is the labelled variant 'simultaneous (distinct layers, paper)'")
+    combined, paper = layers.get("combined"), layers.get("paper")
+    how = ("chosen by the same rule on the sum of every behaviour's propensity"
+           if layers.get("combined_chosen") else "fixed by the config")
+    lines.append(f"  combined vector: L{combined}, {how}" + (
+        f"; the paper's layer (15 of 32, scaled) L{paper} is reported beside it"
+        if paper is not None and paper != combined else ""))
+    if results.get("corpus"):
+        lines.append(f"  norms and perplexity measured on {results['corpus']}")
     return lines
 
 
@@ -71,9 +109,17 @@ def cross_talk_table(results: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _title(results: Mapping[str, Any], plan: str) -> str:
+    layers = results["layers"]
+    where = {"combined-sum": layers.get("combined"), "combined-mean": layers.get("combined"),
+             "combined-weighted_mean": layers.get("combined"),
+             "combined-sum@paper": layers.get("paper")}.get(plan)
+    return PLAN_TITLES[plan] + ("" if where is None else f" L{where}")
+
+
 def comparison_table(results: Mapping[str, Any]) -> list[str]:
     width = _width(results)
-    plan_width = max(len(t) for t in PLAN_TITLES.values()) + 2
+    plan_width = max(len(_title(results, p)) for p in analysis.MULTI_PLANS) + 2
     lines = ["the paper's question: each behaviour under plans that steer every behaviour at "
              "once, Δ of its propensity and the share of its individual effect [95% CI]",
              f"{'behaviour':<{width}}{'plan':<{plan_width}}{'Δ [95% CI]':<26}share of individual"]
@@ -84,21 +130,22 @@ def comparison_table(results: Mapping[str, Any]) -> list[str]:
             if found is None:
                 continue
             portion = analysis.share(results, plan, name)
-            lines.append(f"{name:<{width}}{PLAN_TITLES[plan]:<{plan_width}}{_fx(found):<26}"
-                         f"{_est(portion, 2, 'x')}")
+            lines.append(f"{name:<{width}}{_title(results, plan):<{plan_width}}"
+                         f"{_fx(found):<26}{_est(portion, 2, 'x')}")
     return lines
 
 
 def decomposition_table(results: Mapping[str, Any]) -> list[str]:
     width = _width(results)
-    columns = ("layers", "coefficients (mean)", "coefficients (weighted)")
+    parts = {name: analysis.decomposition(results, name) for name in results["behaviours"]}
+    columns = list(next(iter(parts.values()), {}))
     lines = ["what separates them, paired on the behaviour's own propensity: layers = "
-             "simultaneous − combined sum; coefficients = combined sum − combined mean "
-             "(one layer, same total norm)",
+             "simultaneous − combined sum (the layer effect; paper L: against the combined sum "
+             "at the paper's layer; distinct: the paper's design − combined sum); recipe = "
+             "combined sum − combined mean (one layer, same total norm: the recipe effect)",
              f"{'behaviour':<{width}}" + "".join(f"{c:<27}" for c in columns)]
-    for name in results["behaviours"]:
-        parts = analysis.decomposition(results, name)
-        lines.append(f"{name:<{width}}" + "".join(f"{_fx(parts[c]):<27}" for c in columns))
+    for name, found in parts.items():
+        lines.append(f"{name:<{width}}" + "".join(f"{_fx(found.get(c)):<27}" for c in columns))
     return lines
 
 
@@ -151,6 +198,28 @@ def answer(results: Mapping[str, Any]) -> list[str]:
               and found.verdict == "moves"]
     lines = [f"answer on this model: {len(moving)} of {len(names)} behaviours move alone "
              f"({', '.join(moving) or 'none'})."]
+    layers = results["layers"]
+    sides = {analysis.LAYER_EFFECT: (
+                 f"layer effect (simultaneous at own layers − combined sum at "
+                 f"L{layers.get('combined')}, same strengths)", "own layers", "one layer"),
+             "layers (paper L)": (f"at the paper's layer (− combined sum at "
+                                  f"L{layers.get('paper')})", "own layers", "one layer"),
+             "layers (distinct)": ("the paper's design (simultaneous at distinct layers − "
+                                   "combined sum)", "distinct layers", "one layer"),
+             analysis.RECIPE_EFFECT: ("recipe effect (combined sum − combined mean, the "
+                                      "paper's recipe; one layer, matched norm)",
+                                      "own coefficients", "the paper's mean"),
+             "recipe (weighted)": ("with the paper's weighted mean", "own coefficients",
+                                   "the weighted mean")}
+    for column, (title, first, second) in sides.items():
+        parts = [(b, analysis.decomposition(results, b).get(column)) for b in names]
+        present = [(b, p) for b, p in parts if p is not None]
+        if not present:
+            continue
+        said = {"moves": f"{first} more", "reversed": f"{second} more",
+                "no effect": "no difference resolved"}
+        lines.append(f"  {title}: " + "; ".join(
+            f"{b} {format(p, '.2f')} ({said[p.verdict]})" for b, p in present))
     if not moving:
         lines.append("  without an individual effect there is no share to compare; the "
                      "tables above report the plans' effects for completeness")
@@ -163,26 +232,8 @@ def answer(results: Mapping[str, Any]) -> list[str]:
         verdicts = [analysis.effect(results, plan, b) for b in moving]
         moved = sum(1 for v in verdicts if v is not None and v.verdict == "moves")
         span = f"{min(s.value for _, s in kept):.2f}-{max(s.value for _, s in kept):.2f}x"
-        lines.append(f"  {PLAN_TITLES[plan]}: moves {moved} of {len(moving)}, keeping {span} "
+        lines.append(f"  {_title(results, plan)}: moves {moved} of {len(moving)}, keeping {span} "
                      "of the individual effects")
-    sides = {"layers": ("simultaneous (own layers)", "combined sum (one layer)"),
-             "coefficients (mean)": ("combined sum (own coefficients)", "combined mean"),
-             "coefficients (weighted)": ("combined sum (own coefficients)",
-                                         "combined weighted mean")}
-    for column, (first, second) in sides.items():
-        parts = [(b, analysis.decomposition(results, b)[column]) for b in moving]
-        present = [(b, p) for b, p in parts if p is not None]
-        if not present:
-            continue
-        groups = {verdict: [f"{b} {format(p, '.2f')}" for b, p in present
-                            if p.verdict == verdict]
-                  for verdict in ("moves", "reversed", "no effect")}
-        said = [f"{first} keeps more of {', '.join(groups['moves'])}" if groups["moves"] else "",
-                f"{second} keeps more of {', '.join(groups['reversed'])}"
-                if groups["reversed"] else "",
-                f"no difference for {', '.join(groups['no effect'])}"
-                if groups["no effect"] else ""]
-        lines.append(f"  {column}: " + "; ".join(x for x in said if x))
     alone = [r for b in moving if (r := analysis.perplexity_ratio(results, f"individual:{b}"))]
     together = [r for p in analysis.MULTI_PLANS
                 if (r := analysis.perplexity_ratio(results, p)) is not None]
@@ -200,8 +251,8 @@ def summary_table(results: Mapping[str, Any]) -> str:
     lines = [f"expressed behaviours: word-set propensity (log next-token mass on the "
              f"behaviour's words minus on its contrast words) after {n_test} held-out neutral "
              "prompts", ""]
-    for block in (individual_table, cross_talk_table, comparison_table, decomposition_table,
-                  tax_table, text_table, cosine_lines, answer):
+    for block in (layers_lines, individual_table, cross_talk_table, comparison_table,
+                  decomposition_table, tax_table, text_table, cosine_lines, answer):
         found = block(results)
         if found:
             lines += [*found, ""]

@@ -2,12 +2,13 @@
 
 1. **vectors** — per behaviour, a CAA vector read over the answer tokens of its contrastive
    completions (``read="answer_mean"``), every layer, with its extraction diagnostics;
-2. **norms** — the median residual norm per layer over the perplexity text, the unit every
-   strength is given in;
-3. **layers** — each behaviour added alone at every candidate layer on the grid prompts;
-   its own layer is where the paired effect on its own word-set propensity has the
-   largest lower bound (distinct layers, so that simultaneous steering differs from one
-   combined vector by its layers);
+2. **norms** — the median residual norm per layer over the text of ``tax_corpus`` (the
+   built-in English documents unless asked otherwise), the unit every strength is given in;
+3. **layers** — each behaviour added alone, and the combined vector, at every candidate
+   layer on the grid prompts; each own layer is where the paired effect on the behaviour's
+   own word-set propensity has the largest lower bound, chosen independently; the combined
+   vector's layer by the same rule on the sum of the propensities; when own layers
+   coincide, the paper's design (distinct layers) is scored as a labelled variant;
 4. **test** — on the test prompts, every plan of
    :func:`~actsteer.paper.multi_behaviour.expressed.plans.comparison_plans` and the
    steerability ladder of each behaviour at its own layer, each scored on every
@@ -24,24 +25,16 @@ so an interrupted run resumes and a changed plan is scored again.
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from actsteer import accuracy, generation  # noqa: F401  (register the tasks run here)
 from actsteer.batching import encode_many
-from actsteer.data.expressed import ExpressedBehaviour, load_expressed, neutral_prompts
-from actsteer.effects import paired_effect
-from actsteer.executor import Executor, LocalExecutor, dispatch, unit
-from actsteer.extraction import caa_vector
-from actsteer.layer_choice import distinct_layers
-from actsteer.likelihood import Propensities
-from actsteer.norms import ResidualNorms, residual_norms
-from actsteer.paper.common import VectorCache, check_layers, digest, scale_layer, timed
+from actsteer.effects import Effect, paired_effect
+from actsteer.executor import Executor, dispatch, unit
+from actsteer.layer_choice import distinct_layers, strongest_layer
+from actsteer.paper.common import check_layers, scale_layer, timed
 from actsteer.paper.multi_behaviour.config import PAPER_LAYER
 from actsteer.paper.multi_behaviour.expressed.config import (
     KIND,
@@ -51,174 +44,79 @@ from actsteer.paper.multi_behaviour.expressed.config import (
 from actsteer.paper.multi_behaviour.expressed.keys import GridKey, TaxKey, TestKey, TextKey
 from actsteer.paper.multi_behaviour.expressed.plans import (
     UNSTEERED,
+    combined_plan,
     comparison_plans,
     individual,
     steer_plan,
 )
+from actsteer.paper.multi_behaviour.expressed.state import (
+    ExpressedRun,
+    extract_vectors,
+    measure_norms,
+    open_run,
+)
 from actsteer.paper.multi_behaviour.stages import RESULTS_FILE
 from actsteer.plan import SteeringPlan, empty_plan
-from actsteer.results import ResultStore
 from actsteer.units import plan_jobs
-from actsteer.vector import SteeringVector
+
+__all__ = ["RESULTS_FILE", "choose_layers", "comparison_plans", "extract_vectors",
+           "measure_norms", "open_run", "run", "score_tax", "score_test", "score_text",
+           "steerability_plans"]
 
 logger = logging.getLogger(__name__)
 
-@dataclass
-class ExpressedRun:
-    """One run's state: config, model, results store, data and vectors."""
-
-    config: ExpressedConfig
-    model: Any
-    store: ResultStore
-    behaviours: dict[str, ExpressedBehaviour]
-    prompts: dict[str, list[str]]
-    tax_texts: list[str]
-    progress: bool = True
-    executor: Executor = field(default_factory=LocalExecutor)
-    """Where units of scoring run (:mod:`actsteer.executor`)."""
-    vectors: dict[str, SteeringVector] = field(default_factory=dict)
-    norms: ResidualNorms | None = None
-    timings: dict[str, float] = field(default_factory=dict)
-
-    def score(self, split: str, plans: Mapping[str, SteeringPlan], keys: Mapping[str, Any],
-              stage: str) -> None:
-        """Every behaviour's word-set propensity on ``split``'s prompts under each plan,
-        stored per unit as units complete: cell ``keys[name]`` holds ``{behaviour: [value
-        per prompt]}`` under ``"values"`` with the plan's identity.
-
-        Plans that start at the same block are one unit (they share the unsteered prefix
-        below it); neighbouring blocks are joined until there are as many units as the
-        executor has workers (:func:`actsteer.units.plan_jobs`).
-        """
-        names = list(plans)
-        if not names:
-            return
-        prompts = self.prompts[split]
-
-        def record(rows: list[int], scored: Mapping[str, Propensities]) -> None:
-            for index, row in enumerate(rows):
-                plan = plans[names[row]]
-                self.store.put(str(keys[names[row]]), {
-                    "plan_id": plan.identity(), "plan": plan.describe(),
-                    "values": {b: [round(float(x), 5) for x in scored[b].summed[index]]
-                               for b in self.behaviours}})
-
-        self.executor.bind(self.model)
-        jobs = plan_jobs(self.model, [plans[name] for name in names], "word-propensities", {
-            "prompts": prompts, "word_sets": [b.words for b in self.behaviours.values()],
-            "batch_size": self.config.batch_size, "progress": self.progress}, record,
-            parts=self.executor.workers, key=stage)
-        dispatch(self.executor, jobs, progress=self.progress,
-                 desc=f"{stage} ({len(names)} plans, {len(jobs)} units)")
-
-    def stale(self, keys: Mapping[str, Any], plans: Mapping[str, SteeringPlan]
-              ) -> dict[str, SteeringPlan]:
-        """The plans whose cell is absent or was made by another plan."""
-        out = {}
-        for name, plan in plans.items():
-            found = self.store.cells.get(str(keys[name]))
-            if found is None or found.get("plan_id") != plan.identity():
-                out[name] = plan
-        return out
+COMBINED = "combined-sum"
+"""The grid's name for the combined vector (every behaviour at one layer, each at its own
+strength) when its layer is chosen."""
 
 
-def split_prompts(config: ExpressedConfig) -> dict[str, list[str]]:
-    """The neutral prompts shuffled with ``config.seed`` and cut into grid and test."""
-    prompts = list(neutral_prompts())
-    random.Random(config.seed).shuffle(prompts)
-    return {"grid": prompts[:config.n_grid],
-            "test": prompts[config.n_grid:config.n_grid + config.n_test]}
-
-
-def tax_texts(config: ExpressedConfig) -> list[str]:
-    from actsteer.data.corpora import builtin_text_corpus, text_corpus, wikitext_corpus
-
-    if config.tax_corpus == "builtin":
-        corpus = builtin_text_corpus()
-    elif config.tax_corpus == "wikitext":
-        try:
-            corpus = wikitext_corpus(max_documents=config.tax_documents)
-        except FileNotFoundError:
-            logger.info("WikiText-2 not found; the perplexity text is the built-in corpus")
-            corpus = builtin_text_corpus()
-    else:
-        corpus = text_corpus(config.tax_corpus, max_documents=config.tax_documents)
-    return corpus.texts()[:config.tax_documents]
-
-
-def open_run(config: ExpressedConfig, model: Any, progress: bool,
-             overwrite: bool = False, executor: Executor | None = None) -> ExpressedRun:
-    """Load and check everything, then open the results store; the executor's workers
-    start loading the model while the driver extracts vectors."""
-    behaviours = {name: load_expressed(name) for name in config.behaviours}
-    prompts = split_prompts(config)
-    texts = tax_texts(config)
-    if model is None:
-        model = config.model.load()
-    identity = {"behaviours": {name: digest([c for t in b.completions for c in t]
-                                            + list(b.words.behaviour) + list(b.words.contrast))
-                               for name, b in behaviours.items()},
-                "prompts": digest(prompts["grid"] + ["|"] + prompts["test"]),
-                "tax_texts": digest(texts)}
-    store = ResultStore(Path(config.out_dir) / RESULTS_FILE,
-                        {**config.results_config(), "data": identity}, overwrite=overwrite,
-                        runtime=config.model.runtime())
-    executor = executor if executor is not None else LocalExecutor()
-    executor.bind(model)
-    return ExpressedRun(config, model, store, behaviours, prompts, texts, progress, executor)
-
-
-def extract_vectors(run: ExpressedRun, layers: list[int]) -> None:
-    """Each behaviour's vector at ``layers`` (the forward stops after the deepest)."""
-    cache = VectorCache(Path(run.config.out_dir) / "vectors")
-    for name, behaviour in run.behaviours.items():
-        stamp = (f"{run.config.model.name} expressed answer_mean layers {layers} "
-                 f"{run.store.config['data']['behaviours'][name]}")
-        vector = cache.get(name, stamp, run.model)
-        if vector is None:
-            vector = cache.put(name, caa_vector(run.model, behaviour.pairs(), read="answer_mean",
-                                                layers=layers, dataset=name,
-                                                progress=run.progress), stamp)
-        run.vectors[name] = vector
-
-
-def measure_norms(run: ExpressedRun, layers: list[int]) -> ResidualNorms:
-    stored = run.store.extra.get("norms")
-    if stored is not None:
-        run.norms = ResidualNorms.from_dict(stored)
-        return run.norms
-    sequences = [ids[:run.config.tax_max_tokens] for ids in encode_many(run.model, run.tax_texts)]
-    run.norms = residual_norms(run.model, sequences, layers=layers,
-                               batch_size=run.config.batch_size, source="perplexity text")
-    run.store.set_extra("norms", run.norms.to_dict())
-    return run.norms
-
-
-def choose_layers(run: ExpressedRun, candidates: tuple[int, ...]) -> dict[str, dict[str, Any]]:
-    """Score each behaviour alone at each candidate layer on the grid prompts; choose each
-    behaviour's own layer (:func:`actsteer.layer_choice.distinct_layers`: largest lower
-    bound of its own paired effect; distinct)."""
+def choose_layers(run: ExpressedRun, candidates: tuple[int, ...]) -> dict[str, Any]:
+    """Score each behaviour alone, and the combined vector (every behaviour, each at its
+    own strength), at each candidate layer on the grid prompts, and choose by one rule
+    (:func:`actsteer.layer_choice.strongest_layer`: the largest lower bound of the paired
+    effect): each behaviour's own layer on its own propensity, independently; the combined
+    vector's layer on the sum of every behaviour's propensity. Also the paper's design,
+    distinct layers (:func:`actsteer.layer_choice.distinct_layers`), for when own layers
+    coincide."""
     assert run.norms is not None
-    config = run.config
+    config, norms = run.config, run.norms
     plans = {UNSTEERED: empty_plan()}
     keys: dict[str, Any] = {UNSTEERED: GridKey(UNSTEERED, -1)}
-    for name, vector in run.vectors.items():
-        for layer in candidates:
-            label = f"{name}@{layer}"
-            plans[label] = individual(name, vector, layer, config.fraction, run.norms)
-            keys[label] = GridKey(name, layer)
+    for layer in candidates:
+        for name, vector in run.vectors.items():
+            plans[f"{name}@{layer}"] = individual(name, vector, layer, config.fraction, norms)
+            keys[f"{name}@{layer}"] = GridKey(name, layer)
+        if len(run.vectors) > 1:
+            plans[f"{COMBINED}@{layer}"] = combined_plan(run.vectors, {}, layer,
+                                                          config.fraction, norms, "sum")
+            keys[f"{COMBINED}@{layer}"] = GridKey(COMBINED, layer)
     run.score("grid", run.stale(keys, plans), keys, "layers")
     base = run.store.get(str(keys[UNSTEERED]))["values"]
-    effects = {name: {layer: paired_effect(
-        run.store.get(str(keys[f"{name}@{layer}"]))["values"][name], base[name], metric=name,
-        n_resamples=config.n_resamples) for layer in candidates} for name in run.vectors}
-    chosen: dict[str, dict[str, Any]] = {}
-    for name, layer in distinct_layers(effects).items():
-        effect = effects[name][layer]
-        chosen[name] = {"layer": layer, "effect": effect.to_dict(),
-                        "moves": effect.verdict == "moves",
-                        "by_layer": {str(k): v.to_dict() for k, v in effects[name].items()}}
-    run.store.set_extra("own_layers", chosen)
+
+    def grid_effect(label: str, values: Callable[[Mapping[str, Any]], Any]) -> Effect:
+        return paired_effect(values(run.store.get(str(keys[label]))["values"]), values(base),
+                             metric=label, n_resamples=config.n_resamples)
+
+    def own(name: str) -> Callable[[Mapping[str, Any]], Any]:
+        return lambda values: values[name]
+
+    effects = {name: {layer: grid_effect(f"{name}@{layer}", own(name)) for layer in candidates}
+               for name in run.vectors}
+    chosen: dict[str, Any] = {"own": {}, "distinct": distinct_layers(effects),
+                              "candidates": list(candidates)}
+    for name, by_layer in effects.items():
+        layer = strongest_layer(by_layer)
+        chosen["own"][name] = {"layer": layer, "effect": by_layer[layer].to_dict(),
+                               "moves": by_layer[layer].verdict == "moves",
+                               "by_layer": {str(k): v.to_dict() for k, v in by_layer.items()}}
+    if len(run.vectors) > 1:
+        total = {layer: grid_effect(f"{COMBINED}@{layer}", lambda v: torch.tensor(
+            [v[n] for n in run.vectors], dtype=torch.float64).sum(0)) for layer in candidates}
+        best = strongest_layer(total)
+        chosen["combined"] = {"layer": best, "effect": total[best].to_dict(),
+                              "by_layer": {str(k): v.to_dict() for k, v in total.items()}}
+    run.store.set_extra("own_layers", chosen["own"])
+    run.store.set_extra("layer_choice", {k: v for k, v in chosen.items() if k != "own"})
     return chosen
 
 
@@ -339,20 +237,24 @@ def _steps(state: ExpressedRun) -> dict[str, Any]:
     config, timings, store = state.config, state.timings, state.store
     n_layers = int(state.model.cfg.n_layers)
     candidates = config.candidate_layers or default_candidate_layers(n_layers)
-    combined_layer = (config.combined_layer if config.combined_layer is not None
-                      else scale_layer(PAPER_LAYER, n_layers))
+    paper_layer = scale_layer(PAPER_LAYER, n_layers)
     check_layers(n_layers, [*(("candidate layer", x) for x in candidates),
-                            ("combined_layer", combined_layer)])
-    needed = sorted({*candidates, combined_layer})
+                            ("combined_layer", config.combined_layer or 0)])
+    needed = sorted({*candidates, paper_layer, *([config.combined_layer]
+                                                 if config.combined_layer is not None else [])})
     with timed(timings, "vectors"):
         extract_vectors(state, needed)
     with timed(timings, "norms"):
         norms = measure_norms(state, needed)
     with timed(timings, "layers"):
         chosen = choose_layers(state, tuple(candidates))
-    own = {name: int(entry["layer"]) for name, entry in chosen.items()}
+    own = {name: int(entry["layer"]) for name, entry in chosen["own"].items()}
+    combined_layer = (config.combined_layer if config.combined_layer is not None
+                      else int(chosen.get("combined", {}).get("layer", paper_layer)))
+    coincide = len(set(own.values())) < len(own)
     plans = comparison_plans(state.vectors, own, combined_layer, config.fraction, norms,
-                             config.combined_recipes)
+                             config.combined_recipes, paper_layer=paper_layer,
+                             distinct=chosen["distinct"] if coincide else None)
     with timed(timings, "test"):
         score_test(state, {**plans, **steerability_plans(state, own)})
     with timed(timings, "tax"):
@@ -361,9 +263,12 @@ def _steps(state: ExpressedRun) -> dict[str, Any]:
         score_text(state, plans)
     store.set_extra("plans", {name: plan.describe() for name, plan in plans.items()})
     store.set_extra("cosines", vector_cosines(state, _cosine_layers(own, combined_layer)))
+    layers = {"own": own, "combined": combined_layer, "paper": paper_layer,
+              "combined_chosen": config.combined_layer is None,
+              "distinct": chosen["distinct"] if coincide else None,
+              "candidates": list(candidates), "n_layers": n_layers}
     for name, value in (("kind", KIND), ("behaviours", list(state.behaviours)),
-                        ("layers", {"own": own, "combined": combined_layer,
-                                    "candidates": list(candidates), "n_layers": n_layers}),
+                        ("layers", layers), ("corpus", state.corpus),
                         ("diagnostics", {name: v.meta.diagnostics for name, v
                                          in state.vectors.items()}),
                         ("timings", timings)):
