@@ -186,6 +186,7 @@ def measure_norms(run: ExpressedRun, layers: list[int]) -> ResidualNorms:
     stored = run.store.extra.get("norms")
     if stored is not None:
         run.norms = ResidualNorms.from_dict(stored)
+        run.norms.check_fits(run.model)
         return run.norms
     sequences = [ids[:run.config.tax_max_tokens] for ids in encode_many(run.model, run.tax_texts)]
     run.norms = residual_norms(run.model, sequences, layers=layers,
