@@ -12,8 +12,11 @@ the letter metrics:
 * **continuations** — an item is a prompt with continuations that show the behaviour and
   continuations that do not (:class:`ContrastItem`). Its propensity is
   ``log sum_b P(b | prompt) - log sum_c P(c | prompt)`` over whole continuations
-  (``summed``, in nats), and the same with each continuation's mean log-probability per
-  token (``per_token``), which does not favour the shorter text.
+  (``summed``, in nats). ``per_token`` aggregates differently: the *mean* over each
+  side's continuations of their mean log-probability per token, behaviour side minus
+  contrast side. It does not favour the shorter text, and it keeps every item on one
+  per-token scale, whereas ``summed`` grows with the answers' length (an item with long
+  answers weighs more in a mean over items).
 * **word sets** — after a prompt, the next-token probability mass on the behaviour's words
   against the mass on the contrast's words: ``log sum_{w in B} p(w) - log sum_{w in C}
   p(w)`` (:class:`WordSets`; a word counts as the single token ``" word"``). Several
@@ -64,10 +67,13 @@ class Propensities:
     """Propensities of ``item`` under each ``plan`` (tensors ``[plan, item]``, nats)."""
 
     summed: Float[Tensor, "plan item"]
-    """log P(behaviour set) − log P(contrast set), whole continuations (or word masses)."""
+    """log P(behaviour set) − log P(contrast set): logsumexp over each side's whole
+    continuations (or its word probabilities)."""
     per_token: Float[Tensor, "plan item"]
-    """The same with each continuation's mean log-probability per token (equal to
-    ``summed`` for word sets, whose words are one token each)."""
+    """Mean over the behaviour continuations of their mean per-token log-probability,
+    minus the same over the contrast continuations: a mean of means, not a logsumexp, so
+    not ``summed`` divided by a length. For word sets (one token each, one mass per side)
+    it is a copy of ``summed``."""
 
     def __post_init__(self) -> None:
         if self.summed.shape != self.per_token.shape or self.summed.dim() != 2:
