@@ -31,7 +31,11 @@ from actsteer.paper.surgery_vs_steering.arms import (
     default_k,
     score_points,
 )
-from actsteer.paper.surgery_vs_steering.compare import compare, generation_throughput
+from actsteer.paper.surgery_vs_steering.compare import (
+    compare,
+    generation_throughput,
+    vader_compound,
+)
 from actsteer.paper.surgery_vs_steering.matching import common_target, matched_strength
 from actsteer.surgery import select_region
 
@@ -190,8 +194,8 @@ def result(tiny_model, lower_arms):
                "surgery:random": (8.0,)}
     return compare(tiny_model, arms.arms, SENTIMENT.words, PROMPTS, ladders=ladders,
                    direction=-1, documents=documents, generate_prompts=PROMPTS[:2],
-                   generate_tokens=3, throughput_repeats=1, audit_items=SENTIMENT.items()[:3],
-                   target=1e-6, n_resamples=50)
+                   generate_tokens=3, text_score=vader_compound, throughput_repeats=1,
+                   audit_items=SENTIMENT.items()[:3], target=1e-6, n_resamples=50)
 
 
 def test_comparison_reports_every_arm_at_every_strength(result):
@@ -245,11 +249,24 @@ def test_control_arms_never_set_the_target(tiny_model, lower_arms):
     assert found.target != found.reach["surgery:random"]
 
 
+def test_no_text_score_is_assumed_when_none_is_given(tiny_model, lower_arms):
+    # generated prompts are given (for throughput), a text score is not: no VADER column
+    found = compare(tiny_model, {"surgery": lower_arms.arms["surgery"]}, SENTIMENT.words,
+                    PROMPTS, direction=-1, ladders={"surgery": (4.0,)},
+                    generate_prompts=PROMPTS[:1], generate_tokens=1, throughput_repeats=1,
+                    n_resamples=20)
+    assert all(row.text is None for row in found.rows)
+    assert "text_score" not in found.unsteered and found.texts == {}
+    assert found.text_metric == "" and "VADER" not in found.table()
+    assert found.unsteered["tokens_per_s"] > 0  # the generation prompts were still used
+
+
 def test_the_table_and_the_dict_say_what_was_measured(result):
     table = result.table()
     for name in result.ladders:
         assert name in table
     assert "matched effect: -0.00 nats (fixed)" in table
+    assert "VADER Δ [CI]" in table and result.text_metric == "VADER"
     assert "sign audit" in table
     data = json.loads(json.dumps(result.to_dict()))
     assert len(data["rows"]) == len(result.rows)

@@ -86,8 +86,9 @@ class Comparison:
     texts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     """Generated continuations per point label (``"unsteered"``, ``"surgery@4"``; a
     matched point's label ends in ``*``)."""
-    text_metric: str = "VADER"
-    """What scored the generated text (the table's column name)."""
+    text_metric: str = ""
+    """What scored the generated text (the table's column name); empty when no text was
+    scored."""
 
     def row(self, arm: str, strength: float | None = None, *, matched: bool = False) -> Row:
         """The row of ``arm`` at ``strength`` (or its matched row)."""
@@ -125,8 +126,9 @@ class Comparison:
 
 
 def _header(text_metric: str) -> str:
+    text = (text_metric or "text") + " Δ [CI]"
     return (f"{'method':<15}{'strength':>16}  {'Δ behaviour [95% CI]':<22}{'verdict':<10}"
-            f"{'slope [CI] /unit':<24}{text_metric + ' Δ [CI]':<22}{'perplexity [CI]':<20}"
+            f"{'slope [CI] /unit':<24}{text:<22}{'perplexity [CI]':<20}"
             f"{'x unsteered [CI]':<20}{'top-1 Δ [CI]':<24}{'tok/s':>6}")
 
 
