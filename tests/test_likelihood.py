@@ -208,3 +208,11 @@ def test_norms_record_their_model_and_refuse_another(tiny_model, vectors) -> Non
             other.check_fits(tiny_model)
     with pytest.raises(VectorMismatchError, match="d_model"):
         single(torch.ones(info.d_model + 1), 2, 0.1, norms=norms)
+
+
+def test_word_sets_strip_words_before_checking_overlap() -> None:
+    with pytest.raises(InvalidValueError, match=r"\['bad'\] on both sides"):
+        WordSets("x", ("good", " bad"), ("bad ",))
+    assert WordSets("x", (" good ",), ("bad",)).behaviour == ("good",)
+    with pytest.raises(InvalidValueError, match="blank behaviour words"):
+        WordSets("x", ("good", "  "), ("bad",))
