@@ -32,7 +32,7 @@ Example::
 
 from __future__ import annotations
 
-import logging
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -55,12 +55,10 @@ __all__ = [
     "Propensities",
     "WordSets",
     "continuation_propensities",
+    "counted_words",
     "word_ids",
     "word_propensities",
 ]
-
-logger = logging.getLogger(__name__)
-
 
 @dataclass(frozen=True, eq=False)
 class Propensities:
@@ -91,25 +89,39 @@ class Propensities:
         return Propensities(self.summed[rows], self.per_token[rows])
 
 
-def word_ids(model: Any, words: Sequence[str]) -> list[int]:
-    """Token id of each word as it follows a space (``" word"`` inside a text, see
-    :func:`~actsteer.batching.encode_continuations`), for words that are one token there;
-    other words are dropped with one warning naming them."""
-    ids: list[int] = []
+def _single_tokens(model: Any, words: Sequence[str]) -> tuple[dict[str, int], list[str]]:
+    """The words that are one token after a space, with that token, and the others."""
+    counted: dict[str, int] = {}
     dropped: list[str] = []
     for word, tokens in zip(words, encode_continuations(model, [" " + w.strip() for w in words]),
                             strict=True):
         if len(tokens) == 1:
-            ids.append(int(tokens[0]))
+            counted[word] = int(tokens[0])
         else:
             dropped.append(word)
+    return counted, dropped
+
+
+def word_ids(model: Any, words: Sequence[str]) -> list[int]:
+    """Token id of each word as it follows a space (``" word"`` inside a text, see
+    :func:`~actsteer.batching.encode_continuations`), for words that are one token there;
+    other words are dropped with one warning naming them (a :class:`UserWarning`, which
+    a Ray worker hands back to the driver; :func:`counted_words` says which counted)."""
+    counted, dropped = _single_tokens(model, words)
     if dropped:
-        logger.warning("words that are not one token after a space are not counted: %s",
-                       ", ".join(dropped))
-    if not ids:
+        warnings.warn(f"words that are not one token after a space are not counted: "
+                      f"{', '.join(dropped)}", stacklevel=2)
+    if not counted:
         raise InvalidValueError(f"none of the words {list(words)} is a single token after a "
                                 "space for this tokenizer; choose shorter, common words")
-    return sorted(set(ids))
+    return sorted(set(counted.values()))
+
+
+def counted_words(model: Any, words: WordSets) -> dict[str, list[str]]:
+    """The words of each side of ``words`` that :func:`word_propensities` counts on this
+    model's tokenizer (one token after a space), for a results cell to record."""
+    return {side: list(_single_tokens(model, getattr(words, side))[0])
+            for side in ("behaviour", "contrast")}
 
 
 def _check_plans(plans: Sequence[SteeringPlan]) -> None:

@@ -261,7 +261,7 @@ def test_no_text_score_is_assumed_when_none_is_given(tiny_model, lower_arms):
     assert found.unsteered["tokens_per_s"] > 0  # the generation prompts were still used
 
 
-def test_the_table_and_the_dict_say_what_was_measured(result):
+def test_the_table_and_the_dict_say_what_was_measured(result, tiny_model):
     table = result.table()
     for name in result.ladders:
         assert name in table
@@ -270,6 +270,10 @@ def test_the_table_and_the_dict_say_what_was_measured(result):
     assert "sign audit" in table
     data = json.loads(json.dumps(result.to_dict()))
     assert len(data["rows"]) == len(result.rows)
+    vocab = tiny_model.tokenizer.get_vocab()  # counted: one vocabulary entry after a space
+    assert data["counted_words"] == {side: [w for w in getattr(SENTIMENT.words, side)
+                                            if "Ġ" + w in vocab]
+                                     for side in ("behaviour", "contrast")}
     assert data["slopes"]["surgery"]["verdict"] in ("moves", "reversed", "no effect")
 
 

@@ -61,7 +61,7 @@ from actsteer.contrast import ContrastItem, WordSets
 from actsteer.effects import Effect, paired_effect
 from actsteer.errors import InvalidValueError
 from actsteer.generation import generate_tokens as generate_ids
-from actsteer.likelihood import continuation_propensities, word_propensities
+from actsteer.likelihood import continuation_propensities, counted_words, word_propensities
 from actsteer.paper.surgery_vs_steering.arms import Arm, check_ladder, score_points
 from actsteer.paper.surgery_vs_steering.comparison import Comparison, Row
 from actsteer.paper.surgery_vs_steering.matching import common_target, matched_strength
@@ -341,4 +341,5 @@ def compare(
                                "direction (%s)", name, format(effect, ".2f"))
 
     return Comparison(words.name, direction, len(prompts), tuple(rows), slopes, steps, goal,
-                      rule, reach, matched, unsteered, audit, texts, text_metric)
+                      rule, reach, matched, unsteered, audit, texts, text_metric,
+                      counted_words(model, words))

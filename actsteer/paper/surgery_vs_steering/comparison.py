@@ -89,6 +89,9 @@ class Comparison:
     text_metric: str = ""
     """What scored the generated text (the table's column name); empty when no text was
     scored."""
+    counted_words: Mapping[str, list[str]] = field(default_factory=dict)
+    """The words of each side (``behaviour``, ``contrast``) that the propensity counted:
+    those that are one token after a space (:func:`actsteer.likelihood.counted_words`)."""
 
     def row(self, arm: str, strength: float | None = None, *, matched: bool = False) -> Row:
         """The row of ``arm`` at ``strength`` (or its matched row)."""
@@ -117,6 +120,7 @@ class Comparison:
             "audit": {arm: effect.to_dict() for arm, effect in self.audit.items()},
             "texts": {label: list(texts) for label, texts in self.texts.items()},
             "text_metric": self.text_metric,
+            "counted_words": {side: list(w) for side, w in self.counted_words.items()},
         }
 
     def table(self) -> str:

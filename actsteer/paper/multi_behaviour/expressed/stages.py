@@ -39,7 +39,7 @@ from actsteer.effects import paired_effect
 from actsteer.executor import Executor, LocalExecutor, dispatch, unit
 from actsteer.extraction import caa_vector
 from actsteer.layer_choice import distinct_layers
-from actsteer.likelihood import Propensities
+from actsteer.likelihood import Propensities, counted_words
 from actsteer.norms import ResidualNorms, residual_norms
 from actsteer.paper.common import VectorCache, check_layers, digest, scale_layer, timed
 from actsteer.paper.multi_behaviour.config import PAPER_LAYER
@@ -94,6 +94,9 @@ class ExpressedRun:
         if not names:
             return
         prompts = self.prompts[split]
+        # which words of each set counted (one token after a space), for the cell
+        counted = {name: counted_words(self.model, behaviour.words)
+                   for name, behaviour in self.behaviours.items()}
 
         def record(rows: list[int], scored: Mapping[str, Propensities]) -> None:
             for index, row in enumerate(rows):
@@ -101,7 +104,7 @@ class ExpressedRun:
                 self.store.put(str(keys[names[row]]), {
                     "plan_id": plan.identity(), "plan": plan.describe(),
                     "values": {b: [round(float(x), 5) for x in scored[b].summed[index]]
-                               for b in self.behaviours}})
+                               for b in self.behaviours}, "words": counted})
 
         self.executor.bind(self.model)
         jobs = plan_jobs(self.model, [plans[name] for name in names], "word-propensities", {
