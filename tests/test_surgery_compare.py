@@ -226,14 +226,17 @@ def test_matched_strengths_follow_from_the_ladders(result):
     assert result.target == 1e-6 and result.target_rule == "fixed"
     for arm, strength in result.matched.items():
         rows = [row for row in result.rows if row.arm == arm and not row.matched]
-        expected = matched_strength([0.0, *(r.strength for r in rows)],
-                                    [0.0, *(result.direction * r.effect.value for r in rows)],
-                                    result.target)
-        assert strength == expected
-        if strength is not None:
-            assert 0 < strength <= rows[-1].strength
-            matched_row = result.row(arm, strength, matched=True)
-            assert matched_row.tokens_per_s == rows[0].tokens_per_s
+        xs = [0.0, *(r.strength for r in rows)]
+        ys = [0.0, *(result.direction * r.effect.value for r in rows)]
+        if strength is None:  # no ladder point reaches the target
+            assert all(y < result.target for y in ys)
+            continue
+        # by hand: the ladder, linearly interpolated, reaches the target there, first
+        assert _interpolate(xs, ys, strength) == pytest.approx(result.target, rel=1e-9)
+        assert all(y < result.target for x, y in zip(xs, ys, strict=True) if x < strength)
+        assert 0 < strength <= rows[-1].strength
+        matched_row = result.row(arm, strength, matched=True)
+        assert matched_row.tokens_per_s == rows[0].tokens_per_s
     assert any(s is not None for s in result.matched.values())  # the matched path ran
 
 
