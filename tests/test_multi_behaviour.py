@@ -547,12 +547,15 @@ def test_reduced_run_on_smol(smol, tmp_path) -> None:
     results = mb.run(config, model=smol, progress=False)
     default = results["cells"][str(DefaultKey("myopia", "test"))]
     assert default["counts"]["faulty"] <= 2  # the embedded model answers with a letter
-    for direction, sign in (("subtract", -1), ("add", 1)):
+    for direction in ("subtract", "add"):
         pick = results["chosen"]["myopia"][direction]
-        if pick["steerable"]:  # only on evidence: the interval excludes 0 that way
-            assert sign * pick["effect"]["low"] > 0
-        else:
-            assert pick["reason"]
+        # measured (TL 3.9, HookedTransformer): at x-4 and x4 on 20 grid items neither
+        # direction moves myopia (P(matching) -0.06 [-0.15, +0.03] and +0.03 [-0.02, +0.08]
+        # at best), so nothing may be chosen, and the pick says why, with its numbers
+        assert not pick["steerable"], pick
+        assert pick["reason"] == "not steerable at these settings (interval includes 0 at best)"
+        assert pick["effect"]["low"] < 0 < pick["effect"]["high"]
+        assert pick["multiplier"] in (-4.0, 4.0) and pick["layer"] in (8, 14)
     vector = SteeringVector.load(Path(tmp_path) / "vectors" / "myopia.safetensors")
     assert vector.meta.n_items == 20 and set(vector.meta.diagnostics) == {
         str(layer) for layer in range(smol.cfg.n_layers)}
