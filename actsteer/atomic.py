@@ -67,16 +67,17 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None], *,
 
 
 def jsonable(value: Any) -> Any:
-    """``value`` with tuples as lists, tensor/numpy scalars as numbers, paths as strings
-    and non-finite floats as ``null`` / ``"inf"`` / ``"-inf"`` (strict JSON)."""
+    """``value`` with tuples as lists, tensor/numpy scalars as numbers, tensor/numpy arrays
+    as (nested) lists, paths as strings and non-finite floats as ``null`` / ``"inf"`` /
+    ``"-inf"`` (strict JSON)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
     if isinstance(value, Mapping):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [jsonable(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
-        return jsonable(value.item())
+    if hasattr(value, "tolist") and callable(value.tolist):  # numpy / torch, any shape
+        return jsonable(value.tolist())
     if isinstance(value, Path):
         return str(value)
     return value

@@ -64,7 +64,16 @@ class WordSets:
 
     def __post_init__(self) -> None:
         for side in ("behaviour", "contrast"):
-            words = tuple(getattr(self, side))
+            given = getattr(self, side)
+            if isinstance(given, str) or any(not isinstance(w, str) for w in given):
+                raise InvalidValueError(f"word set {self.name!r}: {side} words must be a "
+                                        f"sequence of strings, got {given!r}")
+            # A word is counted as " word" whatever spaces surround it, so it is stored bare.
+            words = tuple(w.strip() for w in given)
+            blank = [w for w, bare in zip(given, words, strict=True) if not bare]
+            if blank:
+                raise InvalidValueError(f"word set {self.name!r} has blank {side} words "
+                                        f"{blank!r}; remove them")
             object.__setattr__(self, side, words)
             if not words:
                 raise InvalidValueError(f"word set {self.name!r} has no {side} words")

@@ -193,7 +193,7 @@ def caa_vector(
     dataset: str = "",
     diagnostics: bool = True,
     folds: int = 5,
-    strata: Sequence[Hashable] | None = None,
+    strata: Sequence[Hashable] | Literal["answer"] | None = "answer",
     batch_size: int = 16,
     padding_side: PaddingSide = "left",
     progress: bool = False,
@@ -223,10 +223,11 @@ def caa_vector(
             (:func:`actsteer.diagnostics.vector_diagnostics`, ``folds``-fold
             cross-fitting with the same aggregator) into ``meta.diagnostics``. Cheap for
             ``mean_diff``; costs ``folds`` extra fits per layer for ``"probe"``.
-        strata: one label per pair (e.g. its matching answer letter) to stratify the
-            diagnostics' folds by; pass it for A/B items, whose letter component would
-            otherwise bias held-out separation below 0.5 (see
-            :func:`actsteer.diagnostics.vector_diagnostics`).
+        strata: one label per pair to stratify the diagnostics' folds by; by default
+            (``"answer"``) each pair's positive answer, i.e. its matching letter on A/B
+            items, whose letter component would otherwise bias held-out separation below
+            0.5 (see :func:`actsteer.diagnostics.vector_diagnostics`); ``None``: plain
+            shuffled folds (pairs with nothing in common to balance).
         batch_size, padding_side: batching only; results equal one-at-a-time.
 
     Returns:
@@ -243,6 +244,11 @@ def caa_vector(
     if diagnostics and folds < 2:
         raise InvalidValueError(f"folds must be >= 2 for cross-fitted diagnostics, got {folds}; "
                                 "or pass diagnostics=False")
+    if isinstance(strata, str):
+        if strata != "answer":
+            raise InvalidValueError(f"strata {strata!r}: give 'answer' (each pair's positive "
+                                    "answer), one label per pair, or None")
+        strata = [pair.positive for pair in pairs]
     layer_list = list(range(model.cfg.n_layers)) if layers is None else list(layers)
     positive, negative = contrastive_activations(
         model, pairs, layers=layer_list, site=site, read=read, batch_size=batch_size,

@@ -12,8 +12,11 @@ the letter metrics:
 * **continuations** — an item is a prompt with continuations that show the behaviour and
   continuations that do not (:class:`ContrastItem`). Its propensity is
   ``log sum_b P(b | prompt) - log sum_c P(c | prompt)`` over whole continuations
-  (``summed``, in nats), and the same with each continuation's mean log-probability per
-  token (``per_token``), which does not favour the shorter text.
+  (``summed``, in nats). ``per_token`` aggregates differently: the *mean* over each
+  side's continuations of their mean log-probability per token, behaviour side minus
+  contrast side. It does not favour the shorter text, and it keeps every item on one
+  per-token scale, whereas ``summed`` grows with the answers' length (an item with long
+  answers weighs more in a mean over items).
 * **word sets** — after a prompt, the next-token probability mass on the behaviour's words
   against the mass on the contrast's words: ``log sum_{w in B} p(w) - log sum_{w in C}
   p(w)`` (:class:`WordSets`; a word counts as the single token ``" word"``). Several
@@ -29,7 +32,7 @@ Example::
 
 from __future__ import annotations
 
-import logging
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -52,22 +55,23 @@ __all__ = [
     "Propensities",
     "WordSets",
     "continuation_propensities",
+    "counted_words",
     "word_ids",
     "word_propensities",
 ]
-
-logger = logging.getLogger(__name__)
-
 
 @dataclass(frozen=True, eq=False)
 class Propensities:
     """Propensities of ``item`` under each ``plan`` (tensors ``[plan, item]``, nats)."""
 
     summed: Float[Tensor, "plan item"]
-    """log P(behaviour set) − log P(contrast set), whole continuations (or word masses)."""
+    """log P(behaviour set) − log P(contrast set): logsumexp over each side's whole
+    continuations (or its word probabilities)."""
     per_token: Float[Tensor, "plan item"]
-    """The same with each continuation's mean log-probability per token (equal to
-    ``summed`` for word sets, whose words are one token each)."""
+    """Mean over the behaviour continuations of their mean per-token log-probability,
+    minus the same over the contrast continuations: a mean of means, not a logsumexp, so
+    not ``summed`` divided by a length. For word sets (one token each, one mass per side)
+    it is a copy of ``summed``."""
 
     def __post_init__(self) -> None:
         if self.summed.shape != self.per_token.shape or self.summed.dim() != 2:
@@ -85,25 +89,39 @@ class Propensities:
         return Propensities(self.summed[rows], self.per_token[rows])
 
 
-def word_ids(model: Any, words: Sequence[str]) -> list[int]:
-    """Token id of each word as it follows a space (``" word"`` inside a text, see
-    :func:`~actsteer.batching.encode_continuations`), for words that are one token there;
-    other words are dropped with one warning naming them."""
-    ids: list[int] = []
+def _single_tokens(model: Any, words: Sequence[str]) -> tuple[dict[str, int], list[str]]:
+    """The words that are one token after a space, with that token, and the others."""
+    counted: dict[str, int] = {}
     dropped: list[str] = []
     for word, tokens in zip(words, encode_continuations(model, [" " + w.strip() for w in words]),
                             strict=True):
         if len(tokens) == 1:
-            ids.append(int(tokens[0]))
+            counted[word] = int(tokens[0])
         else:
             dropped.append(word)
+    return counted, dropped
+
+
+def word_ids(model: Any, words: Sequence[str]) -> list[int]:
+    """Token id of each word as it follows a space (``" word"`` inside a text, see
+    :func:`~actsteer.batching.encode_continuations`), for words that are one token there;
+    other words are dropped with one warning naming them (a :class:`UserWarning`, which
+    a Ray worker hands back to the driver; :func:`counted_words` says which counted)."""
+    counted, dropped = _single_tokens(model, words)
     if dropped:
-        logger.warning("words that are not one token after a space are not counted: %s",
-                       ", ".join(dropped))
-    if not ids:
+        warnings.warn(f"words that are not one token after a space are not counted: "
+                      f"{', '.join(dropped)}", stacklevel=2)
+    if not counted:
         raise InvalidValueError(f"none of the words {list(words)} is a single token after a "
                                 "space for this tokenizer; choose shorter, common words")
-    return sorted(set(ids))
+    return sorted(set(counted.values()))
+
+
+def counted_words(model: Any, words: WordSets) -> dict[str, list[str]]:
+    """The words of each side of ``words`` that :func:`word_propensities` counts on this
+    model's tokenizer (one token after a space), for a results cell to record."""
+    return {side: list(_single_tokens(model, getattr(words, side))[0])
+            for side in ("behaviour", "contrast")}
 
 
 def _check_plans(plans: Sequence[SteeringPlan]) -> None:

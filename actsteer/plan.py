@@ -259,7 +259,8 @@ def single(
         positions: :class:`Positions` (default all positions, as the paper).
         norms: with :class:`~actsteer.norms.ResidualNorms`, ``coefficient`` is a fraction
             of the median residual norm at ``layer`` (recorded as the injection's
-            ``fraction``), whatever the vector's own norm.
+            ``fraction``), whatever the vector's own norm; norms of another site or model
+            are refused (:mod:`actsteer.norms`).
 
     Example:
         >>> plan = single(vector, layer=14, coefficient=-4.0)   # subtract at block 14 output
@@ -277,7 +278,10 @@ def single(
     direction = _direction(vector, layer)
     fraction = None
     if norms is not None:
-        fraction, coefficient = coefficient, norms.coefficient(direction, layer, coefficient)
+        if isinstance(vector, SteeringVector):
+            norms.check_vector(vector)
+        fraction, coefficient = coefficient, norms.coefficient(direction, layer, coefficient,
+                                                               site=chosen_site)
     injection = Injection(direction, layer, coefficient, chosen_site, positions, label,
                           fraction)
     return SteeringPlan((injection,), name=f"single({label or 'vector'}, L{layer})")
@@ -331,10 +335,14 @@ def combined(
     # Weights go in the label, so describe() (and resumed results) tell weightings apart.
     label = f"{mode}(" + ",".join(k if weight_of[k] == 1 else f"{weight_of[k]:g}*{k}"
                                   for k in named) + ")"
+    site = sites.pop()
     fraction = None
     if norms is not None:
-        fraction, coefficient = coefficient, norms.coefficient(total, layer, coefficient)
-    injection = Injection(total, layer, coefficient, sites.pop(), positions, label, fraction)
+        for vector in named.values():
+            norms.check_vector(vector)
+        fraction, coefficient = coefficient, norms.coefficient(total, layer, coefficient,
+                                                               site=site)
+    injection = Injection(total, layer, coefficient, site, positions, label, fraction)
     return SteeringPlan((injection,), name=f"combined-{mode}(L{layer})",
                         meta={"weights": str(weight_of)})
 
@@ -377,8 +385,9 @@ def simultaneous(
     for name, (vector, layer, coefficient) in spec.items():
         direction, fraction = vector.at(layer), None
         if norms is not None:
+            norms.check_vector(vector)
             fraction = coefficient * scale
-            coefficient = norms.coefficient(direction, layer, coefficient)
+            coefficient = norms.coefficient(direction, layer, coefficient, site=vector.site)
         injections.append(Injection(direction, layer, coefficient * scale, vector.site,
                                     positions, name, fraction))
     return SteeringPlan(tuple(injections), name=f"simultaneous(scale={scale:g})")

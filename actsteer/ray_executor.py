@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -76,8 +77,13 @@ class _Worker:
     def pid(self) -> int:
         return os.getpid()
 
-    def run(self, work: Unit) -> tuple[int, Any]:
-        return os.getpid(), run_unit(self.model, work)
+    def run(self, work: Unit) -> tuple[int, Any, list[tuple[type[Warning], str]]]:
+        """The unit's result, with the warnings it raised: a worker's own warnings go to
+        its log, where nobody reads them, so the driver re-emits them (:func:`_reemit`)."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = run_unit(self.model, work)
+        return os.getpid(), result, [(w.category, str(w.message)) for w in caught]
 
 
 class RayExecutor(Executor):
@@ -238,7 +244,7 @@ class RayExecutor(Executor):
                 index = running.pop(ref)
                 work = self._busy.pop(index)
                 try:
-                    pid, result = ray.get(ref)
+                    pid, result, caught = ray.get(ref)
                 except ray.exceptions.RayActorError as error:
                     # Dead, or unavailable mid-unit (the unit may not have finished): run it
                     # again, and give this worker work only once Ray has restarted it (it
@@ -271,6 +277,7 @@ class RayExecutor(Executor):
                     if isinstance(cause, BaseException):
                         raise cause from None
                     raise
+                _reemit(caught, work.key)
                 self._pids[index] = pid
                 idle.append(index)
                 fill()  # keep the workers busy while the driver records this result
@@ -289,6 +296,12 @@ class RayExecutor(Executor):
         if self._started_ray and ray.is_initialized():
             ray.shutdown()
             self._started_ray = False
+
+
+def _reemit(caught: Sequence[tuple[type[Warning], str]], key: str) -> None:
+    """Warn on the driver with each warning a worker caught running unit ``key``."""
+    for category, message in caught:
+        warnings.warn(f"{message} (Ray worker, unit {key})", category, stacklevel=3)
 
 
 def _first_line(error: BaseException) -> str:

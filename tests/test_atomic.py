@@ -36,3 +36,16 @@ def test_atomic_writes_never_touch_the_umask_and_get_the_plain_open_mode(tmp_pat
     for path in (json_file, other):
         assert stat.S_IMODE(Path(path).stat().st_mode) == plain, path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.bin", "plain", "r.json"]
+
+
+def test_jsonable_turns_numpy_and_torch_arrays_of_any_shape_into_nested_lists():
+    import numpy as np
+    import torch
+
+    from actsteer.atomic import jsonable
+
+    payload = {"np": np.array([[1.5, np.nan], [np.inf, 2.0]]), "t": torch.tensor([1, 2, 3]),
+               "scalar": np.float32(0.25), "t0": torch.tensor(-np.inf),
+               "half": torch.tensor([0.5, 1.0], dtype=torch.bfloat16)}
+    assert jsonable(payload) == {"np": [[1.5, None], ["inf", 2.0]], "t": [1, 2, 3],
+                                 "scalar": 0.25, "t0": "-inf", "half": [0.5, 1.0]}

@@ -16,6 +16,7 @@ from actsteer.diagnostics import (
     held_out_projections,
     vector_diagnostics,
 )
+from actsteer.errors import InvalidValueError
 from actsteer.extraction import ContrastivePair, caa_vector, contrastive_activations
 from actsteer.vector import SteeringVector
 
@@ -119,6 +120,22 @@ def test_caa_vector_stores_diagnostics_that_survive_save_and_load(tiny_model, tm
     assert caa_vector(tiny_model, pairs, layers=[1], diagnostics=False).meta.diagnostics == {}
     with pytest.raises(ValueError, match="folds"):
         caa_vector(tiny_model, pairs, layers=[1], folds=1)
+
+
+def test_caa_vector_stratifies_its_diagnostics_by_the_matching_answer(tiny_model):
+    letters = ["A", "A", "A", "A", "B", "B", "A", "B", "B", "B"]
+    pairs = [ContrastivePair(f"Question {i} about {'dogs ' * (i % 3 + 1)}(", m,
+                             "B" if m == "A" else "A") for i, m in enumerate(letters)]
+    positive, negative = contrastive_activations(tiny_model, pairs, layers=[1, 3])
+    stratified = vector_diagnostics(positive, negative, [1, 3], folds=5, strata=letters)
+    plain = vector_diagnostics(positive, negative, [1, 3], folds=5)
+    assert stratified != plain  # precondition: the folds differ on these pairs
+    vector = caa_vector(tiny_model, pairs, layers=[1, 3], folds=5)
+    assert diagnostics_from_meta(vector.meta.diagnostics) == stratified
+    off = caa_vector(tiny_model, pairs, layers=[1, 3], folds=5, strata=None)
+    assert diagnostics_from_meta(off.meta.diagnostics) == plain
+    with pytest.raises(InvalidValueError, match="strata 'letter'"):
+        caa_vector(tiny_model, pairs, layers=[1], strata="letter")  # type: ignore[arg-type]
 
 
 def _letter_only_pairs(n_per_letter: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor,

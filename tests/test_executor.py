@@ -145,3 +145,32 @@ def test_the_base_executor_is_an_interface() -> None:
     with pytest.raises(NotImplementedError):
         Executor().bind(None)
     assert isinstance(ExecutorError("x"), RuntimeError)
+
+
+def test_a_ray_worker_returns_its_warnings_and_the_driver_warns_with_them(tiny_model) -> None:
+    """A word dropped on a worker is named on the driver: the worker's warnings come back
+    with the unit's result and are warned again there."""
+    import warnings
+
+    pytest.importorskip("ray", reason="Ray is not installed")
+    import actsteer.likelihood  # noqa: F401  (registers the word-propensities task)
+    from actsteer.batching import encode
+    from actsteer.contrast import WordSets
+    from actsteer.executor import unit
+    from actsteer.ray_executor import _reemit, _Worker
+
+    worker = object.__new__(_Worker)  # the actor's class, without Ray or a model load
+    worker.model = tiny_model
+    words = WordSets("mood", ("good", "antidisestablishmentarianism"), ("bad",))
+    work = unit("word-propensities", {"prompts": [encode(tiny_model, "The day was")],
+                                      "word_sets": [words], "plans": [empty_plan()]},
+                key="words/L0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing escapes on the worker's side
+        _, result, caught = worker.run(work)
+    assert result["mood"].summed.shape == (1, 1)
+    assert [(category, "antidisestablishmentarianism" in message)
+            for category, message in caught] == [(UserWarning, True)]
+    with pytest.warns(UserWarning, match=r"not counted: antidisestablishmentarianism "
+                                         r"\(Ray worker, unit words/L0\)"):
+        _reemit(caught, work.key)

@@ -20,7 +20,6 @@ from actsteer.paper.multi_behaviour import expressed
 from actsteer.paper.multi_behaviour.expressed import analysis
 from actsteer.paper.multi_behaviour.expressed.plans import combined_plan, comparison_plans
 from actsteer.plan import simultaneous
-from actsteer.steerability import propensity_slopes
 from actsteer.steering import steer
 
 
@@ -213,8 +212,14 @@ def test_a_run_stores_every_plan_and_reports_it(tiny_run) -> None:
     ladder = torch.stack([torch.tensor(results["cells"][f"expressed-test/plan={plan}"][
         "values"]["myopia"]) for plan in ("-individual:myopia", "unsteered",
                                           "individual:myopia", "steer:myopia:+0.3")])
-    expected = propensity_slopes(ladder, [-0.15, 0.0, 0.15, 0.3])
-    assert slope is not None and slope.mean_slope.value == pytest.approx(float(expected.mean()))
+    # least squares by hand: sum((x - mean x)(y - mean y)) / sum((x - mean x)^2) per prompt
+    x = torch.tensor([-0.15, 0.0, 0.15, 0.3], dtype=torch.float64)[:, None]
+    by_hand = (((x - x.mean()) * (ladder - ladder.mean(0))).sum(0)
+               / ((x - x.mean()) ** 2).sum())
+    assert slope is not None and slope.mean_slope.value == pytest.approx(float(by_hand.mean()))
+    # a plan against itself: no effect, exactly
+    same = analysis.effect(results, "simultaneous", "myopia", against="simultaneous")
+    assert same is not None and same.value == 0 and same.low == same.high == 0
     effect = analysis.effect(results, "simultaneous", "sentiment")
     base = torch.tensor(results["cells"]["expressed-test/plan=unsteered"]["values"]["sentiment"])
     steered = torch.tensor(results["cells"]["expressed-test/plan=simultaneous"]["values"][
@@ -226,6 +231,26 @@ def test_a_run_stores_every_plan_and_reports_it(tiny_run) -> None:
         assert heading in text
     figures = mb.write_figures(results, tiny_run[0].out_dir + "/figures")
     assert {f.name for f in figures} == {"comparison.html", "cross_talk.html", "layers.html"}
+
+
+def test_cells_hold_the_propensities_of_a_direct_measurement_and_the_counted_words(
+        tiny_run, tiny_model) -> None:
+    from actsteer.likelihood import word_propensities
+    from actsteer.paper.multi_behaviour.expressed.stages import split_prompts
+    from actsteer.plan import empty_plan
+
+    config, results = tiny_run
+    cell = results["cells"]["expressed-test/plan=unsteered"]
+    sets = [load_expressed(name).words for name in config.behaviours]
+    direct = word_propensities(tiny_model, split_prompts(config)["test"], sets, [empty_plan()])
+    vocab = tiny_model.tokenizer.get_vocab()
+    for words in sets:
+        assert cell["values"][words.name] == pytest.approx(
+            direct[words.name].summed[0].tolist(), abs=1e-4)
+        # counted: the words that are one vocabulary entry after a space (Ġ), in order
+        assert cell["words"][words.name] == {
+            side: [w for w in getattr(words, side) if "Ġ" + w in vocab]
+            for side in ("behaviour", "contrast")}
 
 
 def test_a_rerun_scores_nothing_and_reloads_the_same_report(tiny_run, tiny_model) -> None:

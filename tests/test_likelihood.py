@@ -13,6 +13,7 @@ from actsteer.likelihood import (
     ContrastItem,
     WordSets,
     continuation_propensities,
+    counted_words,
     word_ids,
     word_propensities,
 )
@@ -73,6 +74,13 @@ def test_continuation_propensities_do_not_depend_on_batching(tiny_model, plan) -
     torch.testing.assert_close(one.summed, many.summed, atol=1e-4, rtol=0)
 
 
+def _vocabulary_ids(model, words) -> list[int]:
+    """Ids of the vocabulary entries "Ġword" (the tiny model's byte-level BPE writes a
+    leading space as Ġ), looked up in the vocabulary, not through encoding."""
+    vocab = model.tokenizer.get_vocab()
+    return [vocab["Ġ" + word] for word in words]
+
+
 def test_word_propensity_equals_the_log_mass_ratio(tiny_model, plan) -> None:
     sets = [WordSets("mood", ("good", "happy", "great"), ("bad", "sad")),
             WordSets("topic", ("cat", "dog"), ("table", "car"))]
@@ -89,17 +97,20 @@ def test_word_propensity_equals_the_log_mass_ratio(tiny_model, plan) -> None:
                     logits = tiny_model(tokens)
             p = torch.softmax(logits[0, -1].double(), -1)
             for words in sets:
-                good = p[word_ids(tiny_model, words.behaviour)].sum()
-                bad = p[word_ids(tiny_model, words.contrast)].sum()
+                good = p[_vocabulary_ids(tiny_model, words.behaviour)].sum()
+                bad = p[_vocabulary_ids(tiny_model, words.contrast)].sum()
                 expected = math.log(float(good)) - math.log(float(bad))
                 got = float(scores[words.name].summed[row, index])
                 assert got == pytest.approx(expected, abs=1e-4)
 
 
-def test_word_ids_drop_words_that_are_not_one_token(tiny_model, caplog) -> None:
-    ids = word_ids(tiny_model, ["good", "antidisestablishmentarianism"])
-    assert len(ids) == 1
-    assert "antidisestablishmentarianism" in caplog.text
+def test_word_ids_drop_words_that_are_not_one_token(tiny_model) -> None:
+    with pytest.warns(UserWarning, match="not counted: antidisestablishmentarianism"):
+        ids = word_ids(tiny_model, ["good", "antidisestablishmentarianism"])
+    assert ids == _vocabulary_ids(tiny_model, ["good"])
+    words = WordSets("w", ("good", "antidisestablishmentarianism", "happy"), ("bad",))
+    assert counted_words(tiny_model, words) == {"behaviour": ["good", "happy"],
+                                                "contrast": ["bad"]}
     with pytest.raises(InvalidValueError, match="none of the words"):
         word_ids(tiny_model, ["antidisestablishmentarianism"])
 
@@ -161,3 +172,58 @@ def test_norms_refuse_unmeasured_layers_and_zero_vectors(vectors) -> None:
         norms.coefficient(torch.zeros(8), 1, 0.1)
     with pytest.raises(InvalidValueError, match="positive"):
         ResidualNorms("resid_post", {1: 0.0}, 10)
+
+
+def test_norms_refuse_a_vector_added_at_another_site(vectors) -> None:
+    norms = ResidualNorms("resid_post", {1: 40.0, 2: 12.5}, 100)
+    for site in ("attn_out", "mlp_out", "resid_mid"):
+        with pytest.raises(InvalidValueError, match=f"measured at 'resid_post'.*{site}"):
+            single(vectors[0].at(2), 2, 0.1, site=site, norms=norms)
+    pre = ResidualNorms("resid_pre", {2: 12.5}, 100)
+    with pytest.raises(InvalidValueError, match=r"measured at 'resid_pre'.*'attn_out'"):
+        pre.coefficient(vectors[0].at(2), 2, 0.1, site="attn_out")
+
+
+def test_resid_pre_takes_the_resid_post_norm_of_the_layer_below(tiny_model, vectors) -> None:
+    texts = ["The river runs to the sea.", "A longer text about many things here."]
+    post = residual_norms(tiny_model, texts, layers=[1, 2])
+    pre = residual_norms(tiny_model, texts, layers=[2], site="resid_pre")
+    # the mapping's premise, measured: block 2's input is block 1's output
+    assert pre.median(2) == post.median(1) and post.median(1) != post.median(2)
+    direction = vectors[0].at(2)
+    plan = single(direction, 2, 0.1, site="resid_pre", norms=post)
+    added = plan.injections[0].coefficient * float(direction.double().norm())
+    assert added == pytest.approx(0.1 * post.median(1), rel=1e-9)
+    assert pre.median(1, "resid_post") == pre.median(2)  # and the other way round
+    with pytest.raises(Exception, match="no residual norm measured at layer 0 of resid_pre"):
+        post.median(0, "resid_pre")
+
+
+def test_norms_record_their_model_and_refuse_another(tiny_model, vectors) -> None:
+    from dataclasses import replace
+
+    from actsteer.models import model_info
+    from actsteer.vector import VectorMismatchError
+
+    norms = residual_norms(tiny_model, ["The river runs to the sea."], layers=[2])
+    info = model_info(tiny_model)
+    assert (norms.model, norms.n_layers, norms.d_model) == (info.name, info.n_layers,
+                                                            info.d_model)
+    assert ResidualNorms.from_dict(norms.to_dict()) == norms
+    norms.check_fits(tiny_model)
+    single(vectors[0], 2, 0.1, norms=norms)  # its own model: accepted
+    for other in (replace(norms, model="another/model"), replace(norms, n_layers=40)):
+        with pytest.raises(VectorMismatchError, match="measured on another model"):
+            single(vectors[0], 2, 0.1, norms=other)
+        with pytest.raises(VectorMismatchError, match="measured on another model"):
+            other.check_fits(tiny_model)
+    with pytest.raises(VectorMismatchError, match="d_model"):
+        single(torch.ones(info.d_model + 1), 2, 0.1, norms=norms)
+
+
+def test_word_sets_strip_words_before_checking_overlap() -> None:
+    with pytest.raises(InvalidValueError, match=r"\['bad'\] on both sides"):
+        WordSets("x", ("good", " bad"), ("bad ",))
+    assert WordSets("x", (" good ",), ("bad",)).behaviour == ("good",)
+    with pytest.raises(InvalidValueError, match="blank behaviour words"):
+        WordSets("x", ("good", "  "), ("bad",))

@@ -547,12 +547,15 @@ def test_reduced_run_on_smol(smol, tmp_path) -> None:
     results = mb.run(config, model=smol, progress=False)
     default = results["cells"][str(DefaultKey("myopia", "test"))]
     assert default["counts"]["faulty"] <= 2  # the embedded model answers with a letter
-    for direction, sign in (("subtract", -1), ("add", 1)):
+    for direction in ("subtract", "add"):
         pick = results["chosen"]["myopia"][direction]
-        if pick["steerable"]:  # only on evidence: the interval excludes 0 that way
-            assert sign * pick["effect"]["low"] > 0
-        else:
-            assert pick["reason"]
+        # measured (TL 3.9, HookedTransformer): at x-4 and x4 on 20 grid items neither
+        # direction moves myopia (P(matching) -0.06 [-0.15, +0.03] and +0.03 [-0.02, +0.08]
+        # at best), so nothing may be chosen, and the pick says why, with its numbers
+        assert not pick["steerable"], pick
+        assert pick["reason"] == "not steerable at these settings (interval includes 0 at best)"
+        assert pick["effect"]["low"] < 0 < pick["effect"]["high"]
+        assert pick["multiplier"] in (-4.0, 4.0) and pick["layer"] in (8, 14)
     vector = SteeringVector.load(Path(tmp_path) / "vectors" / "myopia.safetensors")
     assert vector.meta.n_items == 20 and set(vector.meta.diagnostics) == {
         str(layer) for layer in range(smol.cfg.n_layers)}
@@ -593,9 +596,10 @@ def test_reported_plans_are_also_measured_on_the_answer_texts(first_run, tiny_mo
     for behaviour in ("alpha", "beta"):
         base = results["cells"][str(LetterFreeKey(behaviour, "unsteered"))]
         assert base["n"] == config.n_test and base["skipped"] == 0
-        for plan in ("individual add", "individual subtract", "combined mean add",
-                     "simultaneous x+1"):
-            assert str(LetterFreeKey(behaviour, plan)) in results["cells"]
+        assert base["direction"] is None
+        for plan, sign in (("individual add", 1), ("individual subtract", -1),
+                           ("combined mean add", 1), ("simultaneous x+1", 1)):
+            assert results["cells"][str(LetterFreeKey(behaviour, plan))]["direction"] == sign
     # the stored unsteered values are the likelihood propensities of the test items' texts
     splits = split_dataset(load_datasets(config)["alpha"], config)
     items, _ = letter_free_items(splits.test, "paper")
@@ -603,6 +607,54 @@ def test_reported_plans_are_also_measured_on_the_answer_texts(first_run, tiny_mo
     stored = results["cells"][str(LetterFreeKey("alpha", "unsteered"))]["summed"]
     assert stored == pytest.approx(expected.tolist(), abs=1e-3)
     assert "letter-free, test split" in mb.summary_table(results)
+
+
+def test_the_letter_free_direction_is_read_from_the_plan_coefficients(vectors) -> None:
+    from actsteer.errors import InvalidValueError
+    from actsteer.paper.multi_behaviour.beyond import plan_direction
+    from actsteer.plan import empty_plan
+
+    first, second = vectors
+    # the name says "add"; the coefficient subtracts
+    assert plan_direction(replace(single(first, 2, -4.0), name="individual add"), "a") == -1
+    assert plan_direction(single(first, 2, 4.0), "a") == 1
+    both = simultaneous({"alpha": (first, 1, 4.0), "beta": (second, 2, -8.0)})
+    assert plan_direction(both, "alpha") == 1 and plan_direction(both, "beta") == -1
+    assert plan_direction(both.scaled(-0.5), "alpha") == -1
+    weighted = combined({"a": first, "b": second}, 2, weights={"a": 4.0, "b": 8.0},
+                        mode="mean", coefficient=-1.0)
+    assert plan_direction(weighted, "a") == -1
+    assert plan_direction(empty_plan(), "a") is None
+    with pytest.raises(InvalidValueError, match="both signs"):
+        plan_direction(single(first, 1, 2.0) + single(second, 2, -2.0), "gamma")
+
+
+def test_the_letter_free_verdict_reads_per_token_in_the_stored_direction() -> None:
+    from actsteer.paper.multi_behaviour.keys import LetterFreeKey
+    from actsteer.paper.multi_behaviour.report import letter_free_table
+
+    n = 8
+    rising = [0.1 + 0.01 * i for i in range(n)]
+    falling = [-x for x in rising]
+
+    def stored(summed, per_token, **extra):
+        return {"summed": summed, "per_token": per_token, "n": n, "skipped": 0, **extra}
+
+    cells = {
+        "unsteered": stored([0.0] * n, [0.0] * n, direction=None),
+        # raises every item per token, lowers the sum (long contrast answers): per token moves
+        "odd name": stored([-1.0 - 0.1 * i for i in range(n)], rising, direction=1),
+        # named "add", but its coefficient subtracts, and it lowers the behaviour: moves
+        "individual add": stored(falling, falling, direction=-1),
+        "individual subtract": stored(falling, falling),  # no recorded direction
+    }
+    results = {"behaviours": ["alpha"],
+               "cells": {str(LetterFreeKey("alpha", k)): v for k, v in cells.items()}}
+    rows = letter_free_table(results)[3:]  # title, header, rule
+    width = 12  # the behaviour column: max(10, len("alpha")) + 2
+    verdicts = {row[width:width + 34].strip(): row.split()[-1] for row in rows}
+    assert verdicts == {"odd name": "moves", "individual add": "moves",
+                        "individual subtract": "?"}
 
 
 @pytest.mark.hooked  # counts prefix-reusing blocks, a HookedTransformer path

@@ -31,7 +31,11 @@ from actsteer.paper.surgery_vs_steering.arms import (
     default_k,
     score_points,
 )
-from actsteer.paper.surgery_vs_steering.compare import compare, generation_throughput
+from actsteer.paper.surgery_vs_steering.compare import (
+    compare,
+    generation_throughput,
+    vader_compound,
+)
 from actsteer.paper.surgery_vs_steering.matching import common_target, matched_strength
 from actsteer.surgery import select_region
 
@@ -190,8 +194,8 @@ def result(tiny_model, lower_arms):
                "surgery:random": (8.0,)}
     return compare(tiny_model, arms.arms, SENTIMENT.words, PROMPTS, ladders=ladders,
                    direction=-1, documents=documents, generate_prompts=PROMPTS[:2],
-                   generate_tokens=3, throughput_repeats=1, audit_items=SENTIMENT.items()[:3],
-                   target=1e-6, n_resamples=50)
+                   generate_tokens=3, text_score=vader_compound, throughput_repeats=1,
+                   audit_items=SENTIMENT.items()[:3], target=1e-6, n_resamples=50)
 
 
 def test_comparison_reports_every_arm_at_every_strength(result):
@@ -222,14 +226,17 @@ def test_matched_strengths_follow_from_the_ladders(result):
     assert result.target == 1e-6 and result.target_rule == "fixed"
     for arm, strength in result.matched.items():
         rows = [row for row in result.rows if row.arm == arm and not row.matched]
-        expected = matched_strength([0.0, *(r.strength for r in rows)],
-                                    [0.0, *(result.direction * r.effect.value for r in rows)],
-                                    result.target)
-        assert strength == expected
-        if strength is not None:
-            assert 0 < strength <= rows[-1].strength
-            matched_row = result.row(arm, strength, matched=True)
-            assert matched_row.tokens_per_s == rows[0].tokens_per_s
+        xs = [0.0, *(r.strength for r in rows)]
+        ys = [0.0, *(result.direction * r.effect.value for r in rows)]
+        if strength is None:  # no ladder point reaches the target
+            assert all(y < result.target for y in ys)
+            continue
+        # by hand: the ladder, linearly interpolated, reaches the target there, first
+        assert _interpolate(xs, ys, strength) == pytest.approx(result.target, rel=1e-9)
+        assert all(y < result.target for x, y in zip(xs, ys, strict=True) if x < strength)
+        assert 0 < strength <= rows[-1].strength
+        matched_row = result.row(arm, strength, matched=True)
+        assert matched_row.tokens_per_s == rows[0].tokens_per_s
     assert any(s is not None for s in result.matched.values())  # the matched path ran
 
 
@@ -245,14 +252,31 @@ def test_control_arms_never_set_the_target(tiny_model, lower_arms):
     assert found.target != found.reach["surgery:random"]
 
 
-def test_the_table_and_the_dict_say_what_was_measured(result):
+def test_no_text_score_is_assumed_when_none_is_given(tiny_model, lower_arms):
+    # generated prompts are given (for throughput), a text score is not: no VADER column
+    found = compare(tiny_model, {"surgery": lower_arms.arms["surgery"]}, SENTIMENT.words,
+                    PROMPTS, direction=-1, ladders={"surgery": (4.0,)},
+                    generate_prompts=PROMPTS[:1], generate_tokens=1, throughput_repeats=1,
+                    n_resamples=20)
+    assert all(row.text is None for row in found.rows)
+    assert "text_score" not in found.unsteered and found.texts == {}
+    assert found.text_metric == "" and "VADER" not in found.table()
+    assert found.unsteered["tokens_per_s"] > 0  # the generation prompts were still used
+
+
+def test_the_table_and_the_dict_say_what_was_measured(result, tiny_model):
     table = result.table()
     for name in result.ladders:
         assert name in table
     assert "matched effect: -0.00 nats (fixed)" in table
+    assert "VADER Δ [CI]" in table and result.text_metric == "VADER"
     assert "sign audit" in table
     data = json.loads(json.dumps(result.to_dict()))
     assert len(data["rows"]) == len(result.rows)
+    vocab = tiny_model.tokenizer.get_vocab()  # counted: one vocabulary entry after a space
+    assert data["counted_words"] == {side: [w for w in getattr(SENTIMENT.words, side)
+                                            if "Ġ" + w in vocab]
+                                     for side in ("behaviour", "contrast")}
     assert data["slopes"]["surgery"]["verdict"] in ("moves", "reversed", "no effect")
 
 

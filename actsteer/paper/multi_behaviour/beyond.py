@@ -14,12 +14,14 @@ that plan is unchanged.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from typing import Any
 
 from actsteer.accuracy import DocumentAccuracy
 from actsteer.batching import encode_many
 from actsteer.data.behaviours.texts import letter_free_items
+from actsteer.errors import InvalidValueError
 from actsteer.likelihood import Propensities
 from actsteer.paper.multi_behaviour import choose as decide
 from actsteer.paper.multi_behaviour.cells import Job, Run, fresh, simultaneous_plan
@@ -27,7 +29,7 @@ from actsteer.paper.multi_behaviour.keys import DIRECTIONS, LetterFreeKey, TaxKe
 from actsteer.plan import SteeringPlan, empty_plan, single
 from actsteer.units import plan_jobs
 
-__all__ = ["alignment_tax", "score_letter_free"]
+__all__ = ["alignment_tax", "plan_direction", "score_letter_free"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +60,10 @@ def score_letter_free(run: Run, chosen: Mapping[str, Mapping[str, Any]],
         choice = simultaneous_choice.get(behaviour) or {}
         scale = float(choice["scale"]) if choice.get("steerable") else 1.0
         plans[f"simultaneous x{scale:+g}"] = simultaneous_plan(run, coefficients, scale)
+        # a cell stored without its direction cannot be judged, so it is scored again
         stale = {name: plan for name, plan in plans.items()
-                 if not fresh(run.store, LetterFreeKey(behaviour, name), plan)}
+                 if not fresh(run.store, LetterFreeKey(behaviour, name), plan)
+                 or "direction" not in run.store.get(str(LetterFreeKey(behaviour, name)))}
         if not stale:
             continue
         items, skipped = letter_free_items(test[:n], config.prompt_format,  # type: ignore[arg-type]
@@ -82,13 +86,38 @@ def score_letter_free(run: Run, chosen: Mapping[str, Mapping[str, Any]],
                     "plan_id": plan.identity(), "plan": plan.describe(),
                     "summed": [round(float(x), 4) for x in scores.summed[index]],
                     "per_token": [round(float(x), 5) for x in scores.per_token[index]],
-                    "n": n, "skipped": dropped})
+                    "n": n, "skipped": dropped,
+                    "direction": plan_direction(plan, behaviour)})
 
         jobs += plan_jobs(run.model, [stale[k] for k in names], "continuation-propensities",
                           {"items": items, "batch_size": config.batch_size,
                            "progress": run.progress}, record, parts=parts,
                           key=f"letter-free/{behaviour}")
     run.execute(jobs, "letter-free")
+
+
+def plan_direction(plan: SteeringPlan, behaviour: str) -> int | None:
+    """The way ``plan`` steers ``behaviour``, read from its coefficients: +1 when every
+    injection that steers it has a positive coefficient, -1 when every one is negative,
+    ``None`` for the unsteered plan.
+
+    The injections labelled ``behaviour`` steer it when there are any (a simultaneous plan
+    labels each behaviour's own); otherwise every injection does (an individual or a
+    combined plan, whose weights are the behaviours' positive add coefficients).
+
+    Raises:
+        InvalidValueError: the coefficients disagree in sign, so no one direction is meant.
+    """
+    own = [i for i in plan.injections if i.label == behaviour] or list(plan.injections)
+    signs = {math.copysign(1, i.coefficient) for i in own if i.coefficient != 0}
+    if not signs:
+        return None
+    if len(signs) > 1:
+        raise InvalidValueError(
+            f"{plan.describe()} steers {behaviour!r} with coefficients of both signs "
+            f"{[i.coefficient for i in own]}; give its injections one sign (or label the "
+            f"injection of {behaviour!r}'s own vector with its name)")
+    return int(signs.pop())
 
 
 def alignment_tax(run: Run, coefficients: Mapping[str, float]) -> None:

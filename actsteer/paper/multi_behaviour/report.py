@@ -136,7 +136,13 @@ def interference_table(results: Mapping[str, Any]) -> list[str]:
 
 def letter_free_table(results: Mapping[str, Any]) -> list[str]:
     """The reported plans measured on the answer texts (no letters): paired Δ of
-    log P(matching text) − log P(other text), summed over tokens and per token."""
+    log P(matching text) − log P(other text), summed over tokens and per token.
+
+    The verdict reads the per-token Δ: the summed Δ grows with an item's answer length,
+    so its mean over items is weighted towards the items with long answers, while per
+    token every item counts alike. The intended direction is the cell's ``direction``
+    (the sign the plan gives the behaviour's vector, recorded when it was scored); a cell
+    without one gets the verdict ``?``."""
     found = [(key, c) for key, c in cells_of(results, LetterFreeKey)]
     if not found:
         return []
@@ -144,7 +150,7 @@ def letter_free_table(results: Mapping[str, Any]) -> list[str]:
     lines = ["letter-free, test split: log P(matching answer text) - log P(other answer text) "
              "after the question without letters; paired Δ against the unsteered model (nats)",
              f"{'behaviour':<{width}}{'plan':<34}{'n':>4}{'unsteered':>11}  "
-             f"{'Δ summed [95% CI]':<27}{'Δ per token [95% CI]':<27}verdict"]
+             f"{'Δ summed [95% CI]':<27}{'Δ per token [95% CI]':<27} verdict"]
     lines.append("-" * len(lines[-1]))
     for behaviour in results["behaviours"]:
         base = cell(results, LetterFreeKey(behaviour, "unsteered"))
@@ -153,14 +159,15 @@ def letter_free_table(results: Mapping[str, Any]) -> list[str]:
         for key, found_cell in found:
             if key.behaviour != behaviour or key.plan == "unsteered":
                 continue
-            direction = -1 if key.plan.endswith("subtract") or "x-" in key.plan else 1
-            summed = paired_effect(found_cell["summed"], base["summed"], direction=direction)
+            direction = found_cell.get("direction")
+            summed = paired_effect(found_cell["summed"], base["summed"],
+                                   direction=direction or 1)
             per_token = paired_effect(found_cell["per_token"], base["per_token"],
-                                      direction=direction)
+                                      direction=direction or 1)
             mean = sum(base["summed"]) / len(base["summed"])
             lines.append(f"{behaviour:<{width}}{key.plan:<34}{base['n']:>4}{mean:>+11.2f}  "
-                         f"{format(summed, '.3f'):<27}{format(per_token, '.4f'):<27}"
-                         f"{summed.verdict}")
+                         f"{format(summed, '.3f'):<27}{format(per_token, '.4f'):<27} "
+                         f"{per_token.verdict if direction else '?'}")
     return lines
 
 

@@ -195,6 +195,7 @@ def build_arms(model: Any, pairs: Sequence[ContrastivePair], *, layer: int,
                                 f"got {direction!r}")
     if len(pairs) < 2:
         raise InvalidValueError(f"a probe needs at least 2 contrastive pairs, got {len(pairs)}")
+    norms.check_fits(model)
     positive, negative = contrastive_activations(model, pairs, layers=[layer],
                                                  read="answer_mean", batch_size=batch_size)
     probe = train_probe(positive[:, 0], negative[:, 0], layer=layer)

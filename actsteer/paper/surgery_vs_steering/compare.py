@@ -8,8 +8,9 @@ For each arm and strength, against the unedited, unsteered model on the same ite
   against the intended direction (:func:`actsteer.effects.paired_effect`);
 * **steerability** — per-item slope of the propensity against strength over the
   symmetric ladder (``-s ... 0 ... +s``, Tan et al. 2024), mean with its interval;
-* **text** — VADER compound score of greedy continuations of some prompts, paired Δ
-  (sentiment only makes sense for sentiment-like behaviours; the caller chooses);
+* **text** — a score of greedy continuations of some prompts, paired Δ, only when the
+  caller gives ``text_score`` (e.g. :func:`vader_compound` for sentiment: no one score
+  fits every behaviour, so none is assumed);
 * **cost** — perplexity on text [CI] and its paired ratio to the unsteered model's, and
   the paired Δ of next-token top-1 (:func:`actsteer.accuracy.accuracy_sweep`);
 * **speed** — new tokens per second of greedy generation (:func:`actsteer.generate`'s
@@ -60,7 +61,7 @@ from actsteer.contrast import ContrastItem, WordSets
 from actsteer.effects import Effect, paired_effect
 from actsteer.errors import InvalidValueError
 from actsteer.generation import generate_tokens as generate_ids
-from actsteer.likelihood import continuation_propensities, word_propensities
+from actsteer.likelihood import continuation_propensities, counted_words, word_propensities
 from actsteer.paper.surgery_vs_steering.arms import Arm, check_ladder, score_points
 from actsteer.paper.surgery_vs_steering.comparison import Comparison, Row
 from actsteer.paper.surgery_vs_steering.matching import common_target, matched_strength
@@ -158,7 +159,7 @@ def compare(
     documents: Documents | None = None,
     generate_prompts: Sequence[str] = (),
     generate_tokens: int = 24,
-    text_score: Callable[[Sequence[str]], list[float]] | None = vader_compound,
+    text_score: Callable[[Sequence[str]], list[float]] | None = None,
     throughput_repeats: int = 3,
     audit_items: Sequence[ContrastItem] = (),
     target: float | None = None,
@@ -181,8 +182,8 @@ def compare(
         generate_prompts: prompts continued greedily for the text score and for
             throughput (empty: neither is measured).
         text_score: scores generated texts, one number each, higher meaning more of the
-            behaviour (default :func:`vader_compound`, for sentiment); ``None``: no text
-            is generated for scoring.
+            behaviour (e.g. :func:`vader_compound`, for sentiment only); ``None`` (the
+            default): no text is generated for scoring.
         throughput_repeats: timed rounds of :func:`generation_throughput` (0: skip), for
             the plain model and the first arm of each kind, each at its matched strength
             (else its largest).
@@ -207,7 +208,7 @@ def compare(
     if throughput_repeats < 0:
         raise InvalidValueError(f"throughput_repeats must be >= 0, got {throughput_repeats}")
     steps = {name: check_ladder(name, ladders[name]) for name in arms}
-    text_metric = ("VADER" if text_score is vader_compound
+    text_metric = ("" if text_score is None else "VADER" if text_score is vader_compound
                    else getattr(text_score, "__name__", "text score"))
     boot: dict[str, Any] = {"n_resamples": n_resamples, "seed": seed}
 
@@ -340,4 +341,5 @@ def compare(
                                "direction (%s)", name, format(effect, ".2f"))
 
     return Comparison(words.name, direction, len(prompts), tuple(rows), slopes, steps, goal,
-                      rule, reach, matched, unsteered, audit, texts, text_metric)
+                      rule, reach, matched, unsteered, audit, texts, text_metric,
+                      counted_words(model, words))

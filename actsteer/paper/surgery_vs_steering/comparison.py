@@ -86,8 +86,12 @@ class Comparison:
     texts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     """Generated continuations per point label (``"unsteered"``, ``"surgery@4"``; a
     matched point's label ends in ``*``)."""
-    text_metric: str = "VADER"
-    """What scored the generated text (the table's column name)."""
+    text_metric: str = ""
+    """What scored the generated text (the table's column name); empty when no text was
+    scored."""
+    counted_words: Mapping[str, list[str]] = field(default_factory=dict)
+    """The words of each side (``behaviour``, ``contrast``) that the propensity counted:
+    those that are one token after a space (:func:`actsteer.likelihood.counted_words`)."""
 
     def row(self, arm: str, strength: float | None = None, *, matched: bool = False) -> Row:
         """The row of ``arm`` at ``strength`` (or its matched row)."""
@@ -116,6 +120,7 @@ class Comparison:
             "audit": {arm: effect.to_dict() for arm, effect in self.audit.items()},
             "texts": {label: list(texts) for label, texts in self.texts.items()},
             "text_metric": self.text_metric,
+            "counted_words": {side: list(w) for side, w in self.counted_words.items()},
         }
 
     def table(self) -> str:
@@ -125,8 +130,9 @@ class Comparison:
 
 
 def _header(text_metric: str) -> str:
+    text = (text_metric or "text") + " Δ [CI]"
     return (f"{'method':<15}{'strength':>16}  {'Δ behaviour [95% CI]':<22}{'verdict':<10}"
-            f"{'slope [CI] /unit':<24}{text_metric + ' Δ [CI]':<22}{'perplexity [CI]':<20}"
+            f"{'slope [CI] /unit':<24}{text:<22}{'perplexity [CI]':<20}"
             f"{'x unsteered [CI]':<20}{'top-1 Δ [CI]':<24}{'tok/s':>6}")
 
 

@@ -84,7 +84,10 @@ def combined_plan(vectors: Mapping[str, SteeringVector], own_layers: Mapping[str
                   layer: int, fraction: float, norms: ResidualNorms, recipe: str
                   ) -> SteeringPlan:
     """One vector at ``layer`` mixing every behaviour by ``recipe`` (module docstring)."""
-    own = {name: norms.coefficient(v.at(layer), layer, fraction) for name, v in vectors.items()}
+    for vector in vectors.values():
+        norms.check_vector(vector)
+    own = {name: norms.coefficient(v.at(layer), layer, fraction, site=v.site)
+           for name, v in vectors.items()}
     total = sum((own[name] * v.at(layer).double() for name, v in vectors.items()),
                 torch.zeros(()))
     if recipe == "sum":
@@ -95,7 +98,8 @@ def combined_plan(vectors: Mapping[str, SteeringVector], own_layers: Mapping[str
         elif recipe == "weighted_mean":
             # the paper weights each vector by the coefficient it gets alone (at its layer)
             weights = {name: norms.coefficient(v.at(own_layers[name]), own_layers[name],
-                                               fraction) for name, v in vectors.items()}
+                                               fraction, site=v.site)
+                       for name, v in vectors.items()}
         else:
             raise InvalidValueError(f"unknown combined recipe {recipe!r}; use sum, mean or "
                                     "weighted_mean")
@@ -105,7 +109,7 @@ def combined_plan(vectors: Mapping[str, SteeringVector], own_layers: Mapping[str
         mixed = raw * (total.norm() / raw.norm())
         label = f"{recipe}(" + ",".join(vectors) + ")"
     site = next(iter(vectors.values())).site
-    share = float(mixed.norm()) / norms.median(layer)
+    share = float(mixed.norm()) / norms.median(layer, site)
     injection = Injection(mixed.to(torch.float32), layer, 1.0, site, label=label,
                           fraction=share)
     return SteeringPlan((injection,), name=f"combined-{recipe}(L{layer})")

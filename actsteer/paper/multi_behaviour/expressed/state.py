@@ -14,7 +14,7 @@ from actsteer.batching import encode_many
 from actsteer.data.expressed import ExpressedBehaviour, load_expressed, neutral_prompts
 from actsteer.executor import Executor, LocalExecutor, dispatch
 from actsteer.extraction import caa_vector
-from actsteer.likelihood import Propensities
+from actsteer.likelihood import Propensities, counted_words
 from actsteer.norms import ResidualNorms, residual_norms
 from actsteer.paper.common import VectorCache, digest
 from actsteer.paper.multi_behaviour.expressed.config import ExpressedConfig
@@ -61,6 +61,9 @@ class ExpressedRun:
         if not names:
             return
         prompts = self.prompts[split]
+        # which words of each set counted (one token after a space), for the cell
+        counted = {name: counted_words(self.model, behaviour.words)
+                   for name, behaviour in self.behaviours.items()}
 
         def record(rows: list[int], scored: Mapping[str, Propensities]) -> None:
             for index, row in enumerate(rows):
@@ -68,7 +71,7 @@ class ExpressedRun:
                 self.store.put(str(keys[names[row]]), {
                     "plan_id": plan.identity(), "plan": plan.describe(),
                     "values": {b: [round(float(x), 5) for x in scored[b].summed[index]]
-                               for b in self.behaviours}})
+                               for b in self.behaviours}, "words": counted})
 
         self.executor.bind(self.model)
         jobs = plan_jobs(self.model, [plans[name] for name in names], "word-propensities", {
@@ -155,6 +158,7 @@ def measure_norms(run: ExpressedRun, layers: list[int]) -> ResidualNorms:
     stored = run.store.extra.get("norms")
     if stored is not None:
         run.norms = ResidualNorms.from_dict(stored)
+        run.norms.check_fits(run.model)
         return run.norms
     sequences = [ids[:run.config.tax_max_tokens] for ids in encode_many(run.model, run.tax_texts)]
     run.norms = residual_norms(run.model, sequences, layers=layers,
