@@ -236,7 +236,7 @@ def test_a_run_stores_every_plan_and_reports_it(tiny_run) -> None:
 def test_cells_hold_the_propensities_of_a_direct_measurement_and_the_counted_words(
         tiny_run, tiny_model) -> None:
     from actsteer.likelihood import word_propensities
-    from actsteer.paper.multi_behaviour.expressed.stages import split_prompts
+    from actsteer.paper.multi_behaviour.expressed.state import split_prompts
     from actsteer.plan import empty_plan
 
     config, results = tiny_run
