@@ -25,8 +25,9 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("models and data", ("actsteer.models", "actsteer.data")),
     ("executor seam", ("actsteer.executor",)),
     ("vectors and plans", (
-        "actsteer.vector_meta", "actsteer.vector", "actsteer.norms", "actsteer.plan",
-        "actsteer.controlvector", "actsteer.extraction")),
+        "actsteer.vector_meta", "actsteer.vector", "actsteer.norms", "actsteer.operators",
+        "actsteer.plan", "actsteer.projection", "actsteer.controlvector",
+        "actsteer.extraction")),
     ("steering engine", (
         "actsteer.steering", "actsteer.sweep", "actsteer.generation", "actsteer.baking",
         "actsteer.units", "actsteer.positions", "actsteer.plain_decoding")),
