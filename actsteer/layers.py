@@ -29,7 +29,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "actsteer.plan", "actsteer.projection", "actsteer.controlvector",
         "actsteer.extraction")),
     ("steering engine", (
-        "actsteer.steering", "actsteer.sweep", "actsteer.generation", "actsteer.baking",
+        "actsteer.steering", "actsteer.sweep", "actsteer.generation", "actsteer.writers",
+        "actsteer.baking",
         "actsteer.units", "actsteer.positions", "actsteer.plain_decoding")),
     ("measurement", (
         "actsteer.evaluation", "actsteer.likelihood", "actsteer.accuracy", "actsteer.effects",
