@@ -13,8 +13,10 @@ from actsteer import Positions, SteeringPlan, project, run, single, steer
 from actsteer.batching import encode, encode_many, pad
 from actsteer.errors import InvalidValueError
 from actsteer.generation import generate_tokens
+from actsteer.models.info import backend_of
 from actsteer.norms import ResidualNorms
 from actsteer.operators import AblateThenAdd, Project
+from actsteer.plain_decoding import plain_decoder
 from actsteer.projection import every_site_hooks
 from actsteer.sweep import sweep_logits
 
@@ -141,6 +143,8 @@ def test_cached_generation_equals_recomputation(tiny_any, mode):
     plan = (project(_vec(5, 30.0), 1, 40.0, positions=where)
             + project(_vec(6), 2, then_add=_vec(7, 20.0), positions=where)
             + project(_vec(8), 0, every_site=True, n_layers=n_layers, positions=where))
+    if backend_of(tiny_any) == "bridge":  # the fast path, not the bridge's own loop
+        assert plain_decoder(tiny_any, plan) is not None
     sequences = encode_many(tiny_any, TEXTS)
     cached = generate_tokens(tiny_any, sequences, plan, max_new_tokens=10, stop_at_eos=False)
     assert cached == generate_tokens(tiny_any, sequences, plan, max_new_tokens=10,
