@@ -219,7 +219,8 @@ def save_baked_hf(
     *,
     source: Any = None,
 ) -> Path:
-    """Write the source model with ``plan`` baked into biases as a Hugging Face folder.
+    """Write the source model with ``plan`` baked in as a Hugging Face folder (additions in
+    biases, projections in orthogonalised weights, a tied embedding untied).
 
     ``AutoModelForCausalLM.from_pretrained(folder)`` in plain ``transformers`` then gives
     the steered logits, with no actsteer at run time. The weights come from the source's
