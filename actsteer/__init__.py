@@ -45,6 +45,7 @@ _EXPORTS: dict[str, str] = {
     "single": "actsteer.plan",
     "combined": "actsteer.plan",
     "simultaneous": "actsteer.plan",
+    "project": "actsteer.projection",
     "residual_norms": "actsteer.norms",
     # apply
     "steer": "actsteer.steering",
@@ -93,6 +94,7 @@ __all__ = [
     "next_token_accuracy",
     "paired_effect",
     "prepare_items",
+    "project",
     "residual_norms",
     "run",
     "save_baked_hf",
@@ -119,6 +121,7 @@ if TYPE_CHECKING:
     from actsteer.models import load_model
     from actsteer.norms import residual_norms
     from actsteer.plan import Positions, SteeringPlan, combined, simultaneous, single
+    from actsteer.projection import project
     from actsteer.prompts import chat_prompt
     from actsteer.steerability import layer_profile
     from actsteer.steering import run, steer

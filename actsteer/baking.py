@@ -1,4 +1,4 @@
-"""Bake a steering plan into the model's biases: steered inference with no hooks.
+"""Bake a steering plan into the model's weights: steered inference with no hooks.
 
 An all-positions addition ``h <- h + c * v`` at a block's residual stream is exactly an
 extra bias on the linear layer that writes that stream (the special case of "Model
@@ -16,6 +16,15 @@ Refused, with the reason: position-limited plans (a bias reaches every position)
 ``resid_pre`` at layer 0 (no block writes before it), and ``resid_mid`` where a norm
 follows attention (there hook steering refuses it as well).
 
+Projections (:mod:`actsteer.operators`) bake into the weights that write the stream:
+removing ``d`` from ``attn_out(L)``/``mlp_out(L)`` is orthogonalising that block's output
+matrix and bias against ``d`` (``W <- W - (W d) d^T``), and from ``resid_pre(0)``
+orthogonalising the embedding (Arditi et al. 2024's weight-space ablation); what the
+operator adds afterwards goes into the bias (or every embedding row). A projection of the
+accumulated stream (``resid_pre`` after block 0, ``resid_mid``, ``resid_post``) is no
+weight edit and is refused. Where the embedding is tied to the unembedding, the copy is
+untied first, so the unembedding stays as it was.
+
 Example::
 
     baked = bake(model, actsteer.single(vector, layer=15, coefficient=4.0))
@@ -29,50 +38,53 @@ import copy
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from actsteer.atomic import atomic_dir
-from actsteer.errors import ActsteerError, InvalidValueError
+from actsteer.errors import InvalidValueError
 from actsteer.models.info import backend_of
 from actsteer.models.source import source_folder
 from actsteer.plan import SteeringPlan
 from actsteer.steering import check_plan, steer
 from actsteer.vector import VectorMismatchError
-
-Part = Literal["attn", "mlp"]
-"""Which output bias of a block: attention's (``o_proj``/``b_O``) or the MLP's."""
+from actsteer.writers import (  # BakeError and Part are this module's public names too
+    BakeError,
+    Part,
+    check_bakeable,
+    orthogonalise,
+    projections,
+    where,
+    writers_bridge,
+    writers_hf,
+    writers_hooked,
+)
 
 PLAN_FILE = "steering_plan.json"
 """Name of the plan that :func:`save_baked_hf` writes into the folder (with its vectors
 in ``steering_plan.safetensors``)."""
 
 
-class BakeError(ActsteerError, ValueError):
-    """A plan that cannot be baked exactly into biases, or a model bake cannot edit."""
-
-
 def bias_edits(plan: SteeringPlan, n_layers: int) -> dict[tuple[int, Part], Tensor]:
     """What to add to which block output bias so that the model computes ``plan``.
 
     Returns ``{(layer, "attn" | "mlp"): delta}``, the deltas of injections that land on
-    the same bias summed in plan order. Raises :class:`BakeError` naming the first
+    the same bias summed in plan order (``(0, "embed")``: added to every embedding row,
+    after a projection at ``resid_pre`` of block 0). Raises :class:`BakeError` naming the first
     injection that cannot be baked.
     """
     edits: dict[tuple[int, Part], Tensor] = {}
+    projections(plan, n_layers)  # refuses a projection that is no weight edit
     for injection in plan.injections:
-        where = f"{injection.label or 'vector'} at {injection.hook}"
-        if injection.positions.mode != "all":
-            raise BakeError(
-                f"{where} is limited to positions {injection.positions}: a bias reaches every "
-                "position; bake only all-position plans (positions=ALL), or steer with hooks")
-        if not 0 <= injection.layer < n_layers:
-            raise BakeError(f"{where}: layer {injection.layer} is out of range for a "
-                            f"{n_layers}-layer model")
-        key = _target(injection.site, injection.layer, where)
+        check_bakeable(injection, n_layers)
         delta = injection.delta.detach()
+        if injection.removed is not None and not bool(delta.any()):
+            continue  # a pure ablation: the orthogonalised weights carry all of it
+        key: tuple[int, Part] = (
+            (0, "embed") if injection.removed is not None and injection.site == "resid_pre"
+            else _target(injection.site, injection.layer, where(injection)))
         edits[key] = edits[key] + delta.to(edits[key]) if key in edits else delta.clone()
     return edits
 
@@ -113,16 +125,23 @@ def bake(model: Any, plan: SteeringPlan, *, verify: bool = True) -> Any:
     check_plan(model, plan)  # also refuses resid_mid where a norm follows attention
     bridge = backend_of(model) == "bridge"
     edits = bias_edits(plan, int(model.cfg.n_layers))
+    removals = projections(plan, int(model.cfg.n_layers))
     baked = copy.deepcopy(model)
     with torch.no_grad():
+        for (layer, part), direction in removals.items():
+            for writer in (writers_bridge if bridge else writers_hooked)(baked, layer, part):
+                orthogonalise(writer, direction)
         for (layer, part), delta in edits.items():
             (_edit_bridge if bridge else _edit_hooked)(baked, layer, part, delta)
-    if verify and edits:
+    if verify and (edits or removals):
         _verify(model, baked, plan)
     return baked
 
 
 def _edit_hooked(model: Any, layer: int, part: Part, delta: Tensor) -> None:
+    if part == "embed":
+        model.embed.W_E.add_(delta.to(model.embed.W_E))
+        return
     module = model.blocks[layer].attn if part == "attn" else model.blocks[layer].mlp
     name = "b_O" if part == "attn" else "b_out"
     bias = getattr(module, name, None)
@@ -133,6 +152,10 @@ def _edit_hooked(model: Any, layer: int, part: Part, delta: Tensor) -> None:
 
 
 def _edit_bridge(model: Any, layer: int, part: Part, delta: Tensor) -> None:
+    if part == "embed":
+        weight = writers_bridge(model, 0, "embed")[0][0]
+        weight.add_(delta.to(weight))
+        return
     block = model.blocks[layer]
     owner = block.attn if part == "attn" else block.mlp
     wrapper = getattr(owner, "o" if part == "attn" else "out", None)
@@ -196,7 +219,8 @@ def save_baked_hf(
     *,
     source: Any = None,
 ) -> Path:
-    """Write the source model with ``plan`` baked into biases as a Hugging Face folder.
+    """Write the source model with ``plan`` baked in as a Hugging Face folder (additions in
+    biases, projections in orthogonalised weights, a tied embedding untied).
 
     ``AutoModelForCausalLM.from_pretrained(folder)`` in plain ``transformers`` then gives
     the steered logits, with no actsteer at run time. The weights come from the source's
@@ -241,11 +265,18 @@ def save_baked_hf(
                 f"{injection.label or 'vector'} at {injection.hook} is not finite")
     edits = bias_edits(plan, n_layers)
     with torch.no_grad():
-        for layer_index, layer in enumerate(hf_model.model.layers):
-            for part, linear in _output_and_input_linears(layer):
-                _add_bias(linear, edits.get((layer_index, part)) if part is not None else None)
-    config.attention_bias = True
-    config.mlp_bias = True
+        for (layer_index, part), direction in projections(plan, n_layers).items():
+            for writer in writers_hf(hf_model, layer_index, part):
+                orthogonalise(writer, direction)
+        if (embedded := edits.pop((0, "embed"), None)) is not None:
+            weight = writers_hf(hf_model, 0, "embed")[0][0]
+            weight.add_(embedded.to(weight))
+        for layer_index, layer in enumerate(hf_model.model.layers if edits else ()):
+            for tag, linear in _output_and_input_linears(layer):
+                _add_bias(linear, edits.get((layer_index, tag)) if tag is not None else None)
+    if edits:  # biases only where something is added (an ablation needs none)
+        config.attention_bias = True
+        config.mlp_bias = True
     tokenizer = AutoTokenizer.from_pretrained(origin)
     with atomic_dir(target) as scratch:
         hf_model.save_pretrained(scratch)

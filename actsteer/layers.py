@@ -25,10 +25,12 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("models and data", ("actsteer.models", "actsteer.data")),
     ("executor seam", ("actsteer.executor",)),
     ("vectors and plans", (
-        "actsteer.vector_meta", "actsteer.vector", "actsteer.norms", "actsteer.plan",
-        "actsteer.controlvector", "actsteer.extraction")),
+        "actsteer.vector_meta", "actsteer.vector", "actsteer.norms", "actsteer.operators",
+        "actsteer.plan", "actsteer.projection", "actsteer.controlvector",
+        "actsteer.extraction")),
     ("steering engine", (
-        "actsteer.steering", "actsteer.sweep", "actsteer.generation", "actsteer.baking",
+        "actsteer.steering", "actsteer.sweep", "actsteer.generation", "actsteer.writers",
+        "actsteer.baking",
         "actsteer.units", "actsteer.positions", "actsteer.plain_decoding")),
     ("measurement", (
         "actsteer.evaluation", "actsteer.likelihood", "actsteer.accuracy", "actsteer.effects",

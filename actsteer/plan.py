@@ -6,8 +6,8 @@ Three named ways to build one (they compose with ``+``):
 * :func:`combined` — several vectors summed (or averaged) into one vector at one layer;
 * :func:`simultaneous` — each vector at its own layer, all in the same forward pass.
 
-Two injections on the same hook add up. Nothing here touches a model; apply a plan with
-:func:`actsteer.steer`.
+Two injections on the same hook apply in plan order (additions add up). Nothing here
+touches a model; apply a plan with :func:`actsteer.steer`.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from torch import Tensor
 from actsteer.atomic import atomic_write, write_json_atomic
 from actsteer.errors import InvalidValueError, MissingFileError, MissingKeyError
 from actsteer.norms import ResidualNorms
+from actsteer.operators import Operator, added, operator_from_dict, operator_tensors, removed
 from actsteer.sites import SITES, hook_name
 from actsteer.vector import SteeringVector, VectorFileError, VectorMismatchError
 
@@ -76,6 +77,8 @@ class Injection:
     fraction: float | None = None
     """When the strength was given in units of the residual norm: ``coefficient *
     |vector| = fraction * median norm`` at this layer (see :mod:`actsteer.norms`)."""
+    operator: Operator | None = None
+    """None adds; else an :mod:`actsteer.operators` value: :attr:`removed` goes first."""
 
     def __post_init__(self) -> None:
         if self.vector.dim() != 1:
@@ -92,8 +95,13 @@ class Injection:
 
     @property
     def delta(self) -> Float[Tensor, " d_model"]:
-        """What is added at each chosen position."""
-        return self.coefficient * self.vector
+        """What is added at each chosen position (after :attr:`removed` is taken out)."""
+        return added(self.vector, self.coefficient, self.operator)
+
+    @property
+    def removed(self) -> Float[Tensor, " d_model"] | None:
+        """The unit direction taken out before :attr:`delta` is added (None: addition)."""
+        return removed(self.vector, self.operator)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready description; the vector appears as its :func:`vector_digest`."""
@@ -103,6 +111,8 @@ class Injection:
             "label": self.label, "vector": vector_digest(self.vector)}
         if self.fraction is not None:
             out["fraction"] = float(self.fraction)
+        if self.operator is not None:
+            out["operator"] = self.operator.to_dict(vector_digest)
         return out
 
 
@@ -136,6 +146,7 @@ class SteeringPlan:
         """One human-readable line (for logs and tables; :meth:`identity` is the key)."""
         parts = [f"{i.label or 'vector'}@{i.hook} x{i.coefficient:g}"
                  + ("" if i.fraction is None else f" ({i.fraction:g} of the norm)")
+                 + ("" if i.operator is None else f" [{i.operator.describe()}]")
                  + f" ({i.positions.mode})" for i in self.injections]
         return f"{self.name or 'plan'}: " + ("; ".join(parts) or "no injections")
 
@@ -167,7 +178,8 @@ class SteeringPlan:
                 injections.append(Injection(
                     vector, int(entry["layer"]), float(entry["coefficient"]), str(entry["site"]),
                     Positions(where["mode"], int(where["start"])), str(entry["label"]),
-                    None if entry.get("fraction") is None else float(entry["fraction"])))
+                    None if entry.get("fraction") is None else float(entry["fraction"]),
+                    operator_from_dict(entry.get("operator"), vectors)))
             return cls(tuple(injections), str(data.get("name", "")), dict(data.get("meta", {})))
         except (KeyError, TypeError, ValueError) as error:
             detail = error.args[0] if error.args else error
@@ -188,8 +200,8 @@ class SteeringPlan:
         from safetensors.torch import save_file
 
         target = Path(path)
-        tensors = {vector_digest(i.vector): i.vector.detach().cpu().contiguous()
-                   for i in self.injections}
+        tensors = {vector_digest(t): t.detach().cpu().contiguous() for i in self.injections
+                   for t in (i.vector, *operator_tensors(i.operator))}
         atomic_write(_tensor_file(target), lambda tmp: save_file(tensors, str(tmp)))
         return write_json_atomic(target, self.to_dict())
 

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from actsteer.batching import Batch, PaddingSide, encode, pad, pad_id
 from actsteer.errors import InvalidValueError
+from actsteer.operators import remove_and_add
 from actsteer.plan import Injection, Positions, SteeringPlan
 from actsteer.positions import PositionTracker, read_call
 from actsteer.sites import HookSiteError, check_layers, hook_name
@@ -36,17 +37,21 @@ HookFn = Callable[..., Tensor]
 
 
 def _make_hook(delta: Tensor, positions: Positions, tracker: PositionTracker,
-               leads: bool, label: str = "vector") -> HookFn:
-    """A hook adding ``delta`` at ``positions``. Returns a new tensor (no in-place edits)."""
+               leads: bool, label: str = "vector", removed: Tensor | None = None) -> HookFn:
+    """A hook adding ``delta`` at ``positions``, after taking out the component along the
+    unit vector ``removed`` when given (:mod:`actsteer.operators`). Returns a new tensor
+    (no in-place edits)."""
 
     def hook(activation: Tensor, hook: Any) -> Tensor:
         if leads:
             tracker.advance(activation.shape[0], activation.shape[1])
+        steered = (activation + delta if removed is None
+                   else remove_and_add(activation, removed, delta))
         if positions.mode == "all":
-            return activation + delta
+            return steered
         where = tracker.mask(positions, activation.shape[0], activation.shape[1],
                              activation.device, label)
-        return torch.where(where, activation + delta, activation)
+        return torch.where(where, steered, activation)
 
     return hook
 
@@ -97,9 +102,11 @@ def check_plan(model: Any, plan: SteeringPlan) -> None:
         check_layers(model, [injection.layer], injection.site)
         injection_hook(model, injection)
         name = injection.label or "vector"
-        if injection.vector.shape[0] != d_model:
+        widths = {int(t.shape[0]) for t in (injection.vector, injection.removed)
+                  if t is not None}
+        if widths != {d_model}:
             raise VectorMismatchError(
-                f"{name} has d_model {injection.vector.shape[0]} but the "
+                f"{name} has d_model {max(widths - {d_model})} but the "
                 f"model has {d_model}; extract the vector from this model")
         if not torch.isfinite(injection.vector).all() or not torch.isfinite(
                 torch.tensor(injection.coefficient)):
@@ -133,15 +140,17 @@ def planned_hooks(model: Any, plan: SteeringPlan, tracker: PositionTracker
                   ) -> list[tuple[str, HookFn]]:
     """``(hook point, hook function)`` for each injection of a checked ``plan``, in the
     order they fire in a forward pass; the first one advances ``tracker``."""
-    dtype = model.cfg.dtype
     ordered = sorted(plan.injections, key=lambda injection: _firing_order(model, injection))
-    return [
-        (injection_hook(model, injection),
-         _make_hook(injection.delta.to(device=_hook_device(model, injection.layer), dtype=dtype),
-                    injection.positions, tracker, leads=index == 0,
-                    label=f"{injection.label or 'vector'} at {injection_hook(model, injection)}"))
-        for index, injection in enumerate(ordered)
-    ]
+    hooks = []
+    for index, injection in enumerate(ordered):
+        where = {"device": _hook_device(model, injection.layer), "dtype": model.cfg.dtype}
+        removed = injection.removed
+        name = injection_hook(model, injection)
+        hooks.append((name, _make_hook(
+            injection.delta.to(**where), injection.positions, tracker, leads=index == 0,
+            label=f"{injection.label or 'vector'} at {name}",
+            removed=None if removed is None else removed.to(**where))))
+    return hooks
 
 
 @dataclass
