@@ -31,6 +31,7 @@ from actsteer.norms import ResidualNorms
 from actsteer.operators import Operator, added, operator_from_dict, operator_tensors, removed
 from actsteer.sites import SITES, hook_name
 from actsteer.vector import SteeringVector, VectorFileError, VectorMismatchError
+from actsteer.vector_meta import vector_digest
 
 PositionMode = Literal["all", "prompt", "generated", "from"]
 
@@ -202,7 +203,7 @@ class SteeringPlan:
         target = Path(path)
         tensors = {vector_digest(t): t.detach().cpu().contiguous() for i in self.injections
                    for t in (i.vector, *operator_tensors(i.operator))}
-        atomic_write(_tensor_file(target), lambda tmp: save_file(tensors, str(tmp)))
+        atomic_write(target.with_suffix(".safetensors"), lambda tmp: save_file(tensors, str(tmp)))
         return write_json_atomic(target, self.to_dict())
 
     @classmethod
@@ -212,7 +213,7 @@ class SteeringPlan:
         from safetensors.torch import load_file
 
         source = Path(path)
-        tensor_file = _tensor_file(source)
+        tensor_file = source.with_suffix(".safetensors")
         for needed in (source, tensor_file):
             if not needed.is_file():
                 raise MissingFileError(f"no plan file at {needed}; SteeringPlan.save writes "
@@ -233,18 +234,6 @@ class SteeringPlan:
 
 
 PLAN_FORMAT = "actsteer-plan/1"
-
-
-def _tensor_file(path: Path) -> Path:
-    return path.with_suffix(".safetensors")
-
-
-def vector_digest(vector: Tensor) -> str:
-    """SHA-256 (first 16 hex digits) of a tensor's dtype, shape and exact bytes."""
-    data = vector.detach().cpu().contiguous()
-    digest = hashlib.sha256(f"{data.dtype}{tuple(data.shape)}".encode())
-    digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
-    return digest.hexdigest()[:16]
 
 
 def _direction(vector: SteeringVector | Tensor, layer: int) -> Tensor:

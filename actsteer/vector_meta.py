@@ -5,6 +5,7 @@ the entry and the fix, never a raw ``KeyError`` or ``JSONDecodeError``."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -12,11 +13,21 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from actsteer._version import __version__
 from actsteer.errors import ActsteerError, InvalidTypeError
 from actsteer.sites import SITES
 
-__all__ = ["VectorFileError", "VectorMeta", "parse_header"]
+__all__ = ["VectorFileError", "VectorMeta", "parse_header", "vector_digest"]
+
+
+def vector_digest(vector: torch.Tensor) -> str:
+    """SHA-256 (first 16 hex digits) of a tensor's dtype, shape and exact bytes."""
+    data = vector.detach().cpu().contiguous()
+    digest = hashlib.sha256(f"{data.dtype}{tuple(data.shape)}".encode())
+    digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+    return digest.hexdigest()[:16]
 
 
 class VectorFileError(ActsteerError, ValueError):
