@@ -7,6 +7,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from actsteer._version import __version__
+
 __all__ = ["EXECUTORS", "MODEL_FLAGS", "SHORTCUTS", "build_parser"]
 
 EXECUTORS: tuple[str, ...] = ("local", "ray")
@@ -83,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="actsteer",
         description="Activation steering on TransformerLens, and the reproduction of "
                     "'Extending Activation Steering to Broad Skills and Multiple Behaviours'.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     _flags(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
