@@ -208,8 +208,13 @@ def scoring_options(payload: Mapping[str, Any], desc: str) -> dict[str, Any]:
 
 @register_task("echo")
 def echo(model: Any, payload: Mapping[str, Any]) -> Any:
-    """Returns its payload: measures an executor's overhead per unit."""
+    """Returns its payload: measures an executor's overhead per unit. With ``sleep_s`` in
+    the payload it first sleeps that long (a unit that hangs, for timeouts)."""
     del model
+    if payload.get("sleep_s"):
+        import time
+
+        time.sleep(float(payload["sleep_s"]))
     return payload
 
 

@@ -60,6 +60,9 @@ def test_each_command_has_help(capsys, command: str) -> None:
     (["broad-skills", "--text", "/no/such/text"], "'/no/such/text' does not exist"),
     (["extract", "telepathy", "--out", "v.safetensors"], "unknown behaviour 'telepathy'"),
     (["plot", "/no/such/results.json"], "no results file"),
+    (["multi-behaviour", "--unit-timeout", "5"], "--unit-timeout applies to --executor ray"),
+    (["multi-behaviour", "--executor", "ray", "--unit-timeout", "0"],
+     "--unit-timeout 0 is invalid"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(capsys, tmp_path, monkeypatch, argv,
                                                needle) -> None:
@@ -452,3 +455,16 @@ def test_the_pinned_embedded_depth_is_the_converted_models() -> None:
 
     config = json.loads((embedded_model_path() / "config.json").read_text(encoding="utf-8"))
     assert config["num_hidden_layers"] == EMBEDDED_N_LAYERS
+
+
+def test_unit_timeout_reaches_the_ray_executor() -> None:
+    pytest.importorskip("ray")
+    parse = cli.build_parser().parse_args
+    args = parse(["multi-behaviour", "--executor", "ray", "--unit-timeout", "7.5"])
+    executor = cli.make_executor(args, cli.experiment_config("multi-behaviour", args))
+    assert executor is not None and executor.unit_timeout_s == 7.5  # type: ignore[attr-defined]
+    args = parse(["multi-behaviour", "--executor", "ray"])
+    executor = cli.make_executor(args, cli.experiment_config("multi-behaviour", args))
+    from actsteer.ray_executor import UNIT_TIMEOUT_S
+
+    assert executor.unit_timeout_s == UNIT_TIMEOUT_S  # type: ignore[union-attr]

@@ -246,3 +246,26 @@ def test_a_ray_run_interrupted_is_finished_locally(local_run, pool, smol, tmp_pa
     assert not any(k.startswith("layers/") for k in local.units)  # the grid was done
     assert_same_cells(again["cells"], results["cells"])
 
+
+def test_a_hung_unit_times_out_naming_it_and_keeps_what_finished(pool) -> None:
+    from actsteer.executor import ExecutorError, unit
+
+    units = [unit("echo", {"n": 0}, key="fast/0"), unit("echo", {"sleep_s": 120}, key="hung"),
+             unit("echo", {"n": 1}, key="fast/1"), unit("echo", {"n": 2}, key="fast/2")]
+    got = []
+    limit, pool.unit_timeout_s = pool.unit_timeout_s, 5.0
+    try:
+        with pytest.raises(ExecutorError, match=r"unit hung ran longer than "
+                                                r"unit_timeout_s=5 s on Ray worker \d"):
+            for work, result in pool.map(units):
+                got.append((work.key, result))
+    finally:
+        pool.unit_timeout_s = limit
+    assert sorted(got, key=str) == [("fast/0", {"n": 0}), ("fast/1", {"n": 1}),
+                                    ("fast/2", {"n": 2})]  # all that finished came back
+    # the hung worker was restarted: the pool runs units again
+    again = [work.key for work, _ in pool.map([unit("echo", {}, key=f"after/{i}")
+                                               for i in range(3)])]
+    assert sorted(again) == ["after/0", "after/1", "after/2"]
+    with pytest.raises(ValueError, match=r"unit_timeout_s must be .* got 0"):
+        type(pool)(pool.spec, unit_timeout_s=0)

@@ -66,6 +66,9 @@ def _executor_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ray-address", metavar="ADDR",
                         help="ray: a running cluster to join ('auto': the one this machine "
                              "belongs to; default: start Ray on this machine)")
+    parser.add_argument("--unit-timeout", type=float, metavar="SECONDS",
+                        help="ray: stop with an error naming the unit when one unit runs "
+                             "longer, e.g. on a hung worker (default: an hour)")
 
 
 def _model_flags(parser: argparse.ArgumentParser) -> None:
