@@ -15,6 +15,9 @@ themselves. Faults:
   :class:`~actsteer.executor.ExecutorError`;
 * an error raised by the task itself (a bad plan, a bug) is not retried: it is raised in
   the driver as the task raised it;
+* a unit that runs longer than ``unit_timeout_s`` (a hung worker) ends the map with
+  :class:`~actsteer.executor.ExecutorError` naming the unit; its worker is restarted, and
+  every unit that finished before was already handed to the driver (its cells are saved);
 * the driver itself dying loses only the units in flight: their cells are not in the
   results log, so the same command resumes there, on either executor.
 
@@ -31,7 +34,7 @@ import os
 import time
 import warnings
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -56,6 +59,10 @@ logger = logging.getLogger(__name__)
 
 RESTART_TIMEOUT_S = 600.0
 """How long the driver waits for a worker Ray is restarting (it loads the model again)."""
+
+UNIT_TIMEOUT_S = 3600.0
+"""Default limit on one unit's run time on a worker: far above a paper-profile unit on a
+GPU (minutes), so only a hung worker reaches it."""
 
 OBJECT_STORE_MB = 256
 """Object store of a Ray started here: units carry token ids and plans, not activations."""
@@ -98,6 +105,8 @@ class RayExecutor(Executor):
             ``"auto"`` or ``"host:port"`` joins a running cluster.
         max_retries: how often a unit may be run again after its worker died, and how
             often Ray restarts a worker.
+        unit_timeout_s: the longest one unit may run on a worker before the map stops
+            with an error naming it (None: no limit).
 
     Example::
 
@@ -110,13 +119,19 @@ class RayExecutor(Executor):
     kind = "ray"
 
     def __init__(self, spec: ModelSpec, *, workers: int | None = None, threads: int = 1,
-                 address: str | None = None, max_retries: int = 3) -> None:
+                 address: str | None = None, max_retries: int = 3,
+                 unit_timeout_s: float | None = UNIT_TIMEOUT_S) -> None:
         if workers is not None and (not isinstance(workers, int) or workers < 1):
             raise InvalidValueError(f"workers must be a whole number >= 1, got {workers!r}")
         if not isinstance(threads, int) or threads < 1:
             raise InvalidValueError(f"threads must be a whole number >= 1, got {threads!r}")
         if max_retries < 0:
             raise InvalidValueError(f"max_retries must be >= 0, got {max_retries}")
+        if unit_timeout_s is not None and not (isinstance(unit_timeout_s, (int, float))
+                                               and unit_timeout_s > 0):
+            raise InvalidValueError(f"unit_timeout_s must be a number of seconds > 0 or None "
+                                    f"(no limit), got {unit_timeout_s!r}")
+        self.unit_timeout_s = unit_timeout_s
         self.spec, self.threads, self.address = spec, threads, address
         self.max_retries = max_retries
         self._wanted = workers
@@ -229,18 +244,26 @@ class RayExecutor(Executor):
         alive = set(range(len(self._actors)))
         idle = sorted(alive)
         running: dict[Any, int] = {}
+        started: dict[Any, float] = {}
 
         def fill() -> None:
             while queue and idle:
                 index = idle.pop(0)
                 work = queue.popleft()
                 self._busy[index] = work
-                running[self._actors[index].run.remote(work)] = index
+                ref = self._actors[index].run.remote(work)
+                running[ref], started[ref] = index, time.monotonic()
 
         fill()
         try:
             while running:
-                (ref,), _ = ray.wait(list(running), num_returns=1)
+                ready, _ = ray.wait(list(running), num_returns=1,
+                                    timeout=self._wait_s(started.values()))
+                if not ready:  # nothing finished: every result so far was yielded
+                    self._stop_overdue(running, started)
+                    continue
+                (ref,) = ready
+                started.pop(ref)
                 index = running.pop(ref)
                 work = self._busy.pop(index)
                 try:
@@ -285,6 +308,33 @@ class RayExecutor(Executor):
                 yield work, result
         finally:
             self._busy.clear()
+
+    def _wait_s(self, started: Iterable[float]) -> float | None:
+        """How long to wait for a result before the oldest running unit is overdue."""
+        if self.unit_timeout_s is None:
+            return None
+        return max(0.0, min(started) + self.unit_timeout_s - time.monotonic())
+
+    def _stop_overdue(self, running: Mapping[Any, int], started: Mapping[Any, float]) -> None:
+        """Raise for the first unit past ``unit_timeout_s``, restarting its worker (a hung
+        one would block every later map); return if none is overdue yet."""
+        if self.unit_timeout_s is None:  # ray.wait had no timeout: a unit finished
+            return
+        now = time.monotonic()
+        for ref, index in running.items():
+            if now - started[ref] < self.unit_timeout_s:
+                continue
+            work = self._busy[index]
+            try:
+                ray.kill(self._actors[index], no_restart=False)
+            except (ray.exceptions.RayError, ValueError):  # already gone: as wanted
+                logger.debug("Ray worker %d already gone at its timeout", index)
+            self._pids[index] = None
+            raise ExecutorError(
+                f"unit {work.key} ran longer than unit_timeout_s={self.unit_timeout_s:g} s "
+                f"on Ray worker {index}; that worker was restarted and the units that "
+                "finished before were returned (their results are kept). Find what hangs, "
+                "or allow longer units: RayExecutor(unit_timeout_s=...)")
 
     def close(self) -> None:
         for actor in self._actors:

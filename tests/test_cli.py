@@ -65,6 +65,9 @@ def test_each_command_has_help(capsys, command: str) -> None:
     (["broad-skills", "--text", "/no/such/text"], "'/no/such/text' does not exist"),
     (["extract", "telepathy", "--out", "v.safetensors"], "unknown behaviour 'telepathy'"),
     (["plot", "/no/such/results.json"], "no results file"),
+    (["multi-behaviour", "--unit-timeout", "5"], "--unit-timeout applies to --executor ray"),
+    (["multi-behaviour", "--executor", "ray", "--unit-timeout", "0"],
+     "--unit-timeout 0 is invalid"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(capsys, tmp_path, monkeypatch, argv,
                                                needle) -> None:
@@ -182,6 +185,59 @@ def test_a_typo_in_the_model_leaves_nothing_that_blocks_the_fix(capsys, tmp_path
     assert not (out / "multi_behaviour.jsonl").exists()
     code, _, err = _main(capsys, *common, "--model", str(tiny_folder))
     assert code == 0, err
+
+
+_FRESH = ("import json, sys\n"
+          "from actsteer.cli import main\n"
+          "codes = []\n"
+          "for argv in json.loads(sys.argv[1]):\n"
+          "    try:\n"
+          "        codes.append(main(argv))\n"
+          "    except SystemExit as done:\n"
+          "        codes.append(done.code)\n"
+          "heavy = {'torch', 'transformer_lens', 'transformers.models.llama.modeling_llama'}\n"
+          "print(json.dumps({'codes': codes, 'loaded': sorted(heavy & set(sys.modules))}))\n")
+
+
+def _fresh(*argvs: list[str]) -> tuple[list[int], list[str], str, str]:
+    """Run ``main`` on each argv in a new interpreter: exit codes, which of torch,
+    TransformerLens and the Llama model code it imported, stdout and stderr."""
+    done = subprocess.run([sys.executable, "-c", _FRESH, json.dumps(argvs)], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    *printed, last = done.stdout.strip().splitlines()
+    report = json.loads(last)
+    return report["codes"], report["loaded"], "\n".join(printed), done.stderr
+
+
+def test_version_prints_the_package_version_without_torch() -> None:
+    from actsteer._version import __version__
+
+    codes, loaded, out, _ = _fresh(["--version"])
+    assert codes == [0] and out == f"actsteer {__version__}"
+    assert loaded == []
+
+
+def test_layers_beyond_the_model_are_refused_before_any_weights_load(tmp_path,
+                                                                     tiny_folder) -> None:
+    out = ["--out", str(tmp_path / "o"), "--quiet"]
+    codes, loaded, _, err = _fresh(
+        ["multi-behaviour", "--layers", "99", *out],
+        ["broad-skills", "--layers", "3", "30", *out],
+        ["multi-behaviour", "--profile", "standard", "--model", str(tiny_folder),
+         "--behaviours", "builtin:myopia", "--layers", "1", "4", *out],
+        ["multi-behaviour", "--profile", "standard", "--model", str(tiny_folder),
+         "--behaviours", "builtin:myopia", "--layers", "1", "--set",
+         "steerability_layers=[0,7]", *out])
+    assert codes == [2, 2, 2, 2], err
+    lines = err.strip().splitlines()
+    assert lines[0].endswith("--layers 99 is outside the model's 30 layers "
+                             "(smollm2-135m-instruct); use 0..29")
+    assert "--layers 30 is outside the model's 30 layers" in lines[1]
+    assert "--layers 4 is outside the model's 4 layers" in lines[2] and "use 0..3" in lines[2]
+    assert "steerability_layers 7 is outside the model's 4 layers" in lines[3]
+    assert loaded == ["torch"]  # no model was built: neither TransformerLens nor Llama code
+    assert not (tmp_path / "o").exists()  # refused before anything was written
 
 
 def test_console_script_entry_point_exits_2(tmp_path) -> None:
@@ -453,3 +509,24 @@ def test_outputs_and_the_results_lock_are_checked_before_data_or_model_load(
         holder.wait()
     with ResultStore(busy / "multi_behaviour.jsonl", {"a": 1}):
         pass  # the lock is free again once its holder is gone
+
+
+@pytest.mark.slow
+def test_the_pinned_embedded_depth_is_the_converted_models() -> None:
+    from actsteer.models.embedded import EMBEDDED_N_LAYERS, embedded_model_path
+
+    config = json.loads((embedded_model_path() / "config.json").read_text(encoding="utf-8"))
+    assert config["num_hidden_layers"] == EMBEDDED_N_LAYERS
+
+
+def test_unit_timeout_reaches_the_ray_executor() -> None:
+    pytest.importorskip("ray")
+    parse = cli.build_parser().parse_args
+    args = parse(["multi-behaviour", "--executor", "ray", "--unit-timeout", "7.5"])
+    executor = cli.make_executor(args, cli.experiment_config("multi-behaviour", args))
+    assert executor is not None and executor.unit_timeout_s == 7.5  # type: ignore[attr-defined]
+    args = parse(["multi-behaviour", "--executor", "ray"])
+    executor = cli.make_executor(args, cli.experiment_config("multi-behaviour", args))
+    from actsteer.ray_executor import UNIT_TIMEOUT_S
+
+    assert executor.unit_timeout_s == UNIT_TIMEOUT_S  # type: ignore[union-attr]

@@ -111,9 +111,30 @@ def test_score_items_through_units_equals_one_pass(tiny_model, vectors) -> None:
 def test_fingerprints_tell_models_apart(tiny_model) -> None:
     ours = fingerprint(tiny_model)
     assert same_model(ours, fingerprint(tiny_model))
-    assert same_model(ours, {**ours, "checksum": ours["checksum"] * (1 + 1e-9)})
-    assert not same_model(ours, {**ours, "checksum": ours["checksum"] * 1.01})
+    assert not same_model(ours, {**ours, "weights": "0" * 64})
     assert not same_model(ours, {**ours, "n_layers": ours["n_layers"] + 1})
+
+
+@pytest.mark.parametrize("where", [0, 0.5, -1], ids=["first", "middle", "last"])
+def test_one_weight_edited_in_place_changes_the_fingerprint(tiny_model, where) -> None:
+    """Surgery edits the driver's model in place: workers that loaded the file must not
+    pass as the same model, whichever parameter holds the edit."""
+    before = fingerprint(tiny_model)
+    params = [p for _, p in tiny_model.named_parameters()]
+    param = params[int(where * len(params))] if isinstance(where, float) else params[where]
+    index = (0,) * param.dim()
+    kept = param.detach()[index].clone()
+    try:
+        with torch.no_grad():
+            param[index] += 1e-3
+        assert not same_model(before, fingerprint(tiny_model))
+        with torch.no_grad():
+            param[index] = -param[index]  # a sign flip leaves a sum of magnitudes alone
+        assert not same_model(before, fingerprint(tiny_model))
+    finally:
+        with torch.no_grad():
+            param[index] = kept
+    assert same_model(before, fingerprint(tiny_model))
 
 
 def test_model_config_gives_the_spec_its_workers_load() -> None:

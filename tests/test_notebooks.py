@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,6 +37,29 @@ def test_committed_notebooks_are_clean(path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs_and_its_figures_survive_a_static_render(path: Path, monkeypatch) -> None:
+    _run_and_render(path, monkeypatch)
+
+
+@pytest.mark.slow
+def test_broad_skills_notebook_renders_without_the_reference_data(monkeypatch,
+                                                                  tmp_path: Path) -> None:
+    """A clone without ``../shared/data``: WikiText-2 is missing, the text corpus is the
+    built-in one, and the notebook says so in a printed note, not a warning box."""
+    from actsteer.paths import DATA_DIR_ENV
+
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    monkeypatch.setenv(DATA_DIR_ENV, str(empty))
+    path = next(p for p in NOTEBOOKS if p.stem == "03_broad_skills")
+    notebook = _run_and_render(path, monkeypatch)
+    printed = "".join(output.get("text", "") for cell in notebook.cells
+                      for output in cell.get("outputs", []) if output.output_type == "stream")
+    assert "WikiText-2 is not on this machine" in printed
+
+
+def _run_and_render(path: Path, monkeypatch) -> Any:
+    """Execute ``path`` on the fast settings and check its outputs and HTML render; returns
+    the executed notebook."""
     import nbformat
     from nbclient import NotebookClient
     from nbconvert import HTMLExporter
@@ -64,3 +88,4 @@ def test_notebook_runs_and_its_figures_survive_a_static_render(path: Path, monke
     assert "plotly.js v" in body or "plotly-latest" in body or "Plotly=" in body.replace(" ", ""), (
         "plotly.js is not embedded: the figures would be blank offline")
     assert os.environ["ACTSTEER_NOTEBOOK_FAST"] == "1"
+    return notebook

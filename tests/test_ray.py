@@ -2,7 +2,8 @@
 mid-run and resumed on the other executor.
 
 The run is the ``quick`` multi-behaviour profile (the expressed behaviours on the embedded
-SmolLM2) shrunk to a few prompts, candidate layers and plans. Every test shares one local
+SmolLM2) shrunk to a few prompts, candidate layers and plans; each run extracts its own
+vectors (in its own folder), nothing is copied from the local run. Every test shares one local
 Ray (2 CPUs) and one pool of two workers, started once for this module. Values compared
 at 2e-5 (float32 rounding of 5-7 nat sums) are what the units returned (unrounded, per
 plan); the stored cells hold them rounded to 5 decimals and are compared at that rounding.
@@ -13,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -135,17 +135,17 @@ def local_run(smol: Any, tmp_path_factory: pytest.TempPathFactory
     return config, results, recording
 
 
-def _with_vectors(config: ExpressedConfig, out: Path) -> ExpressedConfig:
-    """The same config in ``out``, with the local run's vectors (their stamps match, so
-    the driver skips extracting them; the log starts empty)."""
-    shutil.copytree(Path(config.out_dir) / "vectors", out / "vectors")
+def _fresh(out: Path) -> ExpressedConfig:
+    """The same config in ``out``, which starts empty: the run extracts its own vectors,
+    as a run on another machine does, rather than reusing the local run's files."""
+    assert not out.joinpath("vectors").exists()
     return quick(out)
 
 
 def test_ray_run_equals_local(local_run, pool, smol, tmp_path) -> None:
-    config, results, local = local_run
+    _, results, local = local_run
     recording = Recording(pool)
-    again = mb.run_any(_with_vectors(config, tmp_path), model=smol, progress=False,
+    again = mb.run_any(_fresh(tmp_path), model=smol, progress=False,
                        executor=recording)
     assert len(recording.units) > len(local.units)  # two workers got work in each stage
     assert recording.values.keys() == local.values.keys()
@@ -176,10 +176,10 @@ class KillOnce(Recording):
 
 
 def test_a_worker_killed_mid_unit_loses_nothing(local_run, pool, smol, tmp_path) -> None:
-    config, results, _ = local_run
+    _, results, _ = local_run
     before = pool.reruns
     killer = KillOnce(pool)
-    again = mb.run_any(_with_vectors(config, tmp_path), model=smol, progress=False,
+    again = mb.run_any(_fresh(tmp_path), model=smol, progress=False,
                        executor=killer)
     assert killer.killed is not None and pool.reruns > before
     assert killer.killed not in pool.busy_pids()
@@ -195,8 +195,8 @@ def _cells_in(path: Path) -> list[str]:
 
 def test_a_killed_driver_resumes_on_the_other_executor(local_run, pool, smol,
                                                        tmp_path) -> None:
-    config, results, _ = local_run
-    resumed_config = _with_vectors(config, tmp_path)
+    _, results, _ = local_run
+    resumed_config = _fresh(tmp_path)
     log = tmp_path / mb.RESULTS_FILE
     script = ("import json, sys\n"
               "from actsteer.paper import multi_behaviour as mb\n"
@@ -227,7 +227,7 @@ def test_a_killed_driver_resumes_on_the_other_executor(local_run, pool, smol,
 
 
 def test_a_ray_run_interrupted_is_finished_locally(local_run, pool, smol, tmp_path) -> None:
-    config, results, _ = local_run
+    _, results, _ = local_run
 
     class Interrupted(Recording):
         def map(self, units: Any) -> Iterator[tuple[Unit, Any]]:
@@ -236,7 +236,7 @@ def test_a_ray_run_interrupted_is_finished_locally(local_run, pool, smol, tmp_pa
                 if pair[0].key.startswith("test/"):
                     raise KeyboardInterrupt("the driver stopped")
 
-    ours = _with_vectors(config, tmp_path)
+    ours = _fresh(tmp_path)
     with pytest.raises(KeyboardInterrupt):
         mb.run_any(ours, model=smol, progress=False, executor=Interrupted(pool))
     stored = read_results(tmp_path / mb.RESULTS_FILE)["cells"]
@@ -245,3 +245,27 @@ def test_a_ray_run_interrupted_is_finished_locally(local_run, pool, smol, tmp_pa
     again = mb.run_any(ours, model=smol, progress=False, executor=local)
     assert not any(k.startswith("layers/") for k in local.units)  # the grid was done
     assert_same_cells(again["cells"], results["cells"])
+
+
+def test_a_hung_unit_times_out_naming_it_and_keeps_what_finished(pool) -> None:
+    from actsteer.executor import ExecutorError, unit
+
+    units = [unit("echo", {"n": 0}, key="fast/0"), unit("echo", {"sleep_s": 120}, key="hung"),
+             unit("echo", {"n": 1}, key="fast/1"), unit("echo", {"n": 2}, key="fast/2")]
+    got = []
+    limit, pool.unit_timeout_s = pool.unit_timeout_s, 5.0
+    try:
+        with pytest.raises(ExecutorError, match=r"unit hung ran longer than "
+                                                r"unit_timeout_s=5 s on Ray worker \d"):
+            for work, result in pool.map(units):
+                got.append((work.key, result))
+    finally:
+        pool.unit_timeout_s = limit
+    assert sorted(got, key=str) == [("fast/0", {"n": 0}), ("fast/1", {"n": 1}),
+                                    ("fast/2", {"n": 2})]  # all that finished came back
+    # the hung worker was restarted: the pool runs units again
+    again = [work.key for work, _ in pool.map([unit("echo", {}, key=f"after/{i}")
+                                               for i in range(3)])]
+    assert sorted(again) == ["after/0", "after/1", "after/2"]
+    with pytest.raises(ValueError, match=r"unit_timeout_s must be .* got 0"):
+        type(pool)(pool.spec, unit_timeout_s=0)

@@ -278,6 +278,35 @@ def test_shards_of_one_config_merge_into_their_union(tmp_path) -> None:
         merge_results([second], out)
 
 
+def test_shards_whose_vectors_differ_in_rounding_merge_at_the_stated_tolerance(tmp_path):
+    """Shards that extracted their own vectors on other hardware store norms and cells that
+    differ in float rounding: one measurement, merged (the first file's value kept)."""
+    from actsteer.results.merge import MERGE_REL_TOL
+
+    first, second = tmp_path / "0" / "r.jsonl", tmp_path / "1" / "r.jsonl"
+    norm = 16.452079772949219
+    for path, scale, cell in ((first, 1.0, "cell/0"), (second, 1 + 3e-7, "cell/1")):
+        with ResultStore(path, CONFIG) as store:
+            store.put("baseline", {"acc": 0.5 * scale, "n": 1000, "text": "same"})
+            store.put(cell, 1)
+            store.set_extra("vector_norms", {"general": {"1": norm * scale, "2": 0.0}})
+    out = merge_results([first, second], tmp_path / "all.jsonl")
+    merged = read_results(out, needs=("vector_norms",))
+    assert merged["vector_norms"] == {"general": {"1": norm, "2": 0.0}}
+    assert merged["cells"]["baseline"]["acc"] == 0.5 and set(merged["cells"]) == {
+        "baseline", "cell/0", "cell/1"}
+    with ResultStore(second, CONFIG) as store:  # beyond the tolerance: not one measurement
+        store.set_extra("vector_norms", {"general": {"1": norm * (1 + 3 * MERGE_REL_TOL),
+                                                     "2": 0.0}})
+    with pytest.raises(ResultConflictError, match=r"extra 'vector_norms'.*relative 0\.001"):
+        merge_results([first, second], tmp_path / "all2.jsonl")
+    with ResultStore(second, CONFIG) as store:  # a count or a string must match exactly
+        store.set_extra("vector_norms", {"general": {"1": norm, "2": 0.0}})
+        store.put("baseline", {"acc": 0.5, "n": 1001, "text": "same"})
+    with pytest.raises(ResultConflictError, match="cell 'baseline'"):
+        merge_results([first, second], tmp_path / "all3.jsonl")
+
+
 def test_merge_refuses_a_conflicting_cell_or_extra_and_other_configs(tmp_path) -> None:
     first, second, out = tmp_path / "a.jsonl", tmp_path / "b.jsonl", tmp_path / "out.jsonl"
     with ResultStore(first, CONFIG) as store:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from actsteer.cli.depth import check_config_layers
 from actsteer.cli.errors import CliError
 from actsteer.cli.executors import make_executor
 from actsteer.cli.parser import MODEL_FLAGS, SHORTCUTS
@@ -128,6 +129,7 @@ def check_free(name: str, out_dir: str | Path) -> None:
 
 def cmd_experiment(name: str, args: argparse.Namespace) -> None:
     config = experiment_config(name, args)
+    check_config_layers(name, config, args)  # from config.json: before any weights load
     check_device(config.model.device)
     executor = make_executor(args, config)  # builds nothing yet; refuses missing Ray
     check_output(Path(config.out_dir))

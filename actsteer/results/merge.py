@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,29 @@ from actsteer.results.errors import ResultConfigMismatchError, ResultConflictErr
 from actsteer.results.lock import acquire, release
 from actsteer.results.log import changed_fields, check_runtime, replay, write_log
 
-__all__ = ["merge_results"]
+__all__ = ["MERGE_ABS_TOL", "MERGE_REL_TOL", "merge_results"]
+
+MERGE_REL_TOL = 1e-3
+MERGE_ABS_TOL = 1e-6
+"""Two numbers of one cell or extra in two shards are the same measurement when they agree
+to ``math.isclose(a, b, rel_tol=MERGE_REL_TOL, abs_tol=MERGE_ABS_TOL)`` (floats only:
+integers such as counts, strings and structure must be equal): shards that each
+extract their own vectors (other hardware, another TransformerLens line, other batching)
+differ in float rounding (vector norms ~1e-7 relative in float32, ~1e-3 in bf16), while a
+cell scored on other data or with another vector differs far more."""
+
+
+def _same(a: object, b: object) -> bool:
+    """Equal structure, strings and integers (counts); floats within the merge tolerance."""
+    numbers = (int, float)
+    if ((isinstance(a, float) or isinstance(b, float)) and isinstance(a, numbers)
+            and isinstance(b, numbers) and not isinstance(a, bool) and not isinstance(b, bool)):
+        return a == b or math.isclose(a, b, rel_tol=MERGE_REL_TOL, abs_tol=MERGE_ABS_TOL)
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
 
 
 def merge_results(paths: Sequence[str | os.PathLike[str]],
@@ -20,8 +43,10 @@ def merge_results(paths: Sequence[str | os.PathLike[str]],
     """Join results files made with one config (shards of a sweep) into one log at
     ``out_path``, written atomically; returns its path.
 
-    The same cell or extra in several files must hold equal values. ``out_path`` may be
-    one of ``paths``; any other existing file there is refused rather than replaced.
+    The same cell or extra in several files must hold the same values: equal strings and
+    structure, numbers within :data:`MERGE_REL_TOL` (so shards that each extracted their
+    own vectors merge); the first file's value is kept. ``out_path`` may be one of
+    ``paths``; any other existing file there is refused rather than replaced.
 
     Example::
 
@@ -55,14 +80,17 @@ def merge_results(paths: Sequence[str | os.PathLike[str]],
             for kind, merged, values in (("cell", cells, saved.cells),
                                          ("extra", extra, saved.extra)):
                 for name, value in values.items():
-                    if name in merged and merged[name] != value:
-                        raise ResultConflictError(
-                            f"{kind} {name!r} has different values in {origin[kind, name]} "
-                            f"and {source}; these are not shards of one run, or one of them "
-                            "was scored differently: drop that cell from one file, or merge "
-                            "the files separately")
+                    if name in merged:
+                        if not _same(merged[name], value):
+                            raise ResultConflictError(
+                                f"{kind} {name!r} has different values in "
+                                f"{origin[kind, name]} and {source} (beyond a relative "
+                                f"{MERGE_REL_TOL:g}); these are not shards of one run, or one "
+                                "of them was scored differently: drop that cell from one "
+                                "file, or merge the files separately")
+                        continue
                     merged[name] = value
-                    origin.setdefault((kind, name), source)
+                    origin[kind, name] = source
         write_log(out, config, cells, extra, logs[0][1].runtime)
     finally:
         release(out, lock)
