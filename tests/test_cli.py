@@ -530,3 +530,30 @@ def test_unit_timeout_reaches_the_ray_executor() -> None:
     from actsteer.ray_executor import UNIT_TIMEOUT_S
 
     assert executor.unit_timeout_s == UNIT_TIMEOUT_S  # type: ignore[union-attr]
+
+
+def test_the_demo_stores_its_wall_time_beside_its_results(capsys, tmp_path, monkeypatch) -> None:
+    """The README's demo time comes from this record, so it must hold what ran and how long
+    (the experiments themselves are stood in for by a timed pause: this tests the record)."""
+    import time
+
+    from actsteer.cli import commands
+    from actsteer.paper import EXPERIMENTS
+
+    ran: list[str] = []
+
+    def pause(name, config, args, executor):
+        ran.append(name)
+        time.sleep(0.2)
+        return f"table of {name}", []
+
+    monkeypatch.setattr(commands, "_run", pause)
+    code, out, _ = _main(capsys, "demo", "--out", str(tmp_path / "demo"))
+    assert code == 0 and ran == list(EXPERIMENTS)
+    record = json.loads((tmp_path / "demo" / commands.DEMO_RECORD).read_text())
+    assert set(record["experiments_s"]) == set(EXPERIMENTS)
+    assert all(0.2 <= t < 5 for t in record["experiments_s"].values())
+    assert record["wall_time_s"] >= sum(record["experiments_s"].values()) - 0.1
+    assert record["cpu_count"] == os.cpu_count() and len(record["load_average_start"]) == 3
+    assert record["command"] == f"actsteer demo --out {tmp_path / 'demo'}"
+    assert f"wall time: {record['wall_time_s']:.0f} s" in out

@@ -156,17 +156,41 @@ def cmd_demo(args: argparse.Namespace) -> None:
         check_free(name, Path(args.out) / name.replace("-", "_"))
     started = time.perf_counter()
     figures: list[Path] = []
+    record = demo_record(f"actsteer demo --out {args.out}")
     with contextlib.ExitStack() as stack:
         for executor in executors.values():
             if executor is not None:
                 stack.enter_context(executor)
         for name, config in configs.items():
             print(f"== {name} (quick profile, embedded model) ==", flush=True)
+            begun = time.perf_counter()
             table, written = _run(name, config, args, executors[config.model.spec()])
+            record["experiments_s"][name] = round(time.perf_counter() - begun, 1)
             figures += written
             print(table, end="\n\n", flush=True)
     _print_figures(figures)
-    print(f"results: {args.out}   wall time: {time.perf_counter() - started:.0f} s")
+    wall = time.perf_counter() - started
+    record.update(wall_time_s=round(wall, 1), load_average_end=list(os.getloadavg()))
+    from actsteer.atomic import write_json_atomic
+
+    write_json_atomic(Path(args.out) / DEMO_RECORD, record)
+    print(f"results: {args.out}   wall time: {wall:.0f} s ({DEMO_RECORD})")
+
+
+DEMO_RECORD = "demo_run.json"
+"""What ``actsteer demo`` writes beside its results: its wall time and the conditions."""
+
+
+def demo_record(command: str) -> dict[str, Any]:
+    """The start of :data:`DEMO_RECORD`: command, versions, cores and load."""
+    import importlib.metadata
+    import platform
+
+    return {"command": command,
+            "actsteer": importlib.metadata.version("actsteer"),
+            "transformer_lens": importlib.metadata.version("transformer-lens"),
+            "python": platform.python_version(), "cpu_count": os.cpu_count(),
+            "load_average_start": list(os.getloadavg()), "experiments_s": {}}
 
 
 def cmd_extract(args: argparse.Namespace) -> None:
