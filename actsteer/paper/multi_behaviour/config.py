@@ -258,7 +258,7 @@ def profile(name: str, **overrides: Any) -> MultiBehaviourConfig:
 
     * ``"standard"`` — the embedded model on the CPU with the paper's files (all five
       behaviours, the paper's 500/200/300 splits), the grid at the paper's layer scaled
-      (14), a steerability profile over every fourth layer (about 45 minutes on two
+      (14), a steerability profile over every fourth layer (34 minutes on two
       cores; resumable).
     * ``"paper"`` — Llama-2-7b-chat on a GPU, all five behaviours, the paper's splits,
       layers 11-15 and scales -2..2.
@@ -278,7 +278,7 @@ def profile(name: str, **overrides: Any) -> MultiBehaviourConfig:
 def _standard() -> MultiBehaviourConfig:
     # SmolLM2 has 30 blocks: 14 is the paper's 15-of-32 scaled; the steerability profile
     # (every 4th layer and 14) shows where else a behaviour steers. Sized to finish in
-    # about 45 minutes on two cores.
+    # about 35 minutes on two cores (34 measured).
     return MultiBehaviourConfig(
         model=ModelConfig(device="cpu"),
         behaviours=PAPER_BEHAVIOURS,
