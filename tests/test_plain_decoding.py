@@ -114,3 +114,36 @@ def test_a_bridge_processed_by_transformerlens_has_no_plain_view(tiny_folder):
     assert plain_view(bridge) is None
     assert isinstance(_decoder(bridge, True, None), _BridgeDecoder)
 
+
+
+def test_a_soft_capped_model_keeps_its_attention_and_the_bridges_numbers(tmp_path):
+    """Fused attention cannot soft-cap attention logits (Gemma 2), so the view keeps the
+    bridge's attention there, and still computes the bridge's logits."""
+    from transformers import AutoTokenizer, Gemma2Config, Gemma2ForCausalLM
+
+    from actsteer.models import embedded_tokenizer_path, load_model
+
+    tokenizer = AutoTokenizer.from_pretrained(embedded_tokenizer_path())
+    cfg = Gemma2Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=96,
+                       num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                       head_dim=16, max_position_embeddings=128, attn_logit_softcapping=5.0,
+                       final_logit_softcapping=3.0, sliding_window=16)
+    torch.manual_seed(0)
+    model = Gemma2ForCausalLM(cfg)
+    with torch.no_grad():  # attention logits well past the cap, so capping them matters
+        for layer in model.model.layers:
+            layer.self_attn.q_proj.weight.mul_(40)
+            layer.self_attn.k_proj.weight.mul_(40)
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    bridge = load_model(tmp_path, backend="bridge", fold_ln=False)
+    view = plain_view(bridge)
+    assert view is not None and view.module.config._attn_implementation != "sdpa"
+    batch = pad(bridge, encode_many(bridge, PROMPTS), padding_side="left")
+    positions = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        theirs = bridge(batch.tokens, attention_mask=batch.attention_mask)
+        ours = view.module(input_ids=batch.tokens, attention_mask=batch.attention_mask,
+                           position_ids=positions).logits
+    real = batch.attention_mask.bool()
+    torch.testing.assert_close(ours[real], theirs[real], rtol=0, atol=1e-5)

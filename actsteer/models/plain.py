@@ -10,7 +10,8 @@ of the time that ``transformers``' own ``generate`` needs.
 module it wraps. The view is made of shallow copies that share every parameter and buffer
 with the bridge (no weight is copied; an edit of the bridge's weights is an edit of the
 view's), carry none of the bridge's hooks, and read a private copy of the config that
-selects PyTorch's fused attention (``sdpa``), as ``transformers`` does by default.
+selects PyTorch's fused attention (``sdpa``), as ``transformers`` does by default (except for
+models that soft-cap attention logits, which fused attention cannot).
 
 The view computes the bridge's function only where the bridge runs on the Hugging Face
 model's own weights: loaded without weight processing, or with actsteer's in-place
@@ -107,7 +108,9 @@ def plain_view(bridge: Any) -> PlainView | None:
     original = bridge.original_model
     config = original.config
     private = copy.copy(config)
-    private._attn_implementation = "sdpa"
+    # Fused attention has no logit soft-capping (Gemma 2): keep the bridge's choice there.
+    if getattr(config, "attn_logit_softcapping", None) is None:
+        private._attn_implementation = "sdpa"
     clones: dict[int, nn.Module] = {}
     module = _unwrap(original, _bridge_component_type(), config, private, clones)
     return PlainView(module.eval(), clones)
