@@ -262,7 +262,7 @@ def generate_tokens(
         raise InvalidValueError("no prompts given; pass at least one")
     if batch_size is not None and batch_size < 1:
         raise InvalidValueError(f"batch_size must be >= 1 or None, got {batch_size}")
-    _decoder(model, use_cache)  # refuses an unsupported model before any other work
+    backend_of(model)  # refuses an unsupported model before any other work
     sampling = Sampling(do_sample, temperature, top_k, top_p, seed)
     stop = _stop_ids(model, stop_at_eos, eos_token_id)
     if max_new_tokens == 0:
