@@ -28,6 +28,18 @@ def _our_hooks(module: torch.nn.Module) -> int:
                for fn in (*m._forward_hooks.values(), *m._forward_pre_hooks.values()))
 
 
+def _assert_same_logits(bridge, view) -> None:
+    """The view's logits are the bridge's on a left-padded batch (its real positions)."""
+    batch = pad(bridge, encode_many(bridge, PROMPTS), padding_side="left")
+    positions = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        theirs = bridge(batch.tokens, attention_mask=batch.attention_mask)
+        ours = view.module(input_ids=batch.tokens, attention_mask=batch.attention_mask,
+                           position_ids=positions).logits
+    real = batch.attention_mask.bool()
+    torch.testing.assert_close(ours[real], theirs[real], rtol=0, atol=1e-5)
+
+
 def test_view_shares_the_bridges_weights_and_computes_its_logits(tiny_bridge):
     view = plain_view(tiny_bridge)
     assert view is not None
@@ -37,14 +49,7 @@ def test_view_shares_the_bridges_weights_and_computes_its_logits(tiny_bridge):
     assert not any(name.endswith("Bridge") or name == "HookPoint" for name in names)
     assert view.module.config._attn_implementation == "sdpa"
     assert tiny_bridge.original_model.config._attn_implementation != "sdpa"  # bridge untouched
-    batch = pad(tiny_bridge, encode_many(tiny_bridge, PROMPTS), padding_side="left")
-    positions = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
-    with torch.no_grad():
-        theirs = tiny_bridge(batch.tokens, attention_mask=batch.attention_mask)
-        ours = view.module(input_ids=batch.tokens, attention_mask=batch.attention_mask,
-                           position_ids=positions).logits
-    real = batch.attention_mask.bool()
-    torch.testing.assert_close(ours[real], theirs[real], rtol=0, atol=1e-5)
+    _assert_same_logits(tiny_bridge, view)
 
 
 @pytest.mark.parametrize(("site", "mode"), [(site, "from") for site in SITES] + [
@@ -139,11 +144,4 @@ def test_a_soft_capped_model_keeps_its_attention_and_the_bridges_numbers(tmp_pat
     bridge = load_model(tmp_path, backend="bridge", fold_ln=False)
     view = plain_view(bridge)
     assert view is not None and view.module.config._attn_implementation != "sdpa"
-    batch = pad(bridge, encode_many(bridge, PROMPTS), padding_side="left")
-    positions = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
-    with torch.no_grad():
-        theirs = bridge(batch.tokens, attention_mask=batch.attention_mask)
-        ours = view.module(input_ids=batch.tokens, attention_mask=batch.attention_mask,
-                           position_ids=positions).logits
-    real = batch.attention_mask.bool()
-    torch.testing.assert_close(ours[real], theirs[real], rtol=0, atol=1e-5)
+    _assert_same_logits(bridge, view)
