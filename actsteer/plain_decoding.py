@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -70,8 +70,11 @@ def _output_adder(fn: HookFn) -> Any:
 class PlainDecoder:
     """Prompt pass and decode steps on a bridge's plain view (see module doc)."""
 
-    def __init__(self, model: Any, view: PlainView) -> None:
+    def __init__(self, model: Any, view: PlainView,
+                 targets: Mapping[str, tuple[nn.Module, str]] | None = None) -> None:
         self.model, self.view = model, view
+        self.targets = dict(targets or {})
+        """Hook point name -> where it sits in the view (found once by :func:`plain_decoder`)."""
         self.cache: Any = None
         self.handle: SteeringHandle | None = None
         self.mask = torch.empty(0)
@@ -87,7 +90,7 @@ class PlainDecoder:
         handles = []
         try:
             for name, fn in planned_hooks(self.model, plan, tracker):
-                target = self.view.hook_target(self.model, name)
+                target = self.targets.get(name) or self.view.hook_target(self.model, name)
                 if target is None:  # plain_decoder checked every injection
                     raise AssertionError(f"{name} has no place in the plain view")
                 module, side = target
@@ -128,9 +131,11 @@ def plain_decoder(model: Any, plan: SteeringPlan | None) -> PlainDecoder | None:
     view = plain_view(model)
     if view is None or _user_hooks(model):
         return None
-    if plan is not None:
-        check_plan(model, plan)
-        if any(view.hook_target(model, injection_hook(model, injection)) is None
-               for injection in plan.injections):
+    targets = {}
+    for injection in plan.injections if plan is not None else ():
+        name = injection_hook(model, injection)  # refuses a hook the model does not have
+        target = view.hook_target(model, name)
+        if target is None:
             return None
-    return PlainDecoder(model, view)
+        targets[name] = target
+    return PlainDecoder(model, view, targets)
