@@ -161,10 +161,25 @@ def _check(model_key: str, load: Any, generated: tuple[str, ...] = GENERATED) ->
     cross = _gaps(logits, other_logits, centred=True)
     assert max(cross.values()) <= CROSS_BACKEND, cross
     assert tokens == other_tokens
+    _record_gaps(model_key, {"same_backend_max": max(same.values()),
+                             "cross_backend_centred_max": max(cross.values()),
+                             "plans": len(same), "generated_plans": len(tokens)})
     print(f"\nparity {model_key}: TL4 bridge vs TL3 bridge max |Δ logit| "
           f"{max(same.values()):.2e}; vs TL3 hooked max |Δ centred logit| "
           f"{max(cross.values()):.2e} over {len(same)} plans (4 kinds x {len(SITES)} sites and "
           f"unsteered); {len(tokens)} plans' greedy tokens identical")
+
+
+def _record_gaps(key: str, gaps: dict[str, Any]) -> None:
+    """Keep what the TL 4 leg measured (``.parity/gaps-<key>.json``), so that the numbers in
+    ``docs/parity.md`` come from a file (a copy is stored under ``docs/recorded/parity/``)."""
+    import importlib.metadata
+
+    record = {**gaps, "transformer_lens": importlib.metadata.version("transformer-lens"),
+              "transformers": importlib.metadata.version("transformers"),
+              "command": "make test-tl4 (tests/test_parity.py)"}
+    atomic_write(REFERENCE / f"gaps-{key}.json",
+                 lambda p: p.write_text(json.dumps(record, indent=1, sort_keys=True)))
 
 
 def test_tiny_model_parity_across_lines(tiny_folder: Path) -> None:
@@ -216,5 +231,7 @@ def test_quick_profile_parity_across_lines(tmp_path: Path) -> None:
     assert max(gaps.values()) <= EFFECTS, gaps
     assert {n: e["verdict"] for n, e in effects.items()} == {
         n: e["verdict"] for n, e in reference.items()}
+    _record_gaps("quick-profile", {"effects_max": max(gaps.values()), "effects": len(effects),
+                                   "verdicts_identical": True})
     print(f"\nparity quick profile: {len(effects)} effects, max |Δ| {max(gaps.values()):.2e}, "
           "verdicts identical")
