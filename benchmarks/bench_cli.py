@@ -52,12 +52,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--checkout", type=Path, nargs="+",
                         default=[Path(__file__).resolve().parents[1]])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=None,
+                        help="also write the numbers, with the load average and commits, as JSON")
     args = parser.parse_args(argv)
+    rows = []
     for checkout in args.checkout:
         found = measure(checkout.resolve(), args.repeats)
         load = os.getloadavg()[0]
-        print(f"{checkout}: cold {found['cold_s']:.2f} s, warm {found['warm_s']:.2f} s "
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=checkout,
+                                capture_output=True, text=True).stdout.strip()
+        rows.append({"checkout": str(checkout), "commit": commit, **found,
+                     "repeats": args.repeats, "load_average": round(load, 2)})
+        print(f"{checkout} ({commit}): cold {found['cold_s']:.2f} s, warm {found['warm_s']:.2f} s "
               f"(median of {args.repeats}; load average {load:.1f})")
+    if args.out is not None:
+        from actsteer.atomic import write_json_atomic
+
+        write_json_atomic(args.out, {"command": " ".join(["bench_cli.py", *(argv or sys.argv[1:])]),
+                                     "cpu_count": os.cpu_count(), "runs": rows})
 
 
 if __name__ == "__main__":
