@@ -11,10 +11,10 @@ BiPO): RePS does not learn this kind of data in the few steps a 2-core CPU affor
 Its loss weighs each winner's likelihood by the unsteered model's preference between the
 two completions (up to 15 nats on sentiment's pairs), so the near-constant nulling term
 dominates; six steps at layer 20 of SmolLM2-135M left a vector at cosine 0.015 to CAA
-that moved sentiment the wrong way. BiPO's margin is taken against the unsteered model's
-own log-ratio, so every pair starts at loss log 2 and the gradient is the contrast between
-the two completions; the same six steps gave cosine 0.48 to CAA and a vector that moves
-sentiment as much as CAA at matched norm (``docs/learned.md``). ReFT-r1 trains on the
+that moved sentiment the wrong way (``docs/learned.md``). BiPO's margin is taken against
+the unsteered model's own log-ratio, so every pair starts at loss log 2 and the gradient is
+the contrast between the two completions; the same six steps gave cosine 0.48 to CAA and a
+vector that moves sentiment as much as CAA at matched norm. ReFT-r1 trains on the
 behaviour side alone (language modelling plus a latent sparsity term), with no contrast.
 
 The vector is added at one layer's ``resid_pre`` or ``resid_post`` at every position but
