@@ -56,12 +56,17 @@ class VectorMeta:
     per layer, how consistent the pair differences are and how well the vector separates
     the two sides. Empty when not measured. JSON-like (string keys; str, int, float, bool,
     None, lists and mappings), so that it round-trips through files; tuples become lists."""
+    training: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    """How a vector trained by gradient was made (:mod:`actsteer.learned`): objective,
+    steps, learning rate, seed, the train and held-out loss curves, the split's sizes.
+    Empty for vectors read from activations. JSON-like, as ``diagnostics``."""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.diagnostics, Mapping):
-            raise InvalidTypeError(
-                f"diagnostics must be a mapping, got {type(self.diagnostics).__name__}")
-        object.__setattr__(self, "diagnostics", _plain_json(self.diagnostics, "diagnostics"))
+        for name in ("diagnostics", "training"):
+            value = getattr(self, name)
+            if not isinstance(value, Mapping):
+                raise InvalidTypeError(f"{name} must be a mapping, got {type(value).__name__}")
+            object.__setattr__(self, name, _plain_json(value, name))
 
     def then(self, operation: str) -> VectorMeta:
         return replace(self, history=(*self.history, operation))
