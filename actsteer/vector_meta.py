@@ -72,8 +72,15 @@ class VectorMeta:
         return replace(self, history=(*self.history, operation))
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields (``history`` as a list); :meth:`from_dict` reads it back."""
-        return asdict(self)
+        """JSON-ready fields (``history`` as a list); :meth:`from_dict` reads it back.
+
+        ``training`` is left out when empty, so that a vector read from activations writes
+        the same header as before the field existed (older versions still read it, and
+        digests of such vectors do not change)."""
+        entries = asdict(self)
+        if not entries["training"]:
+            del entries["training"]
+        return entries
 
     @classmethod
     def from_dict(cls, entries: Mapping[str, Any], *, source: str = "vector metadata"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pickle
 
+import json
+
 import pytest
 import torch
 
@@ -205,6 +207,24 @@ def test_diagnostics_round_trip(tmp_path):
     assert again.meta.diagnostics == {"15": {"cosine": 0.25, "separation": [0.5, 0.75],
                                              "n_pairs": 40, "note": None, "held_out": True,
                                              "edge": float("inf")}}
+
+
+def test_a_vector_not_trained_writes_no_training_entry(tmp_path):
+    """Headers of vectors read from activations stay as before ``training`` existed, so older
+    versions read them; a trained vector's header carries it."""
+    from safetensors import safe_open
+
+    plain = SteeringVector(torch.randn(1, 64), (3,), meta=VectorMeta(model="tiny"))
+    trained = SteeringVector(torch.randn(1, 64), (3,),
+                             meta=VectorMeta(model="tiny", training={"objective": "bipo"}))
+    headers = []
+    for name, vector in (("plain", plain), ("trained", trained)):
+        path = vector.save(tmp_path / f"{name}.safetensors")
+        with safe_open(str(path), "pt") as handle:
+            headers.append(json.loads(handle.metadata()["actsteer"])["meta"])
+    assert "training" not in headers[0]
+    assert headers[1]["training"] == {"objective": "bipo"}
+    assert SteeringVector.load(tmp_path / "plain.safetensors").meta.training == {}
 
 
 def test_diagnostics_must_be_plain_json():
