@@ -71,6 +71,8 @@ class StudySettings:
     """Surgery ladder, the step added to each gate row."""
     no_control: bool = False
     """Skip the random-direction surgery."""
+    no_folded: bool = False
+    """Skip the folded-basis surgery (``surgery:folded``, reported beside the paper's)."""
     target: float | None = None
     """A fixed effect (nats, > 0) to match; None: the weakest arm's reach."""
     prompts: int = len(neutral_prompts())
@@ -198,7 +200,8 @@ def _measure(store: ResultStore, settings: StudySettings, todo: Sequence[tuple[s
         began = time.perf_counter()
         data = load_expressed(behaviour)
         arms = build_arms(model, data.pairs(), layer=settings.layer, norms=norms,
-                          direction=direction, k=settings.k, control=not settings.no_control)
+                          direction=direction, k=settings.k, control=not settings.no_control,
+                          folded=not settings.no_folded)
         ladders = {name: settings.steer if arm.kind == "steering" else settings.surgery
                    for name, arm in arms.arms.items()}
         result = compare(model, arms.arms, data.words, prompts, ladders=ladders,
@@ -214,10 +217,16 @@ def _measure(store: ResultStore, settings: StudySettings, todo: Sequence[tuple[s
                  "probe_caa_cosine": float(cosine), "caa_norm": float(arms.vector.norm()),
                  "median_norm": norms.median(settings.layer), "k": arms.region.n_rows,
                  "rows_per_layer": {str(k): len(v) for k, v in arms.region.rows.items()},
+                 "folded_shared_rows": arms.shared_rows,
                  "perplexity_text": source}
         store.put(cell_name(behaviour, direction), {
             "setup": setup, "result": result.to_dict(), "table": result.table(),
             "seconds": round(time.perf_counter() - began, 1)})
+
+
+def _shared(setup: dict[str, Any]) -> str:
+    shared = setup.get("folded_shared_rows")
+    return "" if shared is None else f" ({shared} of them also in the folded-basis region)"
 
 
 def study_table(cells: dict[str, dict[str, Any]]) -> str:
@@ -227,7 +236,8 @@ def study_table(cells: dict[str, dict[str, Any]]) -> str:
         setup = entry["setup"]
         tables.append(f"[{key}] probe at layer {setup['layer']}: training accuracy "
                       f"{setup['probe_accuracy']:.2f}, cosine with the CAA vector "
-                      f"{setup['probe_caa_cosine']:.2f}; surgery edits {setup['k']} gate rows; "
+                      f"{setup['probe_caa_cosine']:.2f}; surgery edits {setup['k']} gate rows"
+                      + _shared(setup) + "; "
                       f"perplexity on {setup['perplexity_text']}; {entry['seconds']:.0f} s\n"
                       + entry["table"])
     return "\n\n".join(tables)
