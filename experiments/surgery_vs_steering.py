@@ -65,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="skip the random-direction surgery")
     parser.add_argument("--no-folded", action="store_true",
                         help="skip the folded-basis surgery (surgery:folded)")
+    parser.add_argument("--folded-surgery", type=float, nargs="+", default=None,
+                        help="ladder of the folded-basis surgery (default: --surgery's)")
     parser.add_argument("--target", type=float, default=None,
                         help="fixed effect (nats, > 0) to match; default the weakest arm's reach")
     parser.add_argument("--prompts", type=int, default=len(neutral_prompts()))
@@ -91,7 +93,9 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     settings = StudySettings(
         layer=args.layer, k=args.k, steer=tuple(args.steer), surgery=tuple(args.surgery),
-        no_control=args.no_control, no_folded=args.no_folded, target=args.target,
+        no_control=args.no_control, no_folded=args.no_folded,
+        folded_surgery=None if args.folded_surgery is None else tuple(args.folded_surgery),
+        target=args.target,
         prompts=args.prompts, documents=args.documents, max_tokens=args.max_tokens,
         generate=args.generate, new_tokens=args.new_tokens, repeats=args.repeats,
         resamples=args.resamples)

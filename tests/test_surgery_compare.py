@@ -397,13 +397,17 @@ def test_the_study_reports_the_folded_basis_surgery_beside_the_paper_s(tiny_mode
                       k=40).folded_region is None
     settings = study.StudySettings(layer=2, k=8, steer=(0.5,), surgery=(4.0,),
                                    no_control=True, prompts=3, documents=2, max_tokens=24,
-                                   generate=0, repeats=0, resamples=50)
+                                   generate=0, repeats=0, resamples=50, folded_surgery=[2])
+    assert settings.to_dict()["folded_surgery"] == [2.0]
+    assert "folded_surgery" not in replace(settings, folded_surgery=None).to_dict()  # old logs
+    with pytest.raises(InvalidValueError, match="folded_surgery needs at least one"):
+        replace(settings, folded_surgery=())
     cells = study.run_study(settings, ["sentiment"], [1], tmp_path, model=tiny_model,
                             progress=False)
     cell = cells["sentiment:+1"]
     rows = [(row["arm"], row["strength"]) for row in cell["result"]["rows"]
             if not row["matched"]]
-    assert ("surgery", 4.0) in rows and ("surgery:folded", 4.0) in rows
+    assert ("surgery", 4.0) in rows and ("surgery:folded", 2.0) in rows
     table = (tmp_path / study.TABLE_FILE).read_text(encoding="utf-8")
     assert [line.split()[0] for line in table.splitlines()
             if line.startswith("surgery")][:2] == ["surgery", "surgery:folded"]

@@ -73,6 +73,11 @@ class StudySettings:
     """Skip the random-direction surgery."""
     no_folded: bool = False
     """Skip the folded-basis surgery (``surgery:folded``, reported beside the paper's)."""
+    folded_surgery: tuple[float, ...] | None = None
+    """Ladder of the folded-basis surgery (None: the ``surgery`` ladder). Its step acts on
+    the normed stream at full size, where the paper's step is scaled by the norm weight
+    first, so the same number is a larger edit. Left out of the results log's config
+    while None, so logs made before the field existed resume."""
     target: float | None = None
     """A fixed effect (nats, > 0) to match; None: the weakest arm's reach."""
     prompts: int = len(neutral_prompts())
@@ -106,11 +111,21 @@ class StudySettings:
                                     "or None")
         object.__setattr__(self, "steer", tuple(float(s) for s in self.steer))
         object.__setattr__(self, "surgery", tuple(float(s) for s in self.surgery))
+        if self.folded_surgery is not None:
+            if not self.folded_surgery:
+                raise InvalidValueError("folded_surgery needs at least one strength, or None "
+                                        "for the surgery ladder")
+            object.__setattr__(self, "folded_surgery",
+                               tuple(float(s) for s in self.folded_surgery))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON fields, ladders as lists (as the study's results have always recorded)."""
         out = asdict(self)
         out["steer"], out["surgery"] = list(self.steer), list(self.surgery)
+        if self.folded_surgery is None:
+            del out["folded_surgery"]
+        else:
+            out["folded_surgery"] = list(self.folded_surgery)
         return out
 
 
@@ -204,6 +219,8 @@ def _measure(store: ResultStore, settings: StudySettings, todo: Sequence[tuple[s
                           folded=not settings.no_folded)
         ladders = {name: settings.steer if arm.kind == "steering" else settings.surgery
                    for name, arm in arms.arms.items()}
+        if "surgery:folded" in ladders and settings.folded_surgery is not None:
+            ladders["surgery:folded"] = settings.folded_surgery
         result = compare(model, arms.arms, data.words, prompts, ladders=ladders,
                          direction=direction, documents=documents,
                          generate_prompts=prompts[:settings.generate],
