@@ -37,10 +37,13 @@ from actsteer.plan import empty_plan
 RESULTS_FILE = "sentiment_every_site.json"
 
 
-def measure(model: Any, layers: list[int], *, n_resamples: int = 1000) -> dict[str, Any]:
-    """The claim's numbers at each of ``layers`` (see the module docstring)."""
+def measure(model: Any, layers: list[int], *, n_resamples: int = 1000,
+            neutral_step: int = 1) -> dict[str, Any]:
+    """The claim's numbers at each of ``layers`` (see the module docstring), on every
+    ``neutral_step``-th neutral opening."""
     behaviour = actsteer.load_expressed("sentiment")
-    laden, neutral = list(laden_prompts("sentiment")), list(behaviour.prompts)
+    laden = list(laden_prompts("sentiment"))
+    neutral = list(behaviour.prompts)[::neutral_step]
     vector = actsteer.caa_vector(model, behaviour.pairs(), layers=layers, read="answer_mean",
                                  dataset="sentiment")
     plans = [empty_plan(), *(actsteer.project(vector, layer, every_site=True,
@@ -77,11 +80,16 @@ def main(argv: list[str] | None = None) -> None:
                         help="layers whose CAA row is ablated (each on its own); default "
                              "the expressed study's candidate layers")
     parser.add_argument("--resamples", type=int, default=1000)
+    parser.add_argument("--neutral-step", type=int, default=1,
+                        help="use every n-th neutral opening (the slow test uses 3)")
     parser.add_argument("--out", type=Path, default=Path("results/ablation"))
     args = parser.parse_args(argv)
     began = time.perf_counter()
     model = actsteer.load_model()
-    result = measure(model, args.layers, n_resamples=args.resamples)
+    if args.neutral_step < 1:
+        parser.error(f"--neutral-step must be >= 1, got {args.neutral_step}")
+    result = measure(model, args.layers, n_resamples=args.resamples,
+                     neutral_step=args.neutral_step)
     result.update({"command": "python -m experiments.ablation_sentiment "
                               + " ".join(argv if argv is not None else sys.argv[1:]),
                    "wall_s": round(time.perf_counter() - began, 1),

@@ -41,19 +41,19 @@ def test_every_site_ablation_takes_sentiment_halfway_back_on_laden_openings(smol
     """Ablating the sentiment direction (the CAA vector's layer-20 row, normalised) at
     ``resid_pre`` of block 0 and every ``attn_out``/``mlp_out`` moves the word-set
     propensity of the laden openings at least halfway to the neutral openings' level (the
-    effect's interval lies beyond half the gap), and moves the neutral openings by less
-    than half the gap (interval).
+    effect's interval lies beyond half the gap). It also lowers the neutral openings (an
+    interval below 0): the ablation is not neutral-safe on this model.
 
     What was tried (``python -m experiments.ablation_sentiment``, stored in
-    ``docs/recorded/ablation/sentiment_every_site.json``, all 72 neutral openings): the
-    issue's claim that the neutral Δ stays below the design's MDE does not hold at any
-    layer. At layers 18 and 20 (the house's choices for sentiment: the surgery study's
-    and the expressed study's) the laden half holds (share of the gap 1.03 [0.81, 1.26]
-    and 1.05 [0.82, 1.27]), but the neutral openings, which already lean positive, lose
-    0.40 [0.22, 0.58] and 0.77 [0.54, 0.99] nats against MDEs of 0.27 and 0.33. Layers 10
-    and 15 move both sets the wrong way; 6 and 22 overshoot and move the neutral
-    openings by 4.4 and 2.1 nats. This test asserts what holds at the house's layer.
-    Here the neutral openings are every third of the 72 (24, to keep the test short).
+    ``docs/recorded/ablation/``): the issue's claim that the neutral Δ stays below the
+    design's MDE does not hold at any of layers 6-22. At layers 18 and 20 (the house's
+    choices for sentiment: the surgery study's and the expressed study's) the laden half
+    holds, but the neutral openings, which already lean positive, lose 0.40 [0.22, 0.58]
+    and 0.77 [0.54, 0.99] nats over all 72, against MDEs of 0.27 and 0.33. A weaker
+    neutral claim, |Δ| within half the gap, holds on all 72 at layer 20 but not on the
+    every-third subset this test reads to stay short (−1.16 [−1.64, −0.72] against half a
+    gap of 0.83), so it is not asserted. Layers 10 and 15 move both sets the wrong way;
+    6 and 22 overshoot.
     """
     behaviour = load_expressed("sentiment")
     laden, neutral = list(laden_prompts("sentiment")), list(behaviour.prompts)[::3]
@@ -68,5 +68,5 @@ def test_every_site_ablation_takes_sentiment_halfway_back_on_laden_openings(smol
     assert gap > 1.0, gap  # the laden openings are more positive, clearly
     on_laden = paired_effect(scores[1, :n], scores[0, :n], direction=-1)
     assert on_laden.high < -gap / 2, (on_laden, gap)
-    on_neutral = paired_effect(scores[1, n:], scores[0, n:])
-    assert -gap / 2 < on_neutral.low and on_neutral.high < gap / 2, (on_neutral, gap)
+    on_neutral = paired_effect(scores[1, n:], scores[0, n:], direction=-1)
+    assert on_neutral.verdict == "moves", on_neutral  # down, on text without sentiment
