@@ -12,6 +12,9 @@ answer tokens at ``--layer``: a logistic probe and a CAA vector; then
   of all rows), each given strength x the probe direction;
 * ``surgery:random`` — the same recipe for a random direction (the control: what any
   edit of that many rows does);
+* ``surgery:folded`` — the paper's edit in the folded basis: rows compared with the probe,
+  and stepped, as ``ln2.weight ⊙ row`` (the basis the probe lives in, see
+  :mod:`actsteer.surgery.gates`), so the table shows whether the basis matters;
 
 each measured by :func:`actsteer.paper.surgery_vs_steering.compare.compare` on the 72
 held-out neutral prompts (word-set propensity), the VADER score of greedy continuations
@@ -60,6 +63,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="surgery ladder, the step added to each gate row")
     parser.add_argument("--no-control", action="store_true",
                         help="skip the random-direction surgery")
+    parser.add_argument("--no-folded", action="store_true",
+                        help="skip the folded-basis surgery (surgery:folded)")
+    parser.add_argument("--folded-surgery", type=float, nargs="+", default=None,
+                        help="ladder of the folded-basis surgery (default: --surgery's)")
     parser.add_argument("--target", type=float, default=None,
                         help="fixed effect (nats, > 0) to match; default the weakest arm's reach")
     parser.add_argument("--prompts", type=int, default=len(neutral_prompts()))
@@ -86,9 +93,12 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     settings = StudySettings(
         layer=args.layer, k=args.k, steer=tuple(args.steer), surgery=tuple(args.surgery),
-        no_control=args.no_control, target=args.target, prompts=args.prompts,
-        documents=args.documents, max_tokens=args.max_tokens, generate=args.generate,
-        new_tokens=args.new_tokens, repeats=args.repeats, resamples=args.resamples)
+        no_control=args.no_control, no_folded=args.no_folded,
+        folded_surgery=None if args.folded_surgery is None else tuple(args.folded_surgery),
+        target=args.target,
+        prompts=args.prompts, documents=args.documents, max_tokens=args.max_tokens,
+        generate=args.generate, new_tokens=args.new_tokens, repeats=args.repeats,
+        resamples=args.resamples)
     cells = run_study(settings, args.behaviours, args.directions, args.out,
                       overwrite=args.overwrite)
     print(study_table(cells))

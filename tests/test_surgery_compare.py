@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -376,3 +377,44 @@ def test_the_study_resumes_from_its_results_log(tiny_model, tmp_path, monkeypatc
     carried = study.run_study(settings, ["sentiment"], [1], legacy, model=tiny_model,
                               progress=False)
     assert measured == [1, -1] and carried == {"sentiment:+1": both["sentiment:+1"]}
+
+
+def test_the_study_reports_the_folded_basis_surgery_beside_the_paper_s(tiny_model, norms,
+                                                                        tmp_path):
+    from actsteer.paper.surgery_vs_steering import study
+
+    arms = build_arms(tiny_model, SENTIMENT.pairs()[:6], layer=2, norms=norms, k=40,
+                      folded=True)
+    folded = arms.arms["surgery:folded"]
+    assert isinstance(folded, SurgeryArm) and folded.edit.basis == "folded"
+    assert arms.arms["surgery"].edit.basis == "checkpoint"  # type: ignore[union-attr]
+    by_hand = select_region(tiny_model, arms.probe.flipped(), k=40, per="all", basis="folded")
+    assert dict(folded.edit.rows) == dict(by_hand.rows) == dict(arms.folded_region.rows)
+    assert torch.equal(folded.edit.direction, arms.arms["surgery"].edit.direction)
+    assert arms.shared_rows == sum(len(set(arms.region.rows[layer]) & set(rows))
+                                   for layer, rows in by_hand.rows.items())
+    assert build_arms(tiny_model, SENTIMENT.pairs()[:6], layer=2, norms=norms,
+                      k=40).folded_region is None
+    settings = study.StudySettings(layer=2, k=8, steer=(0.5,), surgery=(4.0,),
+                                   no_control=True, prompts=3, documents=2, max_tokens=24,
+                                   generate=0, repeats=0, resamples=50, folded_surgery=[2])
+    assert settings.to_dict()["folded_surgery"] == [2.0]
+    assert "folded_surgery" not in replace(settings, folded_surgery=None).to_dict()  # old logs
+    with pytest.raises(InvalidValueError, match="folded_surgery needs at least one"):
+        replace(settings, folded_surgery=())
+    cells = study.run_study(settings, ["sentiment"], [1], tmp_path, model=tiny_model,
+                            progress=False)
+    cell = cells["sentiment:+1"]
+    rows = [(row["arm"], row["strength"]) for row in cell["result"]["rows"]
+            if not row["matched"]]
+    assert ("surgery", 4.0) in rows and ("surgery:folded", 2.0) in rows
+    table = (tmp_path / study.TABLE_FILE).read_text(encoding="utf-8")
+    assert [line.split()[0] for line in table.splitlines()
+            if line.startswith("surgery")][:2] == ["surgery", "surgery:folded"]
+    shared = cell["setup"]["folded_shared_rows"]
+    assert 0 <= shared <= 8 and f"({shared} of them also in the folded-basis region)" in table
+    plain = study.run_study(replace(settings, no_folded=True), ["sentiment"], [1],
+                            tmp_path / "plain", model=tiny_model, progress=False)
+    assert all(row["arm"] != "surgery:folded"
+               for row in plain["sentiment:+1"]["result"]["rows"])
+    assert plain["sentiment:+1"]["setup"]["folded_shared_rows"] is None

@@ -13,8 +13,10 @@ Editing" (arXiv 2407.08770, NAACL 2025), in three steps, one module each:
 
 Edits are values (:class:`SurgeryEdit`) in checkpoint coordinates (Hugging Face
 ``gate_proj.weight`` rows, see :mod:`~actsteer.surgery.gates` for how TransformerLens's
-folded weights map to them), applied in place with exact revert, as a copy, or exported
-as a plain ``transformers`` folder (:mod:`~actsteer.surgery.export`).
+folded weights map to them), or with ``basis="folded"`` in the basis the probe lives in
+(rows times the RMSNorm weight; the derivation is in :mod:`~actsteer.surgery.gates`),
+applied in place with exact revert, as a copy, or exported as a plain ``transformers``
+folder (:mod:`~actsteer.surgery.export`).
 
 What the method's sources say, and what is used here. The paper's full text was not
 reachable from here; read were its abstract (huggingface.co/papers/2407.08770), the
@@ -55,11 +57,14 @@ from actsteer.surgery.apply import SurgeryHandle, apply_surgery, operate, surger
 from actsteer.surgery.edit import SurgeryEdit, make_edit
 from actsteer.surgery.errors import SurgeryError, SurgeryFileError
 from actsteer.surgery.export import EDIT_FILE, ExportFolderError, save_surgery_hf
+from actsteer.surgery.gates import BASES, Basis
 from actsteer.surgery.probe import Probe, ProbeProvenance, train_probe
 from actsteer.surgery.region import Region, Scope, select_region
 
 __all__ = [
+    "BASES",
     "EDIT_FILE",
+    "Basis",
     "ExportFolderError",
     "Probe",
     "ProbeProvenance",

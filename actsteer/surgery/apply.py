@@ -31,7 +31,7 @@ from actsteer.models import model_info
 from actsteer.models.info import record
 from actsteer.surgery.edit import SurgeryEdit
 from actsteer.surgery.errors import SurgeryError
-from actsteer.surgery.gates import GateSite, check_surgical, folded_norms, gate_site
+from actsteer.surgery.gates import GateSite, check_surgical, folded_norms, gate_site, norm_gains
 
 __all__ = ["SurgeryHandle", "apply_surgery", "operate", "surgery"]
 
@@ -96,12 +96,17 @@ def _plan(model: Any, edit: SurgeryEdit) -> list[_Write]:
     edit.check_fits(model)
     layers = [layer for layer, rows in edit.rows.items() if rows]
     norms = folded_norms(model, layers)
+    gains = norm_gains(model, [layer for layer in layers if layer not in norms]
+                       ) if edit.basis == "folded" else {}
     writes = []
     for layer in layers:
         site = gate_site(model, layer)
-        added = edit.strength * edit.direction.double()  # == edit.added, without overflow
-        if layer in norms:  # the model holds ln2.weight * checkpoint row
-            added = added * norms[layer].double()
+        if layer in norms and edit.basis == "folded":  # the model holds folded rows
+            added = edit.strength * edit.direction.double()  # edit.added, without overflow
+        elif layer in norms:  # the model holds ln2.weight * checkpoint row
+            added = edit.checkpoint_step(None) * norms[layer].double()
+        else:
+            added = edit.checkpoint_step(gains.get(layer))
         for tensor in site.tensors:
             index = torch.tensor(edit.rows[layer], dtype=torch.long, device=tensor.device)
             before = site.rows_view(tensor)[index].detach().clone()
@@ -117,8 +122,9 @@ def apply_surgery(model: Any, edit: SurgeryEdit) -> SurgeryHandle:
     """Edit ``model``'s gate rows in place; ``handle.revert()`` restores them exactly.
 
     Works on HookedTransformer and TransformerBridge, with or without TransformerLens
-    weight processing (on a processed model the step is scaled by the folded norm weight,
-    read from the model's source folder; see :mod:`actsteer.surgery.gates`).
+    weight processing (on a processed model a checkpoint-basis step is scaled by the
+    folded norm weight, read from the model's source folder; on an unprocessed one a
+    folded-basis step is divided by the norm weight; see :mod:`actsteer.surgery.gates`).
     """
     writes = _plan(model, edit)
     done: list[_Write] = []

@@ -1,7 +1,9 @@
 """A model surgery as a value: which gate rows, what is added to each, and its provenance.
 
 A :class:`SurgeryEdit` adds ``strength * direction`` to each selected row of the MLP gate
-projection, in checkpoint coordinates (Hugging Face ``gate_proj.weight`` rows; see
+projection, in its ``basis``: checkpoint coordinates (Hugging Face ``gate_proj.weight``
+rows, the paper's code) or folded ones (``ln2.weight ⊙ row``, the basis the probe lives
+in; a checkpoint row then gets ``strength * direction / ln2.weight``; the derivation is in
 :mod:`actsteer.surgery.gates`). ``direction`` is the probe's unit direction, so
 ``strength`` is the one number to sweep: 0 is the identity, the sign picks the way.
 Nothing here touches a model; apply an edit with :mod:`actsteer.surgery.apply`.
@@ -35,6 +37,7 @@ from actsteer.atomic import atomic_write
 from actsteer.errors import InvalidValueError, MissingFileError
 from actsteer.models import model_info
 from actsteer.surgery.errors import SurgeryError, SurgeryFileError
+from actsteer.surgery.gates import Basis, check_basis
 from actsteer.surgery.probe import Probe, ProbeProvenance, as_probe
 from actsteer.surgery.region import GateRows, Region
 
@@ -52,7 +55,7 @@ class SurgeryEdit(GateRows):
     """
 
     direction: Float[Tensor, " d_model"]
-    """Unit probe direction, checkpoint (Hugging Face ``gate_proj`` row) coordinates."""
+    """Unit probe direction, in ``basis`` coordinates."""
     rows: Mapping[int, tuple[int, ...]] = field(hash=False)
     """Layer -> neuron indices (ascending, distinct) whose gate rows are edited."""
     n_layers: int
@@ -68,8 +71,13 @@ class SurgeryEdit(GateRows):
     actsteer_version: str = __version__
     history: tuple[str, ...] = ()
     """Operations since the edit was made, oldest first (e.g. ``"scaled(2)"``)."""
+    basis: Basis = "checkpoint"
+    """Where the rows were compared and the step is added: ``"checkpoint"`` (the paper's
+    code) or ``"folded"`` (:data:`~actsteer.surgery.gates.Basis`). Files written before
+    the field existed hold checkpoint-basis edits and load as such."""
 
     def __post_init__(self) -> None:
+        check_basis(self.basis)
         direction = as_probe(self.direction).direction  # float32, CPU, unit, finite
         if not torch.allclose(direction, self.direction.detach().to("cpu", torch.float32),
                               rtol=0, atol=1e-6):
@@ -109,8 +117,22 @@ class SurgeryEdit(GateRows):
 
     @property
     def added(self) -> Float[Tensor, " d_model"]:
-        """What is added to each selected row: ``strength * direction``."""
+        """What is added to each selected row in :attr:`basis` coordinates:
+        ``strength * direction``."""
         return self.strength * self.direction
+
+    def checkpoint_step(self, gain: Float[Tensor, " d_model"] | None
+                        ) -> Float[Tensor, " d_model"]:
+        """The step (float64, CPU) added to each selected checkpoint ``gate_proj`` row of
+        a layer whose ``ln2.weight`` is ``gain``: ``strength * direction`` in the
+        checkpoint basis (``gain`` unused), divided by ``gain`` in the folded basis."""
+        step = self.strength * self.direction.double()  # no float32 overflow on the way
+        if self.basis == "checkpoint":
+            return step
+        if gain is None:
+            raise SurgeryError("a folded-basis edit needs the layer's ln2.weight to reach "
+                               "checkpoint rows")
+        return step / gain.detach().to("cpu", torch.float64)
 
     # -- operations -----------------------------------------------------------------
     def scaled(self, factor: float) -> SurgeryEdit:
@@ -188,13 +210,20 @@ class SurgeryEdit(GateRows):
 
 
 def make_edit(model: Any, probe: Probe | Tensor, region: Region, *,
-              strength: float = 1.0) -> SurgeryEdit:
+              strength: float = 1.0, basis: Basis | None = None) -> SurgeryEdit:
     """The edit adding ``strength * probe.direction`` to ``region``'s rows of ``model``.
 
     Positive ``strength`` is the paper's surgery (it moves the model away from the
     probe's behaviour); negative reverses the step on the same rows. ``model`` supplies
-    the shapes and the name recorded in the edit.
+    the shapes and the name recorded in the edit. ``basis`` (default: the region's) must
+    be the one the region was selected in: rows compared in one basis and stepped in the
+    other would mix two coordinate systems.
     """
+    basis = region.basis if basis is None else check_basis(basis)
+    if basis != region.basis:
+        raise InvalidValueError(f"basis={basis!r} but the region was selected in the "
+                                f"{region.basis!r} basis; select it with basis={basis!r} "
+                                "(or leave basis out to use the region's)")
     probe = as_probe(probe)
     cfg = model.cfg
     if probe.d_model != int(cfg.d_model):
@@ -206,7 +235,7 @@ def make_edit(model: Any, probe: Probe | Tensor, region: Region, *,
     return SurgeryEdit(probe.direction, region.rows, n_layers=int(cfg.n_layers),
                        d_mlp=int(cfg.d_mlp), strength=strength, model=model_info(model).name,
                        threshold=region.threshold, k=region.k, per=region.per,
-                       probe=probe.provenance)
+                       probe=probe.provenance, basis=basis)
 
 
 def _checked_rows(rows: Mapping[int, Any], n_layers: int, d_mlp: int

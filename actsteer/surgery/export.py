@@ -1,9 +1,10 @@
 """Write an edited model as an ordinary Hugging Face folder.
 
 ``AutoModelForCausalLM.from_pretrained(folder)`` in plain ``transformers`` then computes
-the edited model, with no actsteer at run time. The edit lives in checkpoint coordinates,
-so exporting is adding ``edit.added`` to the selected ``gate_proj.weight`` rows of the
-source checkpoint; the edit itself is saved beside the weights as :data:`EDIT_FILE`.
+the edited model, with no actsteer at run time. Exporting adds the edit's step in
+checkpoint coordinates (:meth:`SurgeryEdit.checkpoint_step`: ``edit.added``, or for a
+folded-basis edit ``edit.added / ln2.weight``) to the selected ``gate_proj.weight`` rows of
+the source checkpoint; the edit itself is saved beside the weights as :data:`EDIT_FILE`.
 
 Example::
 
@@ -75,8 +76,10 @@ def save_surgery_hf(edit: SurgeryEdit, folder: str | os.PathLike[str], *,
             if not rows:
                 continue
             gate = layers[layer].mlp.gate_proj.weight
+            gain = layers[layer].post_attention_layernorm.weight
+            step = edit.added if edit.basis == "checkpoint" else edit.checkpoint_step(gain)
             index = torch.tensor(rows, dtype=torch.long, device=gate.device)
-            gate[index] = gate[index] + edit.added.to(gate.device, gate.dtype)[None, :]
+            gate[index] = gate[index] + step.to(gate.device, gate.dtype)[None, :]
     tokenizer = AutoTokenizer.from_pretrained(origin)
     with atomic_dir(target) as scratch:
         hf_model.save_pretrained(scratch)

@@ -14,6 +14,26 @@ folds ``ln2.weight`` into the gate, so the model in memory holds other numbers:
 Neither keeps ``ln2.weight``, so for a processed model it is read from the model's source
 folder (safetensors only). With ``fold_ln=False`` the gate rows in memory are the
 checkpoint's and nothing is read.
+
+**Two bases for an edit** (:data:`Basis`). Write ``g`` for ``ln2.weight`` and
+``x̂ = x / rms(x)``: the residual stream ``x`` rescaled by one positive number, so in the
+residual basis where a probe direction ``d`` is trained. A checkpoint row ``w`` computes
+``w · (g ⊙ x̂) = (w ⊙ g) · x̂``, so the row as the residual stream sees it is the *folded*
+row ``f = w ⊙ g`` (what TransformerLens holds after folding).
+
+* ``"checkpoint"`` (the paper's code, the default): compare ``w`` with ``d`` and add
+  ``s·d`` to ``w``. The neuron then responds to ``(s·d ⊙ g) · x̂``: the direction ``d ⊙ g``,
+  not ``d``.
+* ``"folded"``: compare ``f`` with ``d`` (both covectors on ``x̂``) and add ``s·d`` to
+  ``f``, which is adding ``s·(d ⊘ g)`` to the checkpoint row ``w``. The neuron's gate then
+  changes by exactly ``s · (d · x̂)``, the probe's own score of the normed input: the
+  mechanism the paper describes (the neurons fire more where the behaviour shows).
+
+Mapping ``d`` to ``d ⊙ g`` would be right for a *vector* moved through the norm (a shift
+``x + d`` shifts ``g ⊙ x̂`` by ``g ⊙ d / rms``), but a probe direction and a gate row are
+both read-out weights (covectors): a covector on ``g ⊙ x̂`` that matches ``d`` on ``x̂`` is
+``d ⊘ g``. Cosines are not invariant under ``diag(g)``, so ``cos(w ⊙ g, d)`` (folded) and
+``cos(w, d)`` (checkpoint) select different rows when ``g`` is not constant.
 """
 
 from __future__ import annotations
@@ -22,7 +42,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -31,7 +51,24 @@ from actsteer.errors import InvalidValueError
 from actsteer.models import model_info, source_folder
 from actsteer.surgery.errors import SurgeryError
 
-__all__ = ["GateSite", "check_surgical", "checkpoint_rows", "folded_norms", "gate_site"]
+__all__ = ["BASES", "Basis", "GateSite", "check_basis", "check_surgical", "checkpoint_rows",
+           "folded_norms", "gate_site", "norm_gains"]
+
+Basis = Literal["checkpoint", "folded"]
+"""Where an edit compares rows with the probe and adds its step (module docstring)."""
+
+BASES: tuple[Basis, ...] = ("checkpoint", "folded")
+"""Every :data:`Basis`, the paper's first."""
+
+
+def check_basis(basis: object) -> Basis:
+    """``basis`` if it is one of :data:`BASES`, else :class:`InvalidValueError`."""
+    if basis == "checkpoint" or basis == "folded":
+        return basis  # type: ignore[return-value]  # narrowed by the comparison
+    raise InvalidValueError(f"basis must be one of {', '.join(repr(b) for b in BASES)}, got "
+                            f"{basis!r}: 'checkpoint' edits the saved gate_proj rows as the "
+                            "paper's code does, 'folded' the rows with the RMSNorm weight "
+                            "folded in (the basis the probe lives in)")
 
 
 @dataclass(frozen=True, eq=False)
@@ -128,6 +165,29 @@ def folded_norms(model: Any, layers: Sequence[int]) -> dict[int, Tensor]:
                                "model with fold_ln=False")
         norms[layer] = weight
     return norms
+
+
+def norm_gains(model: Any, layers: Sequence[int]) -> dict[int, Tensor]:
+    """``g = ln2.weight`` (float32, CPU) of every one of ``layers``: read from the source
+    folder where it is folded into the gate rows (:func:`folded_norms`), from the model's
+    norm where it is not."""
+    gains = folded_norms(model, layers)
+    for layer in layers:
+        if layer in gains:
+            continue
+        norm = model.blocks[layer].ln2
+        weight = getattr(norm, "w", None)  # HookedTransformer's RMSNorm
+        if weight is None:  # the bridge wraps the Hugging Face norm
+            weight = getattr(getattr(norm, "original_component", None), "weight", None)
+        if not isinstance(weight, Tensor):
+            raise SurgeryError(f"blocks.{layer}.ln2 ({type(norm).__name__}) has no weight to "
+                               "map the probe into the folded basis; use basis='checkpoint'")
+        gain = weight.detach().to("cpu", torch.float32)
+        if not bool((gain != 0).all()):
+            raise SurgeryError(f"blocks.{layer}.ln2 has zero weights, so no folded-basis step "
+                               "maps back to its gate rows; use basis='checkpoint'")
+        gains[layer] = gain
+    return gains
 
 
 def checkpoint_rows(model: Any, layer: int, norm: Tensor | None) -> Tensor:

@@ -5,7 +5,9 @@ region is the set of neurons whose row (in checkpoint coordinates, see
 :mod:`actsteer.surgery.gates`) has the most negative cosine with the probe direction:
 either every row below a ``threshold``, or the ``k`` most negative, counted per layer
 (``per="layer"``) or over all the given layers together (``per="all"``, the official
-code's choice).
+code's choice). With ``basis="folded"`` the rows are compared in folded coordinates
+instead, ``ln2.weight ⊙ row`` (the row as the residual stream, and the probe, see it; the
+derivation is in :mod:`actsteer.surgery.gates`).
 
 Example::
 
@@ -25,7 +27,14 @@ import torch
 from torch import Tensor
 
 from actsteer.errors import InvalidTypeError, InvalidValueError
-from actsteer.surgery.gates import check_surgical, checkpoint_rows, folded_norms
+from actsteer.surgery.gates import (
+    Basis,
+    check_basis,
+    check_surgical,
+    checkpoint_rows,
+    folded_norms,
+    norm_gains,
+)
 from actsteer.surgery.probe import Probe, as_probe
 
 __all__ = ["GateRows", "Region", "Scope", "select_region"]
@@ -61,19 +70,27 @@ class Region(GateRows):
     threshold: float | None = None
     k: int | None = None
     per: Scope = "layer"
+    basis: Basis = "checkpoint"
+    """The coordinates the rows were compared in (:data:`~actsteer.surgery.gates.Basis`)."""
+
+    def __post_init__(self) -> None:
+        check_basis(self.basis)
 
 
 def select_region(model: Any, probe: Probe | Tensor, *,
                   layers: int | Iterable[int] | None = None,
                   threshold: float | None = None, k: int | None = None,
-                  per: Scope = "layer") -> Region:
+                  per: Scope = "layer", basis: Basis = "checkpoint") -> Region:
     """The gate rows of ``layers`` (default: all) most inversely aligned with ``probe``.
 
     Give exactly one of ``threshold`` (select every row whose cosine with the probe
     direction is below it, in ``[-1, 1]``) or ``k`` (the ``k`` most negative cosines per
     layer, or over all ``layers`` with ``per="all"``). Ties go to the lower layer, then the
-    lower neuron index.
+    lower neuron index. ``basis``: ``"checkpoint"`` compares the saved ``gate_proj`` rows
+    ``w`` with the probe direction ``d`` (the paper's code); ``"folded"`` compares
+    ``ln2.weight ⊙ w``, the row that reads the residual stream ``d`` lives in.
     """
+    basis = check_basis(basis)
     probe = as_probe(probe)
     check_surgical(model)
     n_layers, d_mlp = int(model.cfg.n_layers), int(model.cfg.d_mlp)
@@ -83,10 +100,15 @@ def select_region(model: Any, probe: Probe | Tensor, *,
                                 f"{int(model.cfg.d_model)}; train it on this model's activations")
     _check_rule(threshold, k, per, d_mlp * (len(chosen) if per == "all" else 1))
     norms = folded_norms(model, chosen)
+    gains = norm_gains(model, chosen) if basis == "folded" else {}
     direction = probe.direction.double()
-    cosines = {layer: torch.nn.functional.cosine_similarity(
-        checkpoint_rows(model, layer, norms.get(layer)), direction[None, :], dim=1)
-        for layer in chosen}
+
+    def rows(layer: int) -> Tensor:
+        saved = checkpoint_rows(model, layer, norms.get(layer))
+        return saved * gains[layer].double()[None, :] if basis == "folded" else saved
+
+    cosines = {layer: torch.nn.functional.cosine_similarity(rows(layer), direction[None, :],
+                                                            dim=1) for layer in chosen}
     picked = _pick(cosines, threshold, k, per)
     if not any(len(rows) for rows in picked.values()):
         warnings.warn(f"no gate row of layers {chosen} has cosine below {threshold} with the "
@@ -95,7 +117,8 @@ def select_region(model: Any, probe: Probe | Tensor, *,
         rows={layer: tuple(int(i) for i in rows) for layer, rows in picked.items()},
         cosines={layer: tuple(float(c) for c in cosines[layer][rows])
                  for layer, rows in picked.items()},
-        d_mlp=d_mlp, threshold=None if threshold is None else float(threshold), k=k, per=per)
+        d_mlp=d_mlp, threshold=None if threshold is None else float(threshold), k=k, per=per,
+        basis=basis)
 
 
 def _pick(cosines: dict[int, Tensor], threshold: float | None, k: int | None,

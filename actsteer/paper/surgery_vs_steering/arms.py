@@ -14,7 +14,9 @@ plans in one call (prefix reuse) and each surgery in its own.
 :func:`build_arms` makes the arms of one behaviour from its contrastive pairs: a probe and
 a CAA vector read at one layer over the answer tokens, steering with each, and the
 probe's surgery (optionally a random-direction surgery as a control), all oriented so
-that a positive strength is meant to move the behaviour's propensity in ``direction``.
+that a positive strength is meant to move the behaviour's propensity in ``direction``;
+optionally the same surgery in the folded basis (``surgery:folded``, see
+:mod:`actsteer.surgery.gates`), to show whether the basis matters.
 
 Example::
 
@@ -161,6 +163,16 @@ class Arms:
     direction: int
     """+1: positive strengths are meant to raise the behaviour's propensity; −1: lower it."""
     arms: Mapping[str, Arm] = field(default_factory=dict)
+    folded_region: Region | None = None
+    """Gate rows of the folded-basis surgery (``None`` unless asked for)."""
+
+    @property
+    def shared_rows(self) -> int | None:
+        """Rows that the checkpoint- and the folded-basis surgery both edit."""
+        if self.folded_region is None:
+            return None
+        return sum(len(set(rows) & set(self.folded_region.rows.get(layer, ())))
+                   for layer, rows in self.region.rows.items())
 
     @property
     def layer(self) -> int:
@@ -170,8 +182,8 @@ class Arms:
 
 def build_arms(model: Any, pairs: Sequence[ContrastivePair], *, layer: int,
                norms: ResidualNorms, direction: int = 1, k: int | None = None,
-               per: Scope = "all", control: bool = False, seed: int = 0,
-               batch_size: int = 16) -> Arms:
+               per: Scope = "all", control: bool = False, folded: bool = False,
+               seed: int = 0, batch_size: int = 16) -> Arms:
     """Probe, CAA vector and the arms that move a behaviour in ``direction``.
 
     From ``pairs`` (prompt, behaviour answer, contrast answer), activations at
@@ -188,7 +200,10 @@ def build_arms(model: Any, pairs: Sequence[ContrastivePair], *, layer: int,
       most inversely aligned with it, each given ``strength`` × its direction;
     * ``surgery:random`` (with ``control``) — the same recipe for a random unit direction
       (seeded by ``seed``): what any edit of that many rows at that step does; a control
-      arm, which never sets the matched-effect target.
+      arm, which never sets the matched-effect target;
+    * ``surgery:folded`` (with ``folded``) — the ``surgery`` arm's recipe in the folded
+      basis (``basis="folded"``: rows compared and stepped as ``ln2.weight ⊙ row``, the
+      basis the probe lives in), its own ``k`` rows; a method, not a control.
     """
     if direction not in (1, -1):
         raise InvalidValueError(f"direction must be +1 (raise the behaviour) or -1 (lower it), "
@@ -215,7 +230,12 @@ def build_arms(model: Any, pairs: Sequence[ContrastivePair], *, layer: int,
         arms["surgery:random"] = SurgeryArm(
             "surgery:random", make_edit(model, random, select_region(model, random, k=k,
                                                                       per=per)), control=True)
-    return Arms(probe, vector, region, direction, arms)
+    folded_region = None
+    if folded:
+        folded_region = select_region(model, avoid, k=k, per=per, basis="folded")
+        arms["surgery:folded"] = SurgeryArm("surgery:folded",
+                                            make_edit(model, avoid, folded_region))
+    return Arms(probe, vector, region, direction, arms, folded_region)
 
 
 def check_ladder(name: str, strengths: Sequence[float]) -> tuple[float, ...]:

@@ -71,6 +71,13 @@ class StudySettings:
     """Surgery ladder, the step added to each gate row."""
     no_control: bool = False
     """Skip the random-direction surgery."""
+    no_folded: bool = False
+    """Skip the folded-basis surgery (``surgery:folded``, reported beside the paper's)."""
+    folded_surgery: tuple[float, ...] | None = None
+    """Ladder of the folded-basis surgery (None: the ``surgery`` ladder). Its step acts on
+    the normed stream at full size, where the paper's step is scaled by the norm weight
+    first, so the same number is a larger edit. Left out of the results log's config
+    while None, so logs made before the field existed resume."""
     target: float | None = None
     """A fixed effect (nats, > 0) to match; None: the weakest arm's reach."""
     prompts: int = len(neutral_prompts())
@@ -104,11 +111,21 @@ class StudySettings:
                                     "or None")
         object.__setattr__(self, "steer", tuple(float(s) for s in self.steer))
         object.__setattr__(self, "surgery", tuple(float(s) for s in self.surgery))
+        if self.folded_surgery is not None:
+            if not self.folded_surgery:
+                raise InvalidValueError("folded_surgery needs at least one strength, or None "
+                                        "for the surgery ladder")
+            object.__setattr__(self, "folded_surgery",
+                               tuple(float(s) for s in self.folded_surgery))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON fields, ladders as lists (as the study's results have always recorded)."""
         out = asdict(self)
         out["steer"], out["surgery"] = list(self.steer), list(self.surgery)
+        if self.folded_surgery is None:
+            del out["folded_surgery"]
+        else:
+            out["folded_surgery"] = list(self.folded_surgery)
         return out
 
 
@@ -198,9 +215,12 @@ def _measure(store: ResultStore, settings: StudySettings, todo: Sequence[tuple[s
         began = time.perf_counter()
         data = load_expressed(behaviour)
         arms = build_arms(model, data.pairs(), layer=settings.layer, norms=norms,
-                          direction=direction, k=settings.k, control=not settings.no_control)
+                          direction=direction, k=settings.k, control=not settings.no_control,
+                          folded=not settings.no_folded)
         ladders = {name: settings.steer if arm.kind == "steering" else settings.surgery
                    for name, arm in arms.arms.items()}
+        if "surgery:folded" in ladders and settings.folded_surgery is not None:
+            ladders["surgery:folded"] = settings.folded_surgery
         result = compare(model, arms.arms, data.words, prompts, ladders=ladders,
                          direction=direction, documents=documents,
                          generate_prompts=prompts[:settings.generate],
@@ -214,10 +234,16 @@ def _measure(store: ResultStore, settings: StudySettings, todo: Sequence[tuple[s
                  "probe_caa_cosine": float(cosine), "caa_norm": float(arms.vector.norm()),
                  "median_norm": norms.median(settings.layer), "k": arms.region.n_rows,
                  "rows_per_layer": {str(k): len(v) for k, v in arms.region.rows.items()},
+                 "folded_shared_rows": arms.shared_rows,
                  "perplexity_text": source}
         store.put(cell_name(behaviour, direction), {
             "setup": setup, "result": result.to_dict(), "table": result.table(),
             "seconds": round(time.perf_counter() - began, 1)})
+
+
+def _shared(setup: dict[str, Any]) -> str:
+    shared = setup.get("folded_shared_rows")
+    return "" if shared is None else f" ({shared} of them also in the folded-basis region)"
 
 
 def study_table(cells: dict[str, dict[str, Any]]) -> str:
@@ -227,7 +253,8 @@ def study_table(cells: dict[str, dict[str, Any]]) -> str:
         setup = entry["setup"]
         tables.append(f"[{key}] probe at layer {setup['layer']}: training accuracy "
                       f"{setup['probe_accuracy']:.2f}, cosine with the CAA vector "
-                      f"{setup['probe_caa_cosine']:.2f}; surgery edits {setup['k']} gate rows; "
+                      f"{setup['probe_caa_cosine']:.2f}; surgery edits {setup['k']} gate rows"
+                      + _shared(setup) + "; "
                       f"perplexity on {setup['perplexity_text']}; {entry['seconds']:.0f} s\n"
                       + entry["table"])
     return "\n\n".join(tables)
