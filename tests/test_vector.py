@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import pickle
-
 import json
+import pickle
 
 import pytest
 import torch
