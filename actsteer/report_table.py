@@ -80,6 +80,10 @@ class Lines:
     """Sentences of a report, one per line (indented lines continue the one above)."""
 
     lines: tuple[str, ...]
+    """The lines."""
+    preformatted: bool = False
+    """Whether the lines are laid out by their spaces (a table already printed as text),
+    so a notebook shows them as they are, in monospace."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lines", tuple(str(x) for x in self.lines))
@@ -88,6 +92,8 @@ class Lines:
         return "\n".join(self.lines)
 
     def _repr_html_(self) -> str:
+        if self.preformatted:
+            return f"<pre>{html.escape(str(self))}</pre>"
         return "".join(f"<p style=\"margin: 0 0 0 {2 * (len(x) - len(x.lstrip()))}ch\">"
                        f"{html.escape(x.strip())}</p>" for x in self.lines)
 

@@ -16,7 +16,7 @@ from actsteer.effects import paired_effect
 from actsteer.executor import LocalExecutor
 from actsteer.paper import multi_behaviour as mb
 from actsteer.paper.multi_behaviour.expressed import analysis, prompting
-from actsteer.paper.multi_behaviour.expressed.report import report
+from actsteer.paper.multi_behaviour.expressed.report import report_tables as report
 from actsteer.paper.multi_behaviour.expressed.state import split_prompts
 from actsteer.plan import empty_plan, single
 

@@ -72,3 +72,9 @@ def test_a_report_joins_its_blocks_and_a_ragged_table_is_refused() -> None:
     assert report._repr_html_().count("<table>") == 1 and "indented" in report._repr_html_()
     with pytest.raises(ValueError, match="row 0 has 1 cells for 2 columns"):
         Table("t", ("a", "b"), (("1",),))
+
+
+def test_preformatted_lines_keep_their_layout_in_html() -> None:
+    block = Lines(("a    b", "x<y  z"), preformatted=True)
+    assert block._repr_html_() == "<pre>a    b\nx&lt;y  z</pre>"
+    assert str(block) == "a    b\nx<y  z"

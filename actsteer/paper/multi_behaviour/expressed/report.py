@@ -278,7 +278,7 @@ def answer(results: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def report(results: Mapping[str, Any]) -> Report:
+def report_tables(results: Mapping[str, Any]) -> Report:
     """The report of an expressed-behaviour run as a value: aligned text when printed, HTML
     tables in a notebook (:mod:`actsteer.report_table`)."""
     n_test = results["config"].get("n_test")
@@ -294,5 +294,5 @@ def report(results: Mapping[str, Any]) -> Report:
 
 def summary_table(results: Mapping[str, Any]) -> str:
     """The full plain-text report of an expressed-behaviour run (``str`` of
-    :func:`report`)."""
-    return str(report(results))
+    :func:`report_tables`)."""
+    return str(report_tables(results))
