@@ -210,6 +210,12 @@ def prompting_blocks(results: Mapping[str, Any]) -> list[Table | Lines]:
             for v in VERSUS.values()}
     lines.append("  steering − prompting, paired per prompt on the behaviour's own propensity: "
                  + "; ".join(f"{v} for {', '.join(bs)}" for v, bs in said.items() if bs) + ".")
+    costs = {row: [r.value for b in names if (r := analysis.fluency_ratio(results, row, b))]
+             for row in ROWS}
+    if all(costs.values()):
+        lines.append("  fluency: " + ", ".join(f"{row} {min(c):.2f}-{max(c):.2f}x" for row, c
+                                               in costs.items())
+                     + " the unprompted, unsteered perplexity.")
     table = Table("prompting vs steering: in a chat scaffold (a user turn, then the neutral "
                   "opening as the start of the answer), Δ of the behaviour's own propensity "
                   "against the same scaffold without instruction, unsteered (paired, nats "
