@@ -205,7 +205,7 @@ def test_an_interrupted_run_keeps_its_finished_scaffold_cells(tiny_model, tmp_pa
     log.write_text("".join(lines[:last + 1]))
     counting = Counting()
     again = mb.run_any(copy, model=tiny_model, progress=False, executor=counting)
-    assert sorted(counting.units) == ["fluency/-", "fluency/sentiment", "scaffold/sentiment"]
+    assert sorted(counting.units) == ["fluency:-", "fluency:sentiment", "scaffold:sentiment"]
     kept = [k for k in results["cells"] if k.startswith("expressed-scaffold/scaffold=-/")]
     assert len(kept) == 3 and all(again["cells"][k] == results["cells"][k] for k in kept)
     assert str(report(again)) == str(report(results))  # as the uninterrupted run
@@ -221,7 +221,7 @@ def test_an_interrupted_run_keeps_its_finished_scaffold_cells(tiny_model, tmp_pa
     finally:
         with open(garden, "w") as handle:
             handle.write(original)
-    assert sorted(counting.units) == ["fluency/gardening", "scaffold/gardening"]
+    assert sorted(counting.units) == ["fluency:gardening", "scaffold:gardening"]
     assert analysis.row_effect(changed, "prompting", "gardening") is not None
 
 

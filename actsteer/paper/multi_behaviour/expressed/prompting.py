@@ -95,6 +95,8 @@ def score_prompting(run: ExpressedRun, plans: Mapping[str, SteeringPlan]) -> Non
     returns with the digest of its scaffolded prompts (a changed instruction is scored
     again, a finished cell is not)."""
     tokenizer = run.model.tokenizer
+    # a unit's key names its scaffold before any "/": one plan is scored in several
+    # scaffolds, so the stage and plan alone do not say which result a unit holds
     jobs = []
     for scaffold, wanted in scaffold_plans(run, plans).items():
         instruction = _instruction(run, scaffold)
@@ -103,7 +105,7 @@ def score_prompting(run: ExpressedRun, plans: Mapping[str, SteeringPlan]) -> Non
         tag = {"scaffold": digest(prompts)}
         keys = {name: ScaffoldKey(scaffold, name) for name in wanted}
         jobs += run.score_jobs(prompts, run.stale(keys, wanted, tag), keys,
-                               f"scaffold/{scaffold}", tag)
+                               f"scaffold:{scaffold}", tag)
     dispatch(run.executor, jobs, progress=run.progress, desc=f"prompting ({len(jobs)} units)")
 
 
@@ -121,6 +123,6 @@ def score_fluency(run: ExpressedRun, plans: Mapping[str, SteeringPlan]) -> None:
         tag = {"scaffold": digest([text])}
         keys = {name: ScaffoldTaxKey(scaffold, name) for name in wanted}
         jobs += run.tax_jobs([prefix + d for d in documents], run.stale(keys, wanted, tag),
-                             keys, f"fluency/{scaffold}", context=[len(prefix)] * len(documents),
+                             keys, f"fluency:{scaffold}", context=[len(prefix)] * len(documents),
                              tag=tag)
     dispatch(run.executor, jobs, progress=run.progress, desc=f"fluency ({len(jobs)} units)")
