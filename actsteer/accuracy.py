@@ -83,11 +83,18 @@ class Documents:
     groups: tuple[tuple[int, ...], ...]
     """Document indices of each batch (results are scattered back by them)."""
     batches: tuple[Batch, ...]
+    context: tuple[int, ...] = ()
+    """Leading tokens of each document that are context (e.g. an instruction scaffold put
+    before the text), read but never scored: only tokens after them are predictions.
+    Empty: no context, every token after the first is scored."""
 
     @classmethod
     def build(cls, model: Any, sequences: Sequence[Sequence[int]], *, batch_size: int = 8,
-              padding_side: PaddingSide = "right") -> Documents:
-        """Pad ``sequences`` (each at least 2 tokens) into batches of ``batch_size``."""
+              padding_side: PaddingSide = "right",
+              context: Sequence[int] | None = None) -> Documents:
+        """Pad ``sequences`` (each at least 2 tokens) into batches of ``batch_size``;
+        ``context``: per document, how many leading tokens are context, not scored (each
+        document keeps at least one scored token after them)."""
         short = [(i, len(seq)) for i, seq in enumerate(sequences) if len(seq) < 2]
         if short:
             index, length = short[0]
@@ -97,15 +104,33 @@ class Documents:
         if not sequences:
             raise InvalidValueError("no documents to score; give at least one of 2+ tokens")
         docs = tuple(tuple(int(t) for t in seq) for seq in sequences)
+        leading = tuple(int(c) for c in context) if context is not None else ()
+        if leading and len(leading) != len(docs):
+            raise InvalidValueError(f"context gives {len(leading)} lengths for {len(docs)} "
+                                    "documents; give one per document")
+        bad = [(i, c) for i, c in enumerate(leading) if not 0 <= c < len(docs[i])]
+        if bad:
+            index, length = bad[0]
+            raise InvalidValueError(f"document {index}: context={length} leaves no token to "
+                                    f"score in its {len(docs[index])} tokens; use 0 to "
+                                    f"{len(docs[index]) - 1}")
         groups = tuple(tuple(g) for g in length_batches([len(s) for s in docs], batch_size))
         batches = tuple(pad(model, [docs[i] for i in g], padding_side=padding_side)
                         for g in groups)
-        return cls(docs, groups, batches)
+        return cls(docs, groups, batches, leading)
 
     @property
     def tokens(self) -> Int[Tensor, " doc"]:
-        """Predictions per document (its length minus one)."""
-        return torch.tensor([len(s) - 1 for s in self.sequences], dtype=torch.long)
+        """Predictions per document: its tokens after the first and after its context."""
+        return torch.tensor([len(s) - max(1, c) for s, c in zip(
+            self.sequences, self.context or [0] * len(self), strict=True)], dtype=torch.long)
+
+    def scored_from(self, group: Sequence[int]) -> Int[Tensor, " batch"] | None:
+        """Per document of ``group``: the index of its first scored token (None: no
+        context anywhere, every token after the first)."""
+        if not any(self.context):
+            return None
+        return torch.tensor([self.context[i] for i in group], dtype=torch.long)
 
     def __len__(self) -> int:
         return len(self.sequences)
@@ -139,7 +164,8 @@ def accuracy_sweep(
             model, plans, "accuracy", {
                 "sequences": documents.sequences, "k": k,
                 "batch_size": max(len(group) for group in documents.groups),
-                "padding_side": documents.batches[0].padding_side},
+                "padding_side": documents.batches[0].padding_side,
+                "context": documents.context or None},
             executor=executor, key="next-token accuracy", progress=progress,
             desc="next-token accuracy")
         return scattered
@@ -151,10 +177,13 @@ def accuracy_sweep(
     for group in by_items(list(documents.groups), desc="next-token accuracy",
                           progress=progress, unit="document"):
         batch = batches[group]
+        scored_from = documents.scored_from(group)
 
-        def hits_of(logits: Tensor, batch: Batch = batch) -> Tensor:
-            hit_1, hit_k = count_hits(logits, batch, k)
-            return torch.stack([hit_1.double(), hit_k.double(), count_nll(logits, batch)])
+        def hits_of(logits: Tensor, batch: Batch = batch,
+                    scored_from: Tensor | None = scored_from) -> Tensor:
+            hit_1, hit_k = count_hits(logits, batch, k, scored_from)
+            return torch.stack([hit_1.double(), hit_k.double(),
+                                count_nll(logits, batch, scored_from)])
 
         hits = sweep_logits(model, batch, plans, positions="all", cache=cache, reduce=hits_of)
         rows = torch.as_tensor(group)
@@ -183,27 +212,41 @@ def next_token_accuracy(
                           progress=progress, executor=executor)[0]
 
 
-def count_hits(logits: Float[Tensor, "batch pos d_vocab"], batch: Batch, k: int
+def _scored(batch: Batch, scored_from: Tensor | None, device: Any) -> Tensor:
+    """``[batch, pos - 1]``: whether the prediction of token ``t + 1`` counts: both
+    positions are real tokens and, with ``scored_from``, token ``t + 1`` is at or after
+    the row's first scored token (its index in the row's own sequence)."""
+    mask = batch.attention_mask.to(device)
+    valid = (mask[:, 1:] * mask[:, :-1]).bool()
+    if scored_from is not None:
+        target = torch.arange(1, mask.shape[1], device=device)[None, :]
+        own_index = target - batch.starts.to(device)[:, None]
+        valid &= own_index >= scored_from.to(device)[:, None]
+    return valid
+
+
+def count_hits(logits: Float[Tensor, "batch pos d_vocab"], batch: Batch, k: int,
+               scored_from: Int[Tensor, " batch"] | None = None,
                ) -> tuple[Int[Tensor, " batch"], Int[Tensor, " batch"]]:
     """Per row of ``batch``: next tokens predicted at top-1 and within the top ``k``.
 
     Position ``t`` predicts token ``t + 1``; a prediction counts only where both positions
-    are real tokens (padding on either side never scores)."""
+    are real tokens (padding on either side never scores) and, with ``scored_from``, the
+    predicted token is not the row's context (:attr:`Documents.context`)."""
     targets = batch.tokens[:, 1:].to(logits.device)
-    mask = batch.attention_mask.to(logits.device)
-    valid = (mask[:, 1:] * mask[:, :-1]).bool()
+    valid = _scored(batch, scored_from, logits.device)
     best = logits[:, :-1].topk(k, dim=-1).indices
     hit_k = (best == targets[..., None]).any(-1) & valid
     hit_1 = (best[..., 0] == targets) & valid
     return hit_1.sum(-1), hit_k.sum(-1)
 
 
-def count_nll(logits: Float[Tensor, "batch pos d_vocab"], batch: Batch) -> Float[Tensor, " batch"]:
+def count_nll(logits: Float[Tensor, "batch pos d_vocab"], batch: Batch,
+              scored_from: Int[Tensor, " batch"] | None = None) -> Float[Tensor, " batch"]:
     """Per row of ``batch``: summed −log p(true next token) over the positions
     :func:`count_hits` scores (float64, nats)."""
     targets = batch.tokens[:, 1:].to(logits.device)
-    mask = batch.attention_mask.to(logits.device)
-    valid = (mask[:, 1:] * mask[:, :-1]).bool()
+    valid = _scored(batch, scored_from, logits.device)
     logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
     picked = logp.gather(-1, targets[..., None]).squeeze(-1).double()
     return -(picked * valid).sum(-1)
@@ -215,6 +258,7 @@ def _accuracy_task(model: Any, payload: Mapping[str, Any]) -> list[DocumentAccur
     ``batch_size`` on the worker) under ``plans``."""
     documents = Documents.build(model, payload["sequences"],
                                 batch_size=payload.get("batch_size", 8),
-                                padding_side=payload.get("padding_side", "right"))
+                                padding_side=payload.get("padding_side", "right"),
+                                context=payload.get("context"))
     return accuracy_sweep(model, documents, payload["plans"], k=payload.get("k", 10),
                           progress=payload.get("progress", False))

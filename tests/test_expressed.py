@@ -65,7 +65,19 @@ def test_a_behaviour_file_loads_like_a_built_in(tmp_path) -> None:
     assert garden.instruction == "Talk about your garden."
     assert garden.prompts == neutral_prompts()
     assert load_expressed(str(path)) == garden
-    assert load_expressed("sentiment").instruction is None
+    assert _behaviour_file(tmp_path, name="bare") and load_expressed(
+        tmp_path / "bare.json").instruction is None
+
+
+def test_every_built_in_behaviour_asks_for_itself_without_its_own_words() -> None:
+    import re
+
+    for name in EXPRESSED_BEHAVIOURS:
+        behaviour = load_expressed(name)
+        assert behaviour.instruction, name
+        # prompting must not win by copying: no measured word in the instruction
+        said = set(re.findall(r"[a-z]+", behaviour.instruction.lower()))
+        assert not said & {*behaviour.words.behaviour, *behaviour.words.contrast}, name
 
 
 @pytest.mark.parametrize(("changes", "says"), [

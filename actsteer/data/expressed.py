@@ -9,7 +9,10 @@ plain words, or one of your own) has
   answer tokens with ``read="answer_mean"``), and
 * a **word set** (:attr:`ExpressedBehaviour.words`): the behaviour's words against contrast
   words, measured after neutral sentence openings (:attr:`ExpressedBehaviour.prompts`, none
-  of them used for extraction) by :func:`actsteer.likelihood.word_propensities`.
+  of them used for extraction) by :func:`actsteer.likelihood.word_propensities`, and
+* an **instruction** asking for it (:attr:`ExpressedBehaviour.instruction`), the prompting
+  baseline steering is compared with (every built-in behaviour has one, written without
+  its own measured words so that prompting cannot win by copying them).
 
 The built-in sets were written for actsteer (``actsteer/data/builtin/expressed.json``); a
 behaviour file (one JSON object, ``docs/behaviours.md``) adds your own.
@@ -72,7 +75,10 @@ class ExpressedBehaviour:
     completions: tuple[tuple[str, str, str], ...]
     """``(context, behaviour completion, contrast completion)`` triples."""
     instruction: str | None = None
-    """A prompt asking for the behaviour (kept for a prompting baseline; not used yet)."""
+    """A short request for the behaviour (e.g. ``"Write in a cheerful, positive tone."``),
+    given in the chat template's user turn for the prompting rows of the expressed
+    comparison (:mod:`actsteer.paper.multi_behaviour.expressed.prompting`); None: that
+    behaviour gets no prompting rows, and the report says so."""
     source: str = "builtin"
     """``"builtin"`` or the behaviour file it was read from."""
 

@@ -12,7 +12,7 @@ Example::
     from actsteer.paper import multi_behaviour as mb
     config = mb.profile("quick", out_dir="/tmp/mb")
     results = mb.run_any(config)
-    print(mb.report_any(results))
+    print(mb.report_any(results))       # in a notebook: mb.report_tables(results), HTML tables
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from actsteer.paper.multi_behaviour.config import profile as ab_profile
 from actsteer.paper.multi_behaviour.report import load_results, summary_table
 from actsteer.paper.multi_behaviour.stages import RESULTS_FILE, run
 from actsteer.paper.protocol import Experiment
+from actsteer.report_table import Lines, Report
 
 
 def _expressed(results_or_config: Any) -> bool:
@@ -101,6 +102,17 @@ def report_any(results: Mapping[str, Any]) -> str:
     return summary_table(results)
 
 
+def report_tables(results: Mapping[str, Any]) -> Report:
+    """The report of either kind of run as a value that prints as :func:`report_any` and
+    renders as HTML tables in a notebook (:mod:`actsteer.report_table`; the A/B report,
+    plain text, as it prints)."""
+    if _expressed(results):
+        from actsteer.paper.multi_behaviour.expressed.report import report_tables as tables
+
+        return tables(results)
+    return Report((Lines(tuple(summary_table(results).splitlines()), preformatted=True),))
+
+
 def profile(name: str, **overrides: Any) -> Any:
     """A named profile: ``quick`` is the comparison on behaviours the embedded model
     expresses (:class:`~actsteer.paper.multi_behaviour.expressed.ExpressedConfig`);
@@ -143,6 +155,7 @@ __all__ = [
     "load_results",
     "profile",
     "report_any",
+    "report_tables",
     "run",
     "run_any",
     "steerability_rows",

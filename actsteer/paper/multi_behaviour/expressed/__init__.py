@@ -7,6 +7,9 @@ behaviours it does express: sentiment, a topic, a language (built in, see
 :mod:`actsteer.data.expressed`), measured by word-set likelihoods after neutral prompts, with
 every strength a fraction of the residual norm and the plans built so that each difference
 (layers, coefficients) is isolated (:mod:`~actsteer.paper.multi_behaviour.expressed.plans`).
+Beside steering, each behaviour's instruction is given in a chat scaffold, so the report says
+whether steering beats just asking the model
+(:mod:`~actsteer.paper.multi_behaviour.expressed.prompting`).
 
 Example::
 

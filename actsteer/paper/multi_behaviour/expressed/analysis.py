@@ -12,7 +12,15 @@ from typing import Any
 import torch
 
 from actsteer.effects import Effect, paired_effect
-from actsteer.paper.multi_behaviour.expressed.keys import TaxKey, TestKey, TextKey
+from actsteer.paper.multi_behaviour.expressed.keys import (
+    NO_INSTRUCTION,
+    ScaffoldKey,
+    ScaffoldTaxKey,
+    TaxKey,
+    TestKey,
+    TextKey,
+    row_cell,
+)
 from actsteer.paper.multi_behaviour.expressed.plans import UNSTEERED, steer_plan
 from actsteer.stats import Estimate, bootstrap, paired_bootstrap
 from actsteer.steerability import SteerabilitySummary, propensity_slopes, summarize_steerability
@@ -125,8 +133,12 @@ def perplexity(results: Mapping[str, Any], plan: str) -> Estimate | None:
 def perplexity_ratio(results: Mapping[str, Any], plan: str) -> Estimate | None:
     """Perplexity under ``plan`` over the unsteered model's, with a paired interval over
     documents (the same documents under both)."""
-    cell = results["cells"].get(str(TaxKey(plan)))
-    base = results["cells"].get(str(TaxKey(UNSTEERED)))
+    return _nll_ratio(results, results["cells"].get(str(TaxKey(plan))),
+                      results["cells"].get(str(TaxKey(UNSTEERED))))
+
+
+def _nll_ratio(results: Mapping[str, Any], cell: Mapping[str, Any] | None,
+               base: Mapping[str, Any] | None) -> Estimate | None:
     if cell is None or base is None:
         return None
     tokens = torch.tensor(base["tokens"], dtype=torch.float64)
@@ -148,3 +160,47 @@ def text_effect(results: Mapping[str, Any], plan: str) -> tuple[float, Effect] |
     found = paired_effect(steered, torch.tensor(base["compound"], dtype=torch.float64),
                           metric="vader_compound", n_resamples=_resamples(results))
     return float(steered.mean()), found
+
+
+def scaffold_values(results: Mapping[str, Any], row: str, behaviour: str, metric: str
+                    ) -> torch.Tensor | None:
+    """Per test prompt: ``metric``'s propensity in ``row``'s scaffold under its plan
+    (:data:`~actsteer.paper.multi_behaviour.expressed.prompting.ROWS`; ``"baseline"``: the
+    scaffold without instruction, unsteered), None if not scored."""
+    scaffold, plan = ((NO_INSTRUCTION, UNSTEERED) if row == "baseline"
+                      else row_cell(row, behaviour))
+    cell = results["cells"].get(str(ScaffoldKey(scaffold, plan)))
+    return None if cell is None else torch.tensor(cell["values"][metric], dtype=torch.float64)
+
+
+def row_effect(results: Mapping[str, Any], row: str, behaviour: str,
+               metric: str | None = None) -> Effect | None:
+    """Paired effect of ``row`` for ``behaviour`` (steering, prompting or both) on
+    ``metric``'s propensity (default: the behaviour's own) against the scaffold without
+    instruction, unsteered, on the same prompts."""
+    metric = metric or behaviour
+    treated = scaffold_values(results, row, behaviour, metric)
+    base = scaffold_values(results, "baseline", behaviour, metric)
+    if treated is None or base is None:
+        return None
+    return paired_effect(treated, base, metric=metric, n_resamples=_resamples(results))
+
+
+def steering_minus_prompting(results: Mapping[str, Any], behaviour: str) -> Effect | None:
+    """The per-prompt difference steering − prompting on the behaviour's own propensity,
+    paired (each prompt's steered value minus its prompted value), with its interval:
+    "moves" reads as steering moves it more than prompting."""
+    steered = scaffold_values(results, "steering", behaviour, behaviour)
+    prompted = scaffold_values(results, "prompting", behaviour, behaviour)
+    if steered is None or prompted is None:
+        return None
+    return paired_effect(steered, prompted, metric=behaviour, n_resamples=_resamples(results))
+
+
+def fluency_ratio(results: Mapping[str, Any], row: str, behaviour: str) -> Estimate | None:
+    """Perplexity of the text's documents under ``row`` (each after its scaffold, only the
+    document scored) over the same under the scaffold without instruction, unsteered,
+    with a paired interval over documents."""
+    cells = results["cells"]
+    return _nll_ratio(results, cells.get(str(ScaffoldTaxKey(*row_cell(row, behaviour)))),
+                      cells.get(str(ScaffoldTaxKey(NO_INSTRUCTION, UNSTEERED))))

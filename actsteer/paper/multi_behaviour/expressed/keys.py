@@ -39,3 +39,44 @@ class TextKey(CellKey):
 
     STEP: ClassVar[str] = "expressed-text"
     plan: str
+
+
+NO_INSTRUCTION = "-"
+"""The ``scaffold`` of a scaffold key whose user turn holds no behaviour's instruction (no
+behaviour can be named ``-``)."""
+
+
+ROWS: tuple[str, ...] = ("steering", "prompting", "prompting+steering")
+"""The interventions compared in the chat scaffold, each against the scaffold without
+instruction, unsteered (:mod:`~actsteer.paper.multi_behaviour.expressed.prompting`)."""
+
+
+def row_cell(row: str, behaviour: str) -> tuple[str, str]:
+    """``(scaffold, plan)`` of the cells that hold ``row`` (:data:`ROWS`) for
+    ``behaviour``; ``(NO_INSTRUCTION, "unsteered")`` is every row's baseline."""
+    cells = {"steering": (NO_INSTRUCTION, f"individual:{behaviour}"),
+             "prompting": (behaviour, "unsteered"),
+             "prompting+steering": (behaviour, f"individual:{behaviour}")}
+    return cells[row]
+
+
+@dataclass(frozen=True)
+class ScaffoldKey(CellKey):
+    """Every behaviour's propensity on the test openings put in the chat scaffold whose
+    user turn holds behaviour ``scaffold``'s instruction (:data:`NO_INSTRUCTION`: none),
+    under the plan named ``plan``."""
+
+    STEP: ClassVar[str] = "expressed-scaffold"
+    scaffold: str
+    plan: str
+
+
+@dataclass(frozen=True)
+class ScaffoldTaxKey(CellKey):
+    """Perplexity of the text's documents, each put after the chat scaffold of
+    ``scaffold`` (as :class:`ScaffoldKey`; only the document's tokens scored), under the
+    plan named ``plan``."""
+
+    STEP: ClassVar[str] = "expressed-scaffold-tax"
+    scaffold: str
+    plan: str

@@ -8,8 +8,9 @@ from typing import Any
 
 from actsteer.effects import Effect
 from actsteer.paper.multi_behaviour.expressed import analysis
-from actsteer.paper.multi_behaviour.expressed.keys import TextKey
+from actsteer.paper.multi_behaviour.expressed.keys import ROWS, TextKey
 from actsteer.paper.multi_behaviour.expressed.plans import UNSTEERED
+from actsteer.report_table import Lines, Report, Table
 from actsteer.stats import Estimate
 
 PLAN_TITLES = {"simultaneous": "simultaneous (own layers)",
@@ -31,20 +32,11 @@ def _est(found: Estimate | None, digits: int = 2, suffix: str = "") -> str:
             f"{found.high:.{digits}f}]")
 
 
-def _width(results: Mapping[str, Any]) -> int:
-    return max(10, *(len(b) for b in results["behaviours"])) + 2
-
-
-def individual_table(results: Mapping[str, Any]) -> list[str]:
+def individual_table(results: Mapping[str, Any]) -> Table:
     config, layers = results["config"], results["layers"]
-    width = _width(results)
     combined = layers.get("combined")
     where = "at the combined layer" if combined is None else f"at L{combined}"
-    lines = [f"each behaviour alone: Δ of its own propensity at {config['fraction']:g} of the "
-             "median residual norm (paired against the unsteered model, nats [95% CI])",
-             f"{'behaviour':<{width}}{'layer':>5}  {'add Δ':<26}{'verdict':<11}"
-             f"{'subtract Δ':<26}{'slope per unit fraction':<28}{where + ' Δ':<24}"]
-    lines.append("-" * len(lines[-1]))
+    rows = []
     for name in results["behaviours"]:
         add = analysis.effect(results, f"individual:{name}", name)
         sub = analysis.effect(results, f"-individual:{name}", name, direction=-1)
@@ -55,10 +47,12 @@ def individual_table(results: Mapping[str, Any]) -> list[str]:
             f"{slope.mean_slope.high:+.1f}]")
         own = layers.get("own", {}).get(name, "-")
         own = f"{own}*" if own in _edges(results) else own
-        lines.append(f"{name:<{width}}{own:>5}  {_fx(add):<26}"
-                     f"{'-' if add is None else add.verdict:<11}{_fx(sub):<26}"
-                     f"{slope_text:<28}{_fx(at_l):<24}")
-    return lines
+        rows.append((name, str(own), _fx(add), "-" if add is None else add.verdict, _fx(sub),
+                     slope_text, _fx(at_l)))
+    return Table(f"each behaviour alone: Δ of its own propensity at {config['fraction']:g} of "
+                 "the median residual norm (paired against the unsteered model, nats [95% CI])",
+                 ("behaviour", "layer", "add Δ", "verdict", "subtract Δ",
+                  "slope per unit fraction", where + " Δ"), tuple(rows))
 
 
 def _edges(results: Mapping[str, Any]) -> set[int]:
@@ -66,12 +60,12 @@ def _edges(results: Mapping[str, Any]) -> set[int]:
     return {min(candidates), max(candidates)} if len(candidates) > 1 else set()
 
 
-def layers_lines(results: Mapping[str, Any]) -> list[str]:
+def layers_lines(results: Mapping[str, Any]) -> Lines:
     """Which layers were chosen, how, and what that implies for the comparison."""
     layers, config = results["layers"], results["config"]
     own, candidates = layers.get("own") or {}, layers.get("candidates") or []
     if not own or not candidates:
-        return []
+        return Lines(())
     lines = [f"layers: each behaviour's own layer chosen independently on {config['n_grid']} "
              f"grid prompts among {', '.join(map(str, candidates))} (largest lower bound of "
              f"its paired effect at {config['fraction']:g} of the norm; * = the grid's edge)"]
@@ -93,20 +87,16 @@ def layers_lines(results: Mapping[str, Any]) -> list[str]:
         if paper is not None and paper != combined else ""))
     if results.get("corpus"):
         lines.append(f"  norms and perplexity measured on {results['corpus']}")
-    return lines
+    return Lines(tuple(lines))
 
 
-def cross_talk_table(results: Mapping[str, Any]) -> list[str]:
+def cross_talk_table(results: Mapping[str, Any]) -> Table:
     names = list(results["behaviours"])
-    width = _width(results)
     matrix = analysis.cross_talk(results)
-    lines = ["cross-talk: Δ of each column's propensity when the row's vector is added alone "
-             "(diagonal: its own effect)",
-             f"{'steered':<{width}}" + "".join(f"  {n:<24}" for n in names)]
-    for steered in names:
-        lines.append(f"{steered:<{width}}" + "".join(
-            f"  {_fx(matrix[steered][m]):<24}" for m in names))
-    return lines
+    return Table("cross-talk: Δ of each column's propensity when the row's vector is added "
+                 "alone (diagonal: its own effect)", ("steered", *names),
+                 tuple((steered, *(_fx(matrix[steered][m]) for m in names))
+                       for steered in names))
 
 
 def _title(results: Mapping[str, Any], plan: str) -> str:
@@ -117,77 +107,127 @@ def _title(results: Mapping[str, Any], plan: str) -> str:
     return PLAN_TITLES[plan] + ("" if where is None else f" L{where}")
 
 
-def comparison_table(results: Mapping[str, Any]) -> list[str]:
-    width = _width(results)
-    plan_width = max(len(_title(results, p)) for p in analysis.MULTI_PLANS) + 2
-    lines = ["the paper's question: each behaviour under plans that steer every behaviour at "
-             "once, Δ of its propensity and the share of its individual effect [95% CI]",
-             f"{'behaviour':<{width}}{'plan':<{plan_width}}{'Δ [95% CI]':<26}share of individual"]
-    lines.append("-" * (len(lines[-1]) + 10))
+def comparison_table(results: Mapping[str, Any]) -> Table:
+    rows = []
     for name in results["behaviours"]:
         for plan in analysis.MULTI_PLANS:
             found = analysis.effect(results, plan, name)
-            if found is None:
-                continue
-            portion = analysis.share(results, plan, name)
-            lines.append(f"{name:<{width}}{_title(results, plan):<{plan_width}}"
-                         f"{_fx(found):<26}{_est(portion, 2, 'x')}")
-    return lines
+            if found is not None:
+                rows.append((name, _title(results, plan), _fx(found),
+                             _est(analysis.share(results, plan, name), 2, "x")))
+    return Table("the paper's question: each behaviour under plans that steer every behaviour "
+                 "at once, Δ of its propensity and the share of its individual effect [95% CI]",
+                 ("behaviour", "plan", "Δ [95% CI]", "share of individual"), tuple(rows))
 
 
-def decomposition_table(results: Mapping[str, Any]) -> list[str]:
-    width = _width(results)
+def decomposition_table(results: Mapping[str, Any]) -> Table:
     parts = {name: analysis.decomposition(results, name) for name in results["behaviours"]}
     columns = list(next(iter(parts.values()), {}))
-    lines = ["what separates them, paired on the behaviour's own propensity: layers = "
-             "simultaneous − combined sum (the layer effect; paper L: against the combined sum "
-             "at the paper's layer; distinct: the paper's design − combined sum); recipe = "
-             "combined sum − combined mean (one layer, same total norm: the recipe effect)",
-             f"{'behaviour':<{width}}" + "".join(f"{c:<27}" for c in columns)]
-    for name, found in parts.items():
-        lines.append(f"{name:<{width}}" + "".join(f"{_fx(found.get(c)):<27}" for c in columns))
-    return lines
+    return Table("what separates them, paired on the behaviour's own propensity: layers = "
+                 "simultaneous − combined sum (the layer effect; paper L: against the combined "
+                 "sum at the paper's layer; distinct: the paper's design − combined sum); "
+                 "recipe = combined sum − combined mean (one layer, same total norm: the recipe "
+                 "effect)", ("behaviour", *columns),
+                 tuple((name, *(_fx(found.get(c)) for c in columns))
+                       for name, found in parts.items()))
 
 
-def tax_table(results: Mapping[str, Any]) -> list[str]:
+def tax_table(results: Mapping[str, Any]) -> Table | None:
     plans = [UNSTEERED, *(f"individual:{b}" for b in results["behaviours"]),
              *analysis.MULTI_PLANS]
-    rows = [(p, analysis.perplexity(results, p), analysis.perplexity_ratio(results, p))
-            for p in plans]
-    rows = [r for r in rows if r[1] is not None]
+    found = [(p, analysis.perplexity(results, p), analysis.perplexity_ratio(results, p))
+             for p in plans]
+    rows = [(p, ppl, ratio) for p, ppl, ratio in found if ppl is not None]
     if not rows:
-        return []
-    n = rows[0][1].n if rows[0][1] is not None else 0
-    lines = [f"cost: perplexity on {n} text documents [95% CI], and its ratio to the "
-             "unsteered model's (paired over documents)",
-             f"{'plan':<26}{'perplexity':<32}x unsteered"]
-    for plan, ppl, ratio in rows:
-        lines.append(f"{plan:<26}{_est(ppl, 1):<32}{'-' if plan == UNSTEERED else _est(ratio)}")
-    return lines
+        return None
+    return Table(f"cost: perplexity on {rows[0][1].n} text documents [95% CI], and its ratio "
+                 "to the unsteered model's (paired over documents)",
+                 ("plan", "perplexity", "x unsteered"),
+                 tuple((plan, _est(ppl, 1), "-" if plan == UNSTEERED else _est(ratio))
+                       for plan, ppl, ratio in rows))
 
 
-def text_table(results: Mapping[str, Any]) -> list[str]:
+def text_table(results: Mapping[str, Any]) -> Table | None:
     found = [(p, analysis.text_effect(results, p))
              for p in ("individual:sentiment", "-individual:sentiment", *analysis.MULTI_PLANS)]
-    found = [(p, f) for p, f in found if f is not None]
-    if not found:
-        return []
+    scored = [(p, f) for p, f in found if f is not None]
+    if not scored:
+        return None
     base = results["cells"][str(TextKey(UNSTEERED))]
-    lines = [f"generated text ({len(base['compound'])} greedy continuations of "
-             f"{results['config']['generate_tokens']} tokens): VADER compound sentiment, "
-             f"unsteered mean {sum(base['compound']) / len(base['compound']):+.2f}",
-             f"{'plan':<34}{'mean':>6}  Δ [95% CI]"]
-    for plan, (mean, change) in found:  # type: ignore[misc]
-        lines.append(f"{plan:<34}{mean:>+6.2f}  {_fx(change)}")
-    return lines
+    return Table(f"generated text ({len(base['compound'])} greedy continuations of "
+                 f"{results['config']['generate_tokens']} tokens): VADER compound sentiment, "
+                 f"unsteered mean {sum(base['compound']) / len(base['compound']):+.2f}",
+                 ("plan", "mean", "Δ [95% CI]"),
+                 tuple((plan, f"{mean:+.2f}", _fx(change)) for plan, (mean, change) in scored))
 
 
-def cosine_lines(results: Mapping[str, Any]) -> list[str]:
+def cosine_lines(results: Mapping[str, Any]) -> Lines:
     cosines = results.get("cosines") or {}
     if not cosines:
+        return Lines(())
+    return Lines(("cosine between the behaviours' vectors: " + ", ".join(
+        f"{pair} {value:+.2f}" for pair, value in cosines.items()),))
+
+
+VERSUS = {"moves": "steering more", "reversed": "prompting more",
+          "no effect": "no difference resolved"}
+"""How the verdict of steering − prompting reads."""
+
+
+def prompting_blocks(results: Mapping[str, Any]) -> list[Table | Lines]:
+    """Steering, prompting and both in the chat scaffold, each with its fluency cost, the
+    paired steering − prompting difference, the cross-talk of every row, and what it shows
+    (nothing for a results file made before prompting rows were scored)."""
+    found = results.get("prompting") or {}
+    instructions = found.get("instructions") or {}
+    names = [b for b in results["behaviours"]
+             if analysis.row_effect(results, "steering", b) is not None]
+    if not names:
         return []
-    return ["cosine between the behaviours' vectors: " + ", ".join(
-        f"{pair} {value:+.2f}" for pair, value in cosines.items())]
+    rows: list[tuple[str, ...]] = []
+    crossed: list[tuple[str, ...]] = []
+    versus: dict[str, Effect | None] = {}
+    for name in names:
+        for row in ROWS:
+            change = analysis.row_effect(results, row, name)
+            if change is not None:
+                rows.append((name, row, _fx(change), change.verdict,
+                             _est(analysis.fluency_ratio(results, row, name))))
+            crossed.append((f"{row}:{name}", *(_fx(analysis.row_effect(results, row, name, m))
+                                               for m in results["behaviours"])))
+        difference = versus[name] = analysis.steering_minus_prompting(results, name)
+        if difference is not None:
+            rows.append((name, "steering − prompting", _fx(difference),
+                         VERSUS[difference.verdict], "-"))
+    missing = [b for b in names if not instructions.get(b)]
+    lines = ["instructions (the user turn is "
+             f"{found.get('request', '')!r}, then the instruction): " + "; ".join(
+                 f"{b} {instructions[b]!r}" for b in names if instructions.get(b))]
+    if missing:
+        lines.append(f"  no instruction, so no prompting rows: {', '.join(missing)} (give "
+                     "its behaviour file an \"instruction\", docs/behaviours.md)")
+    said = {v: [b for b, e in versus.items() if e is not None and VERSUS[e.verdict] == v]
+            for v in VERSUS.values()}
+    lines.append("  steering − prompting, paired per prompt on the behaviour's own propensity: "
+                 + "; ".join(f"{v} for {', '.join(bs)}" for v, bs in said.items() if bs) + ".")
+    costs = {row: [r.value for b in names if (r := analysis.fluency_ratio(results, row, b))]
+             for row in ROWS}
+    if all(costs.values()):
+        lines.append("  fluency: " + ", ".join(f"{row} {min(c):.2f}-{max(c):.2f}x" for row, c
+                                               in costs.items())
+                     + " the unprompted, unsteered perplexity.")
+    table = Table("prompting vs steering: in a chat scaffold (a user turn, then the neutral "
+                  "opening as the start of the answer), Δ of the behaviour's own propensity "
+                  "against the same scaffold without instruction, unsteered (paired, nats "
+                  "[95% CI]); fluency: perplexity of the text after the same scaffold, only "
+                  "its tokens scored, x the unprompted unsteered one [95% CI]",
+                  ("behaviour", "row", "Δ [95% CI]", "verdict", "fluency (x perplexity)"),
+                  tuple(rows))
+    cross = Table("prompting vs steering, cross-talk: Δ of each column's propensity under "
+                  "each row (scaffold, paired against the scaffold without instruction)",
+                  ("row", *results["behaviours"]),
+                  tuple(r for r in crossed if any(c != "-" for c in r[1:])))
+    return [table, cross, Lines(tuple(lines))]
 
 
 def answer(results: Mapping[str, Any]) -> list[str]:
@@ -244,16 +284,21 @@ def answer(results: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def report_tables(results: Mapping[str, Any]) -> Report:
+    """The report of an expressed-behaviour run as a value: aligned text when printed, HTML
+    tables in a notebook (:mod:`actsteer.report_table`)."""
+    n_test = results["config"].get("n_test")
+    blocks: list[Table | Lines | None] = [Lines((
+        f"expressed behaviours: word-set propensity (log next-token mass on the behaviour's "
+        f"words minus on its contrast words) after {n_test} held-out neutral prompts",))]
+    blocks += [layers_lines(results), individual_table(results), cross_talk_table(results),
+               comparison_table(results), decomposition_table(results), tax_table(results),
+               text_table(results), cosine_lines(results),
+               *prompting_blocks(results), Lines(tuple(answer(results)))]
+    return Report(tuple(b for b in blocks if b is not None and str(b)))
+
+
 def summary_table(results: Mapping[str, Any]) -> str:
-    """The full plain-text report of an expressed-behaviour run."""
-    config = results["config"]
-    n_test = config.get("n_test")
-    lines = [f"expressed behaviours: word-set propensity (log next-token mass on the "
-             f"behaviour's words minus on its contrast words) after {n_test} held-out neutral "
-             "prompts", ""]
-    for block in (layers_lines, individual_table, cross_talk_table, comparison_table,
-                  decomposition_table, tax_table, text_table, cosine_lines, answer):
-        found = block(results)
-        if found:
-            lines += [*found, ""]
-    return "\n".join(lines).rstrip()
+    """The full plain-text report of an expressed-behaviour run (``str`` of
+    :func:`report_tables`)."""
+    return str(report_tables(results))

@@ -16,7 +16,10 @@
 5. **tax** — perplexity and next-token top-1 on text under the individual, combined and
    simultaneous plans;
 6. **text** — greedy continuations of some test prompts scored by VADER (an established
-   sentiment scorer with its own lexicon), when sentiment is one of the behaviours.
+   sentiment scorer with its own lexicon), when sentiment is one of the behaviours;
+7. **prompting** — the test prompts in a chat scaffold, with and without each behaviour's
+   instruction, unsteered and under its individual plan, and the perplexity of the text in
+   the same scaffolds (:mod:`~actsteer.paper.multi_behaviour.expressed.prompting`).
 
 Every cell is stored as soon as it is scored with the identity of the plan that made it,
 so an interrupted run resumes and a changed plan is scored again.
@@ -49,6 +52,11 @@ from actsteer.paper.multi_behaviour.expressed.plans import (
     individual,
     steer_plan,
 )
+from actsteer.paper.multi_behaviour.expressed.prompting import (
+    REQUEST,
+    score_fluency,
+    score_prompting,
+)
 from actsteer.paper.multi_behaviour.expressed.state import (
     ExpressedRun,
     extract_vectors,
@@ -57,7 +65,6 @@ from actsteer.paper.multi_behaviour.expressed.state import (
 )
 from actsteer.paper.multi_behaviour.stages import RESULTS_FILE
 from actsteer.plan import SteeringPlan, empty_plan
-from actsteer.units import plan_jobs
 
 __all__ = ["RESULTS_FILE", "choose_layers", "comparison_plans", "extract_vectors",
            "measure_norms", "open_run", "run", "score_tax", "score_test", "score_text",
@@ -148,23 +155,8 @@ def score_tax(run: ExpressedRun, plans: Mapping[str, SteeringPlan]) -> None:
     if not pending:
         return
     sequences = [ids[:run.config.tax_max_tokens] for ids in encode_many(run.model, run.tax_texts)]
-    names = list(pending)
-
-    def record(rows: list[int], scored: list[Any]) -> None:  # DocumentAccuracy with nll
-        for row, counts in zip(rows, scored, strict=True):
-            run.store.put(str(keys[names[row]]), {
-                "plan_id": pending[names[row]].identity(),
-                "plan": pending[names[row]].describe(),
-                "nll": [round(float(x), 4) for x in counts.nll],
-                "top1": [int(x) for x in counts.top1],
-                "tokens": [int(x) for x in counts.tokens]})
-
-    run.executor.bind(run.model)
-    jobs = plan_jobs(run.model, [pending[name] for name in names], "accuracy", {
-        "sequences": [s for s in sequences if len(s) >= 2],
-        "batch_size": min(8, run.config.batch_size), "progress": run.progress}, record,
-        parts=run.executor.workers, key="tax")
-    dispatch(run.executor, jobs, progress=run.progress, desc=f"tax ({len(names)} plans)")
+    jobs = run.tax_jobs([s for s in sequences if len(s) >= 2], pending, keys, "tax")
+    dispatch(run.executor, jobs, progress=run.progress, desc=f"tax ({len(pending)} plans)")
 
 
 TEXT_PLANS = ("unsteered", "individual:sentiment", "-individual:sentiment", "simultaneous")
@@ -261,6 +253,9 @@ def _steps(state: ExpressedRun) -> dict[str, Any]:
         score_tax(state, plans)
     with timed(timings, "text"):
         score_text(state, plans)
+    with timed(timings, "prompting"):
+        score_prompting(state, plans)
+        score_fluency(state, plans)
     store.set_extra("plans", {name: plan.describe() for name, plan in plans.items()})
     store.set_extra("cosines", vector_cosines(state, _cosine_layers(own, combined_layer)))
     layers = {"own": own, "combined": combined_layer, "paper": paper_layer,
@@ -269,6 +264,8 @@ def _steps(state: ExpressedRun) -> dict[str, Any]:
               "candidates": list(candidates), "n_layers": n_layers}
     for name, value in (("kind", KIND), ("behaviours", list(state.behaviours)),
                         ("layers", layers), ("corpus", state.corpus),
+                        ("prompting", {"request": REQUEST, "instructions": {
+                            name: b.instruction for name, b in state.behaviours.items()}}),
                         ("diagnostics", {name: v.meta.diagnostics for name, v
                                          in state.vectors.items()}),
                         ("timings", timings)):

@@ -4,7 +4,7 @@ the text for norms and perplexity, the results store, the vectors and the norms.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from actsteer.paper.multi_behaviour.expressed.config import ExpressedConfig
 from actsteer.paper.multi_behaviour.stages import RESULTS_FILE
 from actsteer.plan import SteeringPlan
 from actsteer.results import ResultStore
-from actsteer.units import plan_jobs
+from actsteer.units import Job, plan_jobs
 from actsteer.vector import SteeringVector
 
 __all__ = ["ExpressedRun", "corpus_texts", "extract_vectors", "measure_norms", "open_run",
@@ -57,10 +57,19 @@ class ExpressedRun:
         below it); neighbouring blocks are joined until there are as many units as the
         executor has workers (:func:`actsteer.units.plan_jobs`).
         """
+        jobs = self.score_jobs(self.prompts[split], plans, keys, stage)
+        dispatch(self.executor, jobs, progress=self.progress,
+                 desc=f"{stage} ({len(plans)} plans, {len(jobs)} units)")
+
+    def score_jobs(self, prompts: Sequence[str], plans: Mapping[str, SteeringPlan],
+                   keys: Mapping[str, Any], stage: str,
+                   tag: Mapping[str, Any] | None = None) -> list[Job]:
+        """The units of :meth:`score` on any ``prompts``, each storing its cells when it
+        returns (``tag``: more fields for every cell, e.g. what the prompts were made
+        of, which :meth:`stale` checks)."""
         names = list(plans)
         if not names:
-            return
-        prompts = self.prompts[split]
+            return []
         # which words of each set counted (one token after a space), for the cell
         counted = {name: counted_words(self.model, behaviour.words)
                    for name, behaviour in self.behaviours.items()}
@@ -69,25 +78,54 @@ class ExpressedRun:
             for index, row in enumerate(rows):
                 plan = plans[names[row]]
                 self.store.put(str(keys[names[row]]), {
-                    "plan_id": plan.identity(), "plan": plan.describe(),
+                    "plan_id": plan.identity(), "plan": plan.describe(), **(tag or {}),
                     "values": {b: [round(float(x), 5) for x in scored[b].summed[index]]
                                for b in self.behaviours}, "words": counted})
 
         self.executor.bind(self.model)
-        jobs = plan_jobs(self.model, [plans[name] for name in names], "word-propensities", {
-            "prompts": prompts, "word_sets": [b.words for b in self.behaviours.values()],
+        return plan_jobs(self.model, [plans[name] for name in names], "word-propensities", {
+            "prompts": list(prompts), "word_sets": [b.words for b in self.behaviours.values()],
             "batch_size": self.config.batch_size, "progress": self.progress}, record,
             parts=self.executor.workers, key=stage)
-        dispatch(self.executor, jobs, progress=self.progress,
-                 desc=f"{stage} ({len(names)} plans, {len(jobs)} units)")
 
-    def stale(self, keys: Mapping[str, Any], plans: Mapping[str, SteeringPlan]
-              ) -> dict[str, SteeringPlan]:
-        """The plans whose cell is absent or was made by another plan."""
+    def tax_jobs(self, sequences: Sequence[Sequence[int]], plans: Mapping[str, SteeringPlan],
+                 keys: Mapping[str, Any], key: str, *, context: Sequence[int] | None = None,
+                 tag: Mapping[str, Any] | None = None) -> list[Job]:
+        """The units scoring perplexity and top-1 of ``sequences`` under each plan, each
+        storing per-document counts in cell ``keys[name]`` when it returns (``context``:
+        leading tokens per sequence that are read but not scored,
+        :attr:`actsteer.accuracy.Documents.context`; ``tag`` as in :meth:`score_jobs`)."""
+        names = list(plans)
+        if not names:
+            return []
+
+        def record(rows: list[int], scored: list[Any]) -> None:  # DocumentAccuracy with nll
+            for row, counts in zip(rows, scored, strict=True):
+                plan = plans[names[row]]
+                self.store.put(str(keys[names[row]]), {
+                    "plan_id": plan.identity(), "plan": plan.describe(), **(tag or {}),
+                    "nll": [round(float(x), 4) for x in counts.nll],
+                    "top1": [int(x) for x in counts.top1],
+                    "tokens": [int(x) for x in counts.tokens]})
+
+        self.executor.bind(self.model)
+        payload: dict[str, Any] = {"sequences": [list(s) for s in sequences],
+                                   "batch_size": min(8, self.config.batch_size),
+                                   "progress": self.progress}
+        if context is not None:
+            payload["context"] = list(context)
+        return plan_jobs(self.model, [plans[name] for name in names], "accuracy", payload,
+                         record, parts=self.executor.workers, key=key)
+
+    def stale(self, keys: Mapping[str, Any], plans: Mapping[str, SteeringPlan],
+              tag: Mapping[str, Any] | None = None) -> dict[str, SteeringPlan]:
+        """The plans whose cell is absent, was made by another plan, or holds another
+        value of a field of ``tag``."""
         out = {}
         for name, plan in plans.items():
             found = self.store.cells.get(str(keys[name]))
-            if found is None or found.get("plan_id") != plan.identity():
+            if (found is None or found.get("plan_id") != plan.identity()
+                    or any(found.get(k) != v for k, v in (tag or {}).items())):
                 out[name] = plan
         return out
 
