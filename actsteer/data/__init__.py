@@ -18,8 +18,8 @@ from actsteer.errors import InvalidValueError
 
 __all__ = ["BUILTIN_FILES", "read_builtin"]
 
-BUILTIN_FILES: tuple[str, ...] = ("english_text.jsonl", "expressed.json", "myopia.jsonl",
-                                  "wealth_seeking.jsonl")
+BUILTIN_FILES: tuple[str, ...] = ("english_text.jsonl", "expressed.json", "harness.json",
+                                  "myopia.jsonl", "wealth_seeking.jsonl")
 """The files in ``actsteer/data/builtin/``."""
 
 
