@@ -114,8 +114,9 @@ PROFILES: dict[str, dict[str, Any]] = {
               "strengths": (0.0, 0.1, 0.2), "out_dir": "results/harness_quick"},
     "standard": {},
 }
-"""``quick``: sentiment, 8 instructions, 3 strengths (about 2 minutes on 2 idle cores);
-``standard``: every built-in behaviour, 40 instructions, the full ladder."""
+"""``quick``: sentiment, 8 instructions, 3 strengths (13 units; sized for ``actsteer demo``,
+its measured time is in ``docs/harness.md``); ``standard``: every built-in behaviour, 40
+instructions, the full ladder."""
 
 
 def profile(name: str = "quick", **overrides: Any) -> HarnessConfig:
