@@ -6,6 +6,7 @@
     actsteer broad-skills --layers 9 14 --config my_settings.json
     actsteer extract sycophancy --data-dir ../shared/data/behaviours --out syc.safetensors
     actsteer plot results/demo/multi_behaviour/multi_behaviour.jsonl
+    actsteer harness --profile standard            # steering vs prompting, AxBench protocol
 
 Every field of an experiment's config can be set: ``--set field=value`` (JSON values,
 ``model.dtype=bf16`` for the model), ``--config file.json`` (an object of fields), and
@@ -48,6 +49,7 @@ from actsteer.cli.errors import (
     one_line,
 )
 from actsteer.cli.executors import RAY_EXTRA, make_executor, ray_executor
+from actsteer.cli.harness import cmd_harness
 from actsteer.cli.parser import EXECUTORS, build_parser
 
 __all__ = ["EXECUTORS", "EXIT_BUG", "EXIT_INTERRUPTED", "EXIT_USAGE", "RAY_EXTRA", "CliError",
@@ -58,7 +60,7 @@ __all__ = ["EXECUTORS", "EXIT_BUG", "EXIT_INTERRUPTED", "EXIT_USAGE", "RAY_EXTRA
 def _command(name: str) -> Callable[[argparse.Namespace], None]:
     # looked up at call time, so that a command replaced on this module is the one run
     fixed: dict[str, Callable[[argparse.Namespace], None]] = {
-        "demo": cmd_demo, "extract": cmd_extract, "plot": cmd_plot}
+        "demo": cmd_demo, "extract": cmd_extract, "plot": cmd_plot, "harness": cmd_harness}
     if name in fixed:
         return fixed[name]
     return lambda args: cmd_experiment(name, args)

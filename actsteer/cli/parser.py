@@ -87,6 +87,34 @@ def _model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=("float32", "bf16", "fp16"), help="weights dtype")
 
 
+def _harness_parser(sub: Any) -> None:
+    """``actsteer harness`` (:mod:`actsteer.cli.harness`)."""
+    command = sub.add_parser(
+        "harness", help="steering vs prompting in the AxBench protocol with local scorers "
+                        "(concept, relevance, fluency; docs/harness.md)")
+    command.add_argument("--profile", default="quick", choices=("quick", "standard"),
+                         help="quick (sentiment, 8 instructions, 3 strengths; default) or "
+                              "standard (every built-in behaviour, 40 instructions)")
+    command.add_argument("--behaviours", nargs="+", metavar="NAME_OR_PATH",
+                         help="sentiment, wedding, french, myopia, wealth_seeking or behaviour "
+                              "files (.json, docs/behaviours.md)")
+    command.add_argument("--instructions", type=int, metavar="N",
+                         help="everyday instructions to use (4-40), split into two halves")
+    command.add_argument("--strengths", type=float, nargs="+", metavar="F",
+                         help="ladder of fractions of the residual norm, 0 included")
+    command.add_argument("--methods", nargs="+", metavar="NAME",
+                         help="steering, prompting, prompting+steering (default all)")
+    command.add_argument("--layer", type=int, help="layer to steer at (default 2/3 depth)")
+    command.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                         help="set one config field (JSON value), e.g. max_new_tokens=32")
+    _model_flags(command)
+    command.add_argument("--out", type=Path, help="output folder (default: the profile's)")
+    command.add_argument("--overwrite", action="store_true",
+                         help="start the results log afresh if it was made with another config")
+    _executor_flags(command)
+    _flags(command)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from actsteer.paper import EXPERIMENTS
 
@@ -152,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
                          choices=("paper", "chat"))
     extract.add_argument("--batch-size", type=int, default=16)
     _flags(extract)
+
+    _harness_parser(sub)
 
     plot = sub.add_parser("plot", help="write the figures (and print the table) of a "
                                        "results file")

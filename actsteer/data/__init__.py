@@ -18,7 +18,7 @@ from actsteer.errors import InvalidValueError
 
 __all__ = ["BUILTIN_FILES", "read_builtin"]
 
-BUILTIN_FILES: tuple[str, ...] = ("english_text.jsonl", "expressed.json",
+BUILTIN_FILES: tuple[str, ...] = ("english_text.jsonl", "expressed.json", "harness.json",
                                   "laden_prompts.json", "myopia.jsonl", "wealth_seeking.jsonl")
 """The files in ``actsteer/data/builtin/``."""
 
