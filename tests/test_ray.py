@@ -83,7 +83,7 @@ def per_plan(work: Unit, result: Any) -> dict[tuple[str, str], Any]:
 
 
 def assert_same_cells(ours: dict[str, Any], theirs: dict[str, Any]) -> None:
-    """Equal keys, plans and texts; numbers equal to the stored rounding (5 decimals)."""
+    """Equal keys, plans and texts; numbers equal within float32 rounding and the stored one."""
     assert ours.keys() == theirs.keys()
 
     def close(a: Any, b: Any, where: str) -> None:
@@ -96,7 +96,11 @@ def assert_same_cells(ours: dict[str, Any], theirs: dict[str, Any]) -> None:
             for i, (x, y) in enumerate(zip(a, b, strict=True)):
                 close(x, y, f"{where}[{i}]")
         elif isinstance(a, float) and isinstance(b, float):
-            assert abs(a - b) <= 2e-5, f"{where}: {a} != {b}"
+            # float32 rounding (see test_ray_run_equals_local), plus one unit of the last
+            # decimal where the cell stores fewer decimals (document NLLs: 4), since a
+            # difference of 6e-5 can cross a rounding boundary
+            stored = 1e-4 if round(a, 4) == a and round(b, 4) == b else 0.0
+            assert abs(a - b) <= 2e-5 + 2e-6 * abs(a) + stored, f"{where}: {a} != {b}"
         else:
             assert a == b, where
 
@@ -153,10 +157,12 @@ def test_ray_run_equals_local(local_run, pool, smol, tmp_path) -> None:
         if isinstance(value, list):  # generated texts
             assert recording.values[where] == value, where
         else:
-            # Workers batch other groups of plans than one local unit: float32 sums of
-            # log-probabilities of 5-7 nats then differ in their last bits (measured <= 8e-6).
+            # Workers batch other groups of plans than one local unit, so float32 sums differ
+            # in their last bits: by <= 8e-6 on propensities of 5-7 nats, and relatively by
+            # < 1e-6 on a document's summed NLL of ~100 nats (measured 5.8e-7 on the fluency
+            # cells, whose documents follow the chat scaffold).
             torch.testing.assert_close(recording.values[where].double(), value.double(),
-                                       atol=2e-5, rtol=0, msg=str(where))
+                                       atol=2e-5, rtol=2e-6, msg=lambda text: f"{where}: {text}")
     assert_same_cells(again["cells"], results["cells"])
     assert mb.report_any(again).splitlines()[-5:] == mb.report_any(results).splitlines()[-5:]
 

@@ -154,6 +154,10 @@ def cmd_demo(args: argparse.Namespace) -> None:
     check_output(Path(args.out))
     for name in EXPERIMENTS:
         check_free(name, Path(args.out) / name.replace("-", "_"))
+    from actsteer.harness.run import RESULTS_FILE as HARNESS_FILE
+    from actsteer.results import check_unlocked
+
+    check_unlocked(Path(args.out) / "harness" / HARNESS_FILE)
     started = time.perf_counter()
     figures: list[Path] = []
     record = demo_record(f"actsteer demo --out {args.out}")
@@ -168,6 +172,9 @@ def cmd_demo(args: argparse.Namespace) -> None:
             record["experiments_s"][name] = round(time.perf_counter() - begun, 1)
             figures += written
             print(table, end="\n\n", flush=True)
+        begun = time.perf_counter()
+        figures += _demo_harness(Path(args.out) / "harness", not args.quiet)
+        record["experiments_s"]["harness"] = round(time.perf_counter() - begun, 1)
     _print_figures(figures)
     wall = time.perf_counter() - started
     record.update(wall_time_s=round(wall, 1), load_average_end=list(os.getloadavg()))
@@ -175,6 +182,17 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
     write_json_atomic(Path(args.out) / DEMO_RECORD, record)
     print(f"results: {args.out}   wall time: {wall:.0f} s ({DEMO_RECORD})")
+
+
+def _demo_harness(out: Path, progress: bool) -> list[Path]:
+    """The harness's quick profile (``actsteer harness``), printed as a small table."""
+    from actsteer.harness import profile, run, table, write_figures
+
+    print("== harness (AxBench protocol, local scorers; quick profile, embedded model) ==",
+          flush=True)
+    results = run(profile("quick", out_dir=str(out)), progress=progress)
+    print(table(results), end="\n\n", flush=True)
+    return list(write_figures(results, out / "figures"))
 
 
 DEMO_RECORD = "demo_run.json"
