@@ -162,7 +162,8 @@ def test_ray_run_equals_local(local_run, pool, smol, tmp_path) -> None:
             # < 1e-6 on a document's summed NLL of ~100 nats (measured 5.8e-7 on the fluency
             # cells, whose documents follow the chat scaffold).
             torch.testing.assert_close(recording.values[where].double(), value.double(),
-                                       atol=2e-5, rtol=2e-6, msg=lambda text: f"{where}: {text}")
+                                       atol=2e-5, rtol=2e-6,
+                                       msg=lambda text, at=where: f"{at}: {text}")
     assert_same_cells(again["cells"], results["cells"])
     assert mb.report_any(again).splitlines()[-5:] == mb.report_any(results).splitlines()[-5:]
 
