@@ -547,11 +547,17 @@ def test_the_demo_stores_its_wall_time_beside_its_results(capsys, tmp_path, monk
         time.sleep(0.2)
         return f"table of {name}", []
 
+    def harness(out, progress):
+        ran.append("harness")
+        time.sleep(0.2)
+        return []
+
     monkeypatch.setattr(commands, "_run", pause)
+    monkeypatch.setattr(commands, "_demo_harness", harness)
     code, out, _ = _main(capsys, "demo", "--out", str(tmp_path / "demo"))
-    assert code == 0 and ran == list(EXPERIMENTS)
+    assert code == 0 and ran == [*EXPERIMENTS, "harness"]
     record = json.loads((tmp_path / "demo" / commands.DEMO_RECORD).read_text())
-    assert set(record["experiments_s"]) == set(EXPERIMENTS)
+    assert set(record["experiments_s"]) == {*EXPERIMENTS, "harness"}
     assert all(0.2 <= t < 5 for t in record["experiments_s"].values())
     assert record["wall_time_s"] >= sum(record["experiments_s"].values()) - 0.1
     assert record["cpu_count"] == os.cpu_count() and len(record["load_average_start"]) == 3
