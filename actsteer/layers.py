@@ -4,10 +4,10 @@ Read bottom up, the list is the data flow: value types and helpers; models and d
 executor seam (units of work and the registry of tasks, which the computations below it
 register with); vectors and plans; the steering engine (hooks, the shared-prefix sweep,
 generation, baking, plans run as units); measurement; methods built on all of that
-(surgery) and executors that run units elsewhere (Ray); the public API; the paper's
-experiments; the command line. ``tests/test_layers.py`` parses every module's imports
-(top-level, in functions, ``import_module`` strings) and holds the package to this order,
-with no cycles.
+(surgery, learned vectors) and executors that run units elsewhere (Ray); the public API;
+the paper's experiments and the harness; the command line. ``tests/test_layers.py`` parses
+every module's imports (top-level, in functions, ``import_module`` strings) and holds the
+package to this order, with no cycles.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "actsteer._version", "actsteer.errors", "actsteer.layers", "actsteer.atomic",
         "actsteer.paths", "actsteer.progress", "actsteer.hub", "actsteer.sites",
         "actsteer.stats", "actsteer.batching", "actsteer.aggregators",
-        "actsteer.diagnostics", "actsteer.contrast", "actsteer.prompts", "actsteer.results")),
+        "actsteer.diagnostics", "actsteer.contrast", "actsteer.prompts", "actsteer.results",
+        "actsteer.report_table")),
     ("models and data", ("actsteer.models", "actsteer.data")),
     ("executor seam", ("actsteer.executor",)),
     ("vectors and plans", (
@@ -35,9 +36,11 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("measurement", (
         "actsteer.evaluation", "actsteer.likelihood", "actsteer.accuracy", "actsteer.effects",
         "actsteer.steerability", "actsteer.layer_choice", "actsteer.figures")),
-    ("methods and executors", ("actsteer.surgery", "actsteer.ray_executor")),
+    ("methods and executors", (
+        "actsteer.surgery", "actsteer.learned_objective", "actsteer.learned_checkpoint",
+        "actsteer.learned", "actsteer.ray_executor")),
     ("public API", ("actsteer",)),
-    ("paper", ("actsteer.paper",)),
+    ("paper", ("actsteer.paper", "actsteer.harness")),
     ("command line", ("actsteer.cli",)),
 )
 """(layer name, the modules and packages in it), bottom first. A package entry covers its
