@@ -108,3 +108,28 @@ def behaviour_dir() -> Path:
         if candidate and (Path(candidate) / "behaviours").is_dir():
             return Path(candidate) / "behaviours"
     pytest.skip("shared behaviour data not found (../shared/data); set ACTSTEER_DATA_DIR")
+
+
+GARDENING = {
+    "name": "gardening", "description": "talking about gardens rather than offices",
+    "instruction": "Talk about your garden.",
+    "completions": [
+        {"context": "I woke up early on Saturday.",
+         "behaviour": " I planted tomatoes and watered the roses in the garden.",
+         "contrast": " I answered emails and printed a report at the office."},
+        {"context": "My neighbour knocked on the door.",
+         "behaviour": " He brought seeds and a spade for the vegetable beds.",
+         "contrast": " He brought a laptop and a folder of invoices."},
+        {"context": "The sun came out after lunch.",
+         "behaviour": " We pulled weeds and picked strawberries.",
+         "contrast": " We filed papers and booked a meeting room."}],
+    "words": {"behaviour": ["garden", "flowers", "seeds", "soil"],
+              "contrast": ["office", "email", "report", "desk"]}}
+
+
+@pytest.fixture()
+def gardening() -> dict:
+    """A user's behaviour file's content (docs/behaviours.md's example), a fresh copy."""
+    import copy
+
+    return copy.deepcopy(GARDENING)

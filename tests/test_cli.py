@@ -288,27 +288,12 @@ def test_multi_behaviour_plot_and_extract_end_to_end(capsys, tmp_path, tiny_fold
     assert "8 pairs" in stdout
 
 
-GARDENING = {
-    "name": "gardening", "description": "talking about gardens rather than offices",
-    "instruction": "Talk about your garden.",
-    "completions": [
-        {"context": "I woke up early on Saturday.",
-         "behaviour": " I planted tomatoes and watered the roses in the garden.",
-         "contrast": " I answered emails and printed a report at the office."},
-        {"context": "My neighbour knocked on the door.",
-         "behaviour": " He brought seeds and a spade for the vegetable beds.",
-         "contrast": " He brought a laptop and a folder of invoices."},
-        {"context": "The sun came out after lunch.",
-         "behaviour": " We pulled weeds and picked strawberries.",
-         "contrast": " We filed papers and booked a meeting room."}],
-    "words": {"behaviour": ["garden", "flowers", "seeds", "soil"],
-              "contrast": ["office", "email", "report", "desk"]}}
-
 
 def test_a_behaviour_file_goes_through_extract_and_the_quick_profile(capsys, tmp_path,
-                                                                     tiny_folder) -> None:
+                                                                     tiny_folder,
+                                                                     gardening) -> None:
     path = tmp_path / "gardening.json"
-    path.write_text(json.dumps(GARDENING))
+    path.write_text(json.dumps(gardening))
     vector_path = tmp_path / "gardening.safetensors"
     code, stdout, err = _main(capsys, "--quiet", "extract", str(path), "--model",
                               str(tiny_folder), "--out", str(vector_path))
@@ -333,8 +318,9 @@ def test_a_behaviour_file_goes_through_extract_and_the_quick_profile(capsys, tmp
     assert "gardening" in stdout and "WARNING" not in err
 
 
-def test_a_malformed_behaviour_file_is_one_line_naming_it(capsys, tmp_path) -> None:
-    broken = {k: v for k, v in GARDENING.items() if k != "words"}
+def test_a_malformed_behaviour_file_is_one_line_naming_it(capsys, tmp_path,
+                                                        gardening) -> None:
+    broken = {k: v for k, v in gardening.items() if k != "words"}
     path = tmp_path / "broken.json"
     path.write_text(json.dumps(broken))
     for argv in (("multi-behaviour", "--behaviours", str(path)),

@@ -153,21 +153,10 @@ def test_fluency_ranks_real_text_above_token_shuffled(smol) -> None:
     assert all(r > m for r, m in zip(fluency[:n], fluency[n:], strict=True))
 
 
-def _behaviour_file(folder, instruction: str | None) -> str:
+def _behaviour_file(folder, data: dict, instruction: str | None) -> str:
     import json
 
-    data = {"name": "gardening", "completions": [
-        {"context": "I woke up early on Saturday.",
-         "behaviour": " I planted tomatoes and watered the roses in the garden.",
-         "contrast": " I answered emails and printed a report at the office."},
-        {"context": "My neighbour knocked on the door.",
-         "behaviour": " He brought seeds and a spade for the vegetable beds.",
-         "contrast": " He brought a laptop and a folder of invoices."},
-        {"context": "We had a free afternoon.",
-         "behaviour": " We dug the soil and sowed flowers in the garden.",
-         "contrast": " We filed the budget and booked a meeting room."}],
-        "words": {"behaviour": ["garden", "flowers", "seeds", "soil"],
-                  "contrast": ["office", "email", "report", "desk"]}}
+    data = {k: v for k, v in data.items() if k != "instruction"}
     if instruction is not None:
         data["instruction"] = instruction
     path = folder / f"gardening_{instruction is not None}.json"
@@ -175,16 +164,17 @@ def _behaviour_file(folder, instruction: str | None) -> str:
     return str(path)
 
 
-def test_behaviour_files_get_detection_and_their_own_instruction(tiny_model, tmp_path) -> None:
+def test_behaviour_files_get_detection_and_their_own_instruction(tiny_model, tmp_path,
+                                                                 gardening) -> None:
     """A user's behaviour file: its own instruction is used, a file without one is refused
     for prompting (built-ins fall back to the harness's table), and its detection AUC is
     computed over folds of its pairs (3 pairs: 3 folds)."""
     from actsteer.harness.instructions import behaviour_instruction, fallback_instructions
 
-    own = load_expressed(_behaviour_file(tmp_path, "Talk about your garden."))
+    own = load_expressed(_behaviour_file(tmp_path, gardening, "Talk about your garden."))
     assert behaviour_instruction(own) == "Talk about your garden."
     with pytest.raises(ValueError, match="has no instruction"):
-        behaviour_instruction(load_expressed(_behaviour_file(tmp_path, None)))
+        behaviour_instruction(load_expressed(_behaviour_file(tmp_path, gardening, None)))
     builtin = load_expressed("wedding")
     assert behaviour_instruction(builtin) == (builtin.instruction
                                               or fallback_instructions()["wedding"])
