@@ -57,6 +57,31 @@ def tiny_any(request, tiny_folder: Path):
 
 
 @pytest.fixture(scope="session")
+def tied_folder(tmp_path_factory) -> Path:
+    """The tiny Llama with one tensor for its input and output embeddings."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    source = models.tiny_model_folder()
+    config = LlamaConfig.from_pretrained(source)
+    config.tie_word_embeddings = True
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(5)
+        model = LlamaForCausalLM(config)
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    folder = tmp_path_factory.mktemp("tiny-tied")
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(source).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module", params=LINE_BACKENDS)
+def tied_any(request, tied_folder):
+    """The tied tiny Llama on each backend this line has (a fresh load per module: tests
+    edit its weights)."""
+    return models.load_model(tied_folder, backend=request.param)
+
+
+@pytest.fixture(scope="session")
 def vectors(tiny_model):
     """Two CAA vectors (A/B and Yes/No answers) from the tiny hooked model, every layer."""
     from actsteer.extraction import ContrastivePair, caa_vector

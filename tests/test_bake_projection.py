@@ -4,8 +4,6 @@ folder, on an untied and a tied tiny Llama."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -13,7 +11,7 @@ from actsteer import bake, project, run, save_baked_hf, single
 from actsteer.baking import BakeError
 from actsteer.batching import encode, pad
 from actsteer.models import load_model, tiny_model_folder
-from actsteer.models.info import available_backends, backend_of
+from actsteer.models.info import backend_of
 
 TEXTS = ["The capital of France is", "Once upon a time there was a small", "a"]
 
@@ -25,29 +23,6 @@ def _vec(seed: int, norm: float = 5.0) -> torch.Tensor:
 
 def _ablation(model, seed: int = 0):
     return project(_vec(seed), 1, every_site=True, n_layers=int(model.cfg.n_layers))
-
-
-@pytest.fixture(scope="module")
-def tied_folder(tmp_path_factory) -> Path:
-    """The tiny Llama with one tensor for its input and output embeddings."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    source = tiny_model_folder()
-    config = LlamaConfig.from_pretrained(source)
-    config.tie_word_embeddings = True
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(5)
-        model = LlamaForCausalLM(config)
-    assert model.lm_head.weight is model.model.embed_tokens.weight
-    folder = tmp_path_factory.mktemp("tiny-tied")
-    model.save_pretrained(folder)
-    AutoTokenizer.from_pretrained(source).save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module", params=available_backends())
-def tied_any(request, tied_folder):
-    return load_model(tied_folder, backend=request.param)
 
 
 def _assert_baked_equals_hooks(model, plan) -> None:

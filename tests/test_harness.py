@@ -63,7 +63,7 @@ def test_split_is_fixed_by_the_seed_and_disjoint() -> None:
 
 @pytest.mark.parametrize("field, value, message", [
     ("strengths", (0.1, 0.2), "0 included"),
-    ("methods", ("steering", "clamp"), "choose distinct names"),
+    ("methods", ("steering", "clamps"), "choose distinct names"),
     ("n_instructions", 41, "4..40"),
     ("behaviours", ("nonsense",), "nonsense"),
 ])

@@ -92,9 +92,11 @@ def _harness_parser(sub: Any) -> None:
     command = sub.add_parser(
         "harness", help="steering vs prompting in the AxBench protocol with local scorers "
                         "(concept, relevance, fluency; docs/harness.md)")
-    command.add_argument("--profile", default="quick", choices=("quick", "standard"),
-                         help="quick (sentiment, 8 instructions, 3 strengths; default) or "
-                              "standard (every built-in behaviour, 40 instructions)")
+    command.add_argument("--profile", default="quick", choices=("quick", "standard", "judged"),
+                         help="quick (sentiment, 8 instructions, 3 strengths; default), "
+                              "standard (every built-in behaviour, 40 instructions) or judged "
+                              "(CAA, PCA, probe, learned, surgery, ablation, clamp, "
+                              "orthogonalised weights against prompting)")
     command.add_argument("--behaviours", nargs="+", metavar="NAME_OR_PATH",
                          help="sentiment, wedding, french, myopia, wealth_seeking or behaviour "
                               "files (.json, docs/behaviours.md)")
@@ -103,7 +105,8 @@ def _harness_parser(sub: Any) -> None:
     command.add_argument("--strengths", type=float, nargs="+", metavar="F",
                          help="ladder of fractions of the residual norm, 0 included")
     command.add_argument("--methods", nargs="+", metavar="NAME",
-                         help="steering, prompting, prompting+steering (default all)")
+                         help="steering, prompting, prompting+steering, or the judged rows "
+                              "(docs/harness.md; default: the profile's)")
     command.add_argument("--layer", type=int, help="layer to steer at (default 2/3 depth)")
     command.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                          help="set one config field (JSON value), e.g. max_new_tokens=32")

@@ -8,6 +8,14 @@ half, and every score on the ``report`` half with its interval.
 * on the ``report`` half each raw score and rating gets a bootstrap interval over
   instructions (:func:`actsteer.stats.bootstrap`), and each method's combined score a paired
   difference against prompting on the same instructions (:func:`actsteer.effects.paired_effect`).
+
+For the judged table every row also gets, on the same report instructions, its ``effect``
+(the paired difference of the raw concept score, VADER for sentiment, against its
+baseline: the unsteered model for a method that raises the behaviour, prompting alone for
+one that lowers it, the verdict read against that goal), its ``fluency_cost`` (the paired
+difference of the per-token log-likelihood against the same baseline), ``vs_reference``
+(its combined score against the CAA row of its goal: ``steering`` or ``subtract``) and
+the held-out detection ROC-AUC of the direction it uses.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from typing import Any
 
 from actsteer.effects import paired_effect
 from actsteer.harness.mapping import Thresholds, rate
+from actsteer.harness.methods import METHODS
 from actsteer.stats import bootstrap
 
 __all__ = [
@@ -35,6 +44,8 @@ RAW_SCORES: tuple[str, ...] = ("concept", "vader", "relevance", "fluency")
 
 _REFERENCE = "unsteered"
 _PROMPTING = "prompting"
+_CAA_ROW = {"raise": "steering", "lower": "subtract"}
+"""The CAA row each goal's rows are compared with."""
 
 
 def _key(behaviour: str, method: str, strength: float, half: str) -> str:
@@ -63,6 +74,12 @@ def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values)
 
 
+def goal_of(method: str) -> str:
+    """``raise`` or ``lower`` (the reference cells raise: they are the unsteered model)."""
+    found = METHODS.get(method)
+    return "raise" if found is None else found.goal
+
+
 def choose_strength(cells: Mapping[str, Any], behaviour: str, method: str,
                     thresholds: Thresholds) -> tuple[float, dict[str, float]]:
     """The strength with the highest mean combined score on the ``select`` half (ties: the
@@ -70,7 +87,7 @@ def choose_strength(cells: Mapping[str, Any], behaviour: str, method: str,
     means = {}
     for strength in method_strengths(cells, behaviour, method, "select"):
         cell = cells[_key(behaviour, method, strength, "select")]
-        means[f"{strength:g}"] = _mean(rate(cell, thresholds)["combined"])
+        means[f"{strength:g}"] = _mean(rate(cell, thresholds, goal_of(method))["combined"])
     if not means:
         raise KeyError(f"no select cells for {behaviour}/{method}")
     best = max(means.values())
@@ -108,16 +125,17 @@ def summarise(results: Mapping[str, Any]) -> dict[str, Any]:
                 continue
             chosen, select_means = choose_strength(cells, behaviour, method, thresholds)
             cell = cells[_key(behaviour, method, chosen, "report")]
-            rated = rate(cell, thresholds)
+            rated = rate(cell, thresholds, goal_of(method))
             ratings[method] = rated["combined"]
             curve = {}
             for strength in strengths:
-                at = rate(cells[_key(behaviour, method, strength, "report")], thresholds)
+                at = rate(cells[_key(behaviour, method, strength, "report")], thresholds,
+                          goal_of(method))
                 curve[f"{strength:g}"] = {name: _mean(at[name]) for name in RATED_SCORES}
             rows[method] = {"strength": chosen, "laddered": len(strengths) > 1,
                             "select_combined": select_means,
                             "report": _estimates(cell, rated, n_resamples),
-                            "curve": curve, "texts": cell["texts"]}
+                            "curve": curve, "texts": cell["texts"], "goal": goal_of(method)}
         if _PROMPTING in ratings:
             for method, combined in ratings.items():
                 if method != _PROMPTING:
@@ -125,7 +143,49 @@ def summarise(results: Mapping[str, Any]) -> dict[str, Any]:
                         combined, ratings[_PROMPTING], metric=f"{method} - prompting",
                         n_resamples=n_resamples).to_dict()
         detected = cells.get(f"{behaviour}/detection")
+        _judge(cells, behaviour, rows, ratings, n_resamples, detected)
         out[behaviour] = {"thresholds": thresholds.to_dict(), "methods": rows,
                           "detection": None if detected is None else {
                               k: detected[k] for k in ("auc", "folds", "layer", "n_pairs")}}
     return out
+
+
+def _raw_concept(cell: Mapping[str, Any]) -> list[float]:
+    return cell["vader"] if cell.get("vader") is not None else cell["concept"]
+
+
+def _judge(cells: Mapping[str, Any], behaviour: str, rows: dict[str, Any],
+           ratings: Mapping[str, list[float]], n_resamples: int,
+           detected: Mapping[str, Any] | None) -> None:
+    """Each row's effect, fluency cost, comparison with its goal's CAA row and detection
+    (module docstring), in place."""
+    for method, row in rows.items():
+        if method == _REFERENCE:
+            continue
+        goal = row["goal"]
+        baseline = _REFERENCE if goal == "raise" else _PROMPTING
+        base = cells.get(_key(behaviour, baseline, 0.0, "report"))
+        if base is None or method == baseline:
+            continue
+        cell = cells[_key(behaviour, method, row["strength"], "report")]
+        scale = "VADER" if cell.get("vader") is not None else "concept words/100 tokens"
+        row["baseline"] = baseline
+        row["effect"] = paired_effect(_raw_concept(cell), _raw_concept(base),
+                                      metric=f"{scale}, {method} - {baseline}",
+                                      direction=1 if goal == "raise" else -1,
+                                      n_resamples=n_resamples).to_dict()
+        row["fluency_cost"] = paired_effect(cell["fluency"], base["fluency"],
+                                            metric=f"log-likelihood/token, {method} - {baseline}",
+                                            n_resamples=n_resamples).to_dict()
+        reference = _CAA_ROW[goal]
+        if method != reference and reference in ratings:
+            row["vs_reference"] = paired_effect(
+                ratings[method], ratings[reference], metric=f"{method} - {reference}",
+                n_resamples=n_resamples).to_dict()
+        found = METHODS.get(method)
+        name = None if found is None else found.detection
+        if detected is not None and name is not None:
+            auc = (detected.get("auc") if name == "caa"
+                   else detected.get("by_vector", {}).get(name, {}).get("auc"))
+            if auc is not None:
+                row["detection"] = {"vector": name, "auc": auc}

@@ -87,6 +87,11 @@ class HarnessConfig(ConfigMixin):
         if bad or not self.methods or len(set(self.methods)) != len(self.methods):
             raise invalid("methods", self.methods, f"choose distinct names from "
                                                    f"{', '.join(METHODS)}")
+        lowering = [m for m in self.methods if METHODS[m].goal == "lower"]
+        if lowering and "prompting" not in self.methods:
+            raise invalid("methods", self.methods, f"{', '.join(lowering)} lower the behaviour "
+                                                   "once its instruction elicits it, against "
+                                                   "prompting alone: add 'prompting'")
         ladder = self.strengths
         if (0.0 not in ladder or len(ladder) < 2 or len(set(ladder)) != len(ladder)
                 or not all(math.isfinite(s) and 0 <= s <= 2 for s in ladder)):
@@ -113,10 +118,17 @@ PROFILES: dict[str, dict[str, Any]] = {
     "quick": {"behaviours": ("sentiment",), "n_instructions": 8,
               "strengths": (0.0, 0.1, 0.2), "out_dir": "results/harness_quick"},
     "standard": {},
+    "judged": {"behaviours": ("sentiment", "wealth_seeking"),
+               "methods": ("steering", "pca", "probe", "learned", "surgery", "prompting",
+                           "subtract", "ablation", "clamp", "orthogonalised", "surgery:lower"),
+               "strengths": (0.0, 0.1, 0.2, 0.3), "out_dir": "results/harness_judged"},
 }
 """``quick``: sentiment, 8 instructions, 3 strengths (13 units; sized for ``actsteer demo``,
 its measured time is in ``docs/harness.md``); ``standard``: every built-in behaviour, 40
-instructions, the full ladder."""
+instructions, the full ladder; ``judged``: the judged table's rows
+(:data:`actsteer.harness.methods.JUDGED_METHODS`, with CAA steering and prompting) on
+sentiment and wealth-seeking, 40 instructions, strengths 0-0.3 (add a behaviour file with
+``behaviours``)."""
 
 
 def profile(name: str = "quick", **overrides: Any) -> HarnessConfig:

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from actsteer.aggregators import resolve_aggregator
 from actsteer.data.expressed import ExpressedBehaviour
 from actsteer.diagnostics import held_out_projections
 from actsteer.errors import InvalidValueError
@@ -43,9 +44,12 @@ def roc_auc(positive: Sequence[float], negative: Sequence[float]) -> float:
 
 
 def detection_auc(model: Any, behaviour: ExpressedBehaviour, layer: int, *, folds: int = 4,
-                  seed: int = 0, batch_size: int = 16) -> dict[str, Any]:
+                  seed: int = 0, batch_size: int = 16, others: Sequence[str] = (),
+                  learned: tuple[torch.Tensor, Sequence[int]] | None = None) -> dict[str, Any]:
     """Held-out ROC-AUC of the behaviour's vector at ``layer`` (module docstring), with the
-    held-out projections it was computed from."""
+    held-out projections it was computed from; ``others`` (``pca``, ``probe``) and
+    ``learned`` (its ``[d_model]`` direction and held-out pair indices) add
+    ``by_vector[name] = {"auc", "n_pairs"}``."""
     if len(behaviour) < 2:
         raise InvalidValueError(f"behaviour {behaviour.name!r} has {len(behaviour)} completion "
                                 "pairs; detection folds need at least 2")
@@ -54,9 +58,24 @@ def detection_auc(model: Any, behaviour: ExpressedBehaviour, layer: int, *, fold
     k = min(folds, len(behaviour))
     pos, neg = held_out_projections(positive, negative, folds=k, seed=seed)
     pos_list, neg_list = pos[:, 0].tolist(), neg[:, 0].tolist()
+    by_vector: dict[str, dict[str, Any]] = {}
+    for name in others:
+        _, aggregate = resolve_aggregator(name)
+        p, n = held_out_projections(positive, negative, folds=k, seed=seed,
+                                    aggregator=aggregate)
+        by_vector[name] = {"auc": round(roc_auc(p[:, 0].tolist(), n[:, 0].tolist()), 5),
+                           "n_pairs": len(behaviour)}
+    if learned is not None:
+        direction, held = learned
+        rows = torch.as_tensor(list(held), dtype=torch.long)
+        d = direction.detach().double().to(positive.device)
+        by_vector["learned"] = {
+            "auc": round(roc_auc((positive[rows, 0].double() @ d).tolist(),
+                                 (negative[rows, 0].double() @ d).tolist()), 5),
+            "n_pairs": len(held)}
     return {"auc": round(roc_auc(pos_list, neg_list), 5), "folds": k, "layer": layer,
             "n_pairs": len(behaviour), "behaviour": [round(x, 4) for x in pos_list],
-            "contrast": [round(x, 4) for x in neg_list]}
+            "contrast": [round(x, 4) for x in neg_list], "by_vector": by_vector}
 
 
 @register_task("harness-detection")
@@ -64,4 +83,6 @@ def _detection_task(model: Any, payload: Mapping[str, Any]) -> dict[str, Any]:
     """:func:`detection_auc` of ``behaviour`` at ``layer``."""
     return detection_auc(model, payload["behaviour"], int(payload["layer"]),
                          folds=int(payload["folds"]), seed=int(payload.get("seed", 0)),
-                         batch_size=int(payload.get("batch_size", 16)))
+                         batch_size=int(payload.get("batch_size", 16)),
+                         others=tuple(payload.get("others", ())),
+                         learned=payload.get("learned"))

@@ -12,10 +12,13 @@ from plotly.subplots import make_subplots
 
 from actsteer.figures import save_html
 from actsteer.harness.analysis import RATED_SCORES, summarise
+from actsteer.harness.methods import METHODS
 from actsteer.harness.report import LABEL
 
 __all__ = ["behaviour_figure", "write_figures"]
 
+_OWN_LADDER = {name for name, method in METHODS.items() if method.ladder is not None}
+"""Methods left out of the figure: their ladder is not in fractions of the norm."""
 _COLOURS = {"steering": "#1f77b4", "prompting+steering": "#2ca02c", "prompting": "#d62728",
             "unsteered": "#7f7f7f"}
 
@@ -28,6 +31,8 @@ def behaviour_figure(results: Mapping[str, Any], behaviour: str) -> go.Figure:
                         subplot_titles=RATED_SCORES)
     for col, score in enumerate(RATED_SCORES, start=1):
         for method, row in methods.items():
+            if method in _OWN_LADDER:
+                continue  # its strengths are not fractions of the norm
             colour = _COLOURS.get(method, "#9467bd")
             if not row["laddered"]:
                 if method != "unsteered":

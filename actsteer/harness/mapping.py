@@ -105,13 +105,17 @@ def combined(concept: float, relevance: float, fluency: float) -> float:
     return 3.0 / (1.0 / concept + 1.0 / relevance + 1.0 / fluency)
 
 
-def rate(cell: dict[str, Any], thresholds: Thresholds) -> dict[str, list[float]]:
-    """The 0-2 ratings and the combined score of each generation of a stored cell."""
+def rate(cell: dict[str, Any], thresholds: Thresholds, goal: str = "raise"
+         ) -> dict[str, list[float]]:
+    """The 0-2 ratings and the combined score of each generation of a stored cell. For a
+    method that lowers the behaviour (``goal="lower"``) the combined score rates the
+    concept's absence, ``2 - concept``, the ``concept`` rating itself staying as it is."""
     scale = thresholds.concept_scale
     raw_concept = cell["vader"] if scale == "vader" else cell["concept"]
     concept = [float(thresholds.concept(x)) for x in raw_concept]
     relevance = [float(thresholds.relevance(x)) for x in cell["relevance"]]
     fluency = [float(thresholds.fluency(x, d))
                for x, d in zip(cell["fluency"], cell["distinct"], strict=True)]
+    wanted = concept if goal == "raise" else [2.0 - c for c in concept]
     return {"concept": concept, "relevance": relevance, "fluency": fluency,
-            "combined": [combined(*x) for x in zip(concept, relevance, fluency, strict=True)]}
+            "combined": [combined(*x) for x in zip(wanted, relevance, fluency, strict=True)]}

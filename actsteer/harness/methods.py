@@ -8,10 +8,19 @@ scorers always read the text under the plain model, outside every intervention.
 
 A :class:`Method` names a row of the report and builds its intervention from the
 behaviour's :class:`MethodContext` (vector, layer, norms, instruction) at each strength of
-its ladder; a method without a ladder runs at strength 0 only. New rows (a learned vector,
-an ablation, a clamp, orthogonalised weights, surgery) are new :class:`Method` values in
-:data:`METHODS`; everything downstream (cells, scores, choice of strength, report) is the
-same for every method.
+its ladder; a method without a ladder runs at strength 0 only. Everything downstream
+(cells, scores, choice of strength, report) is the same for every method.
+
+The judged rows (``docs/harness.md``) are methods too. Those that *raise* the behaviour
+(``goal="raise"``) are compared with the unsteered model: CAA (``steering``), ``pca``,
+``probe``, the ``learned`` vector (each added as a fraction of the residual norm; the
+learned one at the fraction chosen for CAA, so at matched norm), ``surgery`` (the probe's
+Model Surgery, its own ladder of steps) and ``prompting``. Those that *lower* it
+(``goal="lower"``) run with the behaviour's instruction, which elicits it, and are
+compared with ``prompting`` alone: ``subtract`` (minus CAA), ``ablation`` (CAA's
+direction projected out at every writing site), ``clamp`` (its component at the layer
+clamped to ``-strength`` of the norm), ``orthogonalised`` (the same ablation baked into
+the weights, :mod:`actsteer.harness.transforms`) and ``surgery:lower``.
 
 Example::
 
@@ -25,16 +34,28 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from actsteer.errors import InvalidValueError
+from actsteer.harness.transforms import Orthogonalised, Surgical
 from actsteer.norms import ResidualNorms
 from actsteer.plan import SteeringPlan, single
+from actsteer.projection import project
+from actsteer.surgery.edit import SurgeryEdit
 from actsteer.vector import SteeringVector
 
-__all__ = ["METHODS", "Intervention", "Method", "MethodContext", "ModelTransform"]
+__all__ = ["JUDGED_METHODS", "METHODS", "SURGERY_LADDER", "Goal", "Intervention", "Method",
+           "MethodContext", "ModelTransform"]
+
+Goal = Literal["raise", "lower"]
+"""What a method is for: raising the behaviour (compared with the unsteered model) or
+lowering it once the instruction has elicited it (compared with prompting alone)."""
+
+SURGERY_LADDER: tuple[float, ...] = (0.0, 4.0, 8.0)
+"""The surgery rows' ladder: the step added to each edited gate row (the surgery study's
+ladder, ``docs/surgery.md``), 0 being the model as loaded."""
 
 
 @runtime_checkable
@@ -101,13 +122,28 @@ class MethodContext:
     """Median residual norms: a strength is a fraction of the norm at ``layer``."""
     instruction: str | None
     """The behaviour's instruction (None: the prompting methods cannot run)."""
+    vectors: Mapping[str, SteeringVector] = field(default_factory=dict)
+    """Other vectors at ``layer`` by name (``pca``, ``probe``, ``learned``), for the
+    methods that need them (:mod:`actsteer.harness.prepare`)."""
+    edits: Mapping[str, SurgeryEdit] = field(default_factory=dict)
+    """Model Surgery edits at strength 1 by goal (``raise``, ``lower``)."""
+    n_layers: int = 0
+    """The model's depth (every-site ablation)."""
+
+    def other(self, name: str) -> SteeringVector:
+        if name not in self.vectors:
+            raise InvalidValueError(f"behaviour {self.behaviour!r} has no {name!r} vector; "
+                                    "prepare it first (actsteer.harness.prepare)")
+        return self.vectors[name]
 
 
-def _plan(context: MethodContext, strength: float) -> SteeringPlan | None:
+def _plan(context: MethodContext, strength: float, vector: str = "caa",
+          sign: float = 1.0) -> SteeringPlan | None:
     if strength == 0:
         return None
-    return single(context.vector, context.layer, strength, norms=context.norms,
-                  label=f"{context.behaviour}@{context.layer}")
+    chosen = context.vector if vector == "caa" else context.other(vector)
+    return single(chosen, context.layer, sign * strength, norms=context.norms,
+                  label=f"{context.behaviour}:{vector}@{context.layer}")
 
 
 def _instruction(context: MethodContext) -> str:
@@ -129,22 +165,92 @@ class Method:
     """``build(context, strength) -> Intervention``."""
     needs_instruction: bool = False
     """Whether it needs the behaviour's instruction."""
+    goal: Goal = "raise"
+    """Raise the behaviour (against the unsteered model) or lower it (against prompting)."""
+    ladder: tuple[float, ...] | None = None
+    """Its own ladder in its own units (None: the config's fractions of the norm)."""
+    needs: tuple[str, ...] = ()
+    """What it is built from besides CAA: ``pca``, ``probe``, ``learned``, ``surgery``."""
+    detection: str | None = "caa"
+    """The direction whose held-out ROC-AUC its row reports (None: none, e.g. prompting)."""
+    matched_to: str | None = None
+    """Report at the strength chosen for this other method (same fraction of the norm:
+    matched norm), when the run has it; None: its own choice on the select half."""
 
     def strengths(self, ladder: tuple[float, ...]) -> tuple[float, ...]:
-        return ladder if self.laddered else (0.0,)
+        if not self.laddered:
+            return (0.0,)
+        return self.ladder if self.ladder is not None else ladder
 
     def intervention(self, context: MethodContext, strength: float) -> Intervention:
         return self.build(context, strength)
 
 
+def _lowering(context: MethodContext, plan: SteeringPlan | None = None,
+              transform: Any = None) -> Intervention:
+    return Intervention(plan=plan, instruction=_instruction(context), transform=transform)
+
+
+def _clamp(context: MethodContext, strength: float) -> SteeringPlan:
+    return project(context.vector, context.layer, -strength if strength else 0.0,
+                   norms=context.norms,
+                   label=f"{context.behaviour}@{context.layer}")
+
+
+def _ablation(context: MethodContext) -> SteeringPlan:
+    return project(context.vector, context.layer, every_site=True, n_layers=context.n_layers,
+                   label=context.behaviour)
+
+
+def _surgery(context: MethodContext, goal: str, strength: float) -> Surgical | None:
+    if strength == 0:
+        return None
+    if goal not in context.edits:
+        raise InvalidValueError(f"behaviour {context.behaviour!r} has no {goal!r} surgery "
+                                "edit; prepare it first (actsteer.harness.prepare)")
+    return Surgical(context.edits[goal].with_strength(strength))
+
+
+def _orthogonalised(context: MethodContext) -> Orthogonalised:
+    return Orthogonalised(context.vector.at(context.layer), context.n_layers, context.behaviour)
+
+
+JUDGED_METHODS: dict[str, Method] = {
+    "pca": Method("pca", True, lambda c, s: Intervention(plan=_plan(c, s, "pca")),
+                  needs=("pca",), detection="pca"),
+    "probe": Method("probe", True, lambda c, s: Intervention(plan=_plan(c, s, "probe")),
+                    needs=("probe",), detection="probe"),
+    "learned": Method("learned", True, lambda c, s: Intervention(plan=_plan(c, s, "learned")),
+                      needs=("learned",), detection="learned", matched_to="steering"),
+    "surgery": Method("surgery", True,
+                      lambda c, s: Intervention(transform=_surgery(c, "raise", s)),
+                      ladder=SURGERY_LADDER, needs=("surgery",), detection="probe"),
+    "subtract": Method("subtract", True,
+                       lambda c, s: _lowering(c, _plan(c, s, sign=-1.0)),
+                       needs_instruction=True, goal="lower"),
+    "ablation": Method("ablation", False, lambda c, s: _lowering(c, _ablation(c)),
+                       needs_instruction=True, goal="lower"),
+    "clamp": Method("clamp", True, lambda c, s: _lowering(c, _clamp(c, s)),
+                    needs_instruction=True, goal="lower"),
+    "orthogonalised": Method("orthogonalised", False,
+                             lambda c, s: _lowering(c, transform=_orthogonalised(c)),
+                             needs_instruction=True, goal="lower"),
+    "surgery:lower": Method("surgery:lower", True,
+                            lambda c, s: _lowering(c, transform=_surgery(c, "lower", s)),
+                            needs_instruction=True, goal="lower", ladder=SURGERY_LADDER,
+                            needs=("surgery",), detection="probe"),
+}
+"""The judged table's rows beyond steering and prompting (module docstring)."""
+
 METHODS: dict[str, Method] = {
     "steering": Method("steering", True, lambda c, s: Intervention(plan=_plan(c, s))),
     "prompting": Method("prompting", False,
                         lambda c, s: Intervention(instruction=_instruction(c)),
-                        needs_instruction=True),
+                        needs_instruction=True, detection=None),
     "prompting+steering": Method(
         "prompting+steering", True,
         lambda c, s: Intervention(plan=_plan(c, s), instruction=_instruction(c)),
         needs_instruction=True),
+    **JUDGED_METHODS,
 }
 """The methods the harness knows, by name (its config's ``methods`` chooses among them)."""

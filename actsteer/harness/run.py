@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from actsteer.harness.analysis import summarise
 from actsteer.harness.config import KIND, HarnessConfig, default_layer
 from actsteer.harness.instructions import HALVES, behaviour_instruction, split_instructions
 from actsteer.harness.methods import METHODS, Intervention, MethodContext
+from actsteer.harness.prepare import LEARN, prepare
 from actsteer.likelihood import counted_words
 from actsteer.models.info import backend_of, runtime_stamp
 from actsteer.norms import ResidualNorms, residual_norms
@@ -77,6 +79,19 @@ def _norms(store: ResultStore, model: Any, layer: int, batch_size: int) -> Resid
     return norms
 
 
+def _learned(contexts: dict[str, MethodContext]) -> dict[str, Any]:
+    """Per behaviour: the learned vector's held-out loss curve, norm and cosine with CAA."""
+    out = {}
+    for name, context in contexts.items():
+        vector = context.vectors["learned"]
+        learned, caa = vector.at(context.layer).double(), context.vector.at(context.layer).double()
+        out[name] = {"held_out_loss": vector.meta.training["held_out_loss"],
+                     "norm": round(float(learned.norm()), 4),
+                     "caa_norm": round(float(caa.norm()), 4),
+                     "cosine_caa": round(float(learned @ caa / (learned.norm() * caa.norm())), 4)}
+    return out
+
+
 def _planned(config: HarnessConfig, behaviours: dict[str, ExpressedBehaviour],
              contexts: dict[str, MethodContext]) -> dict[str, tuple[str, str, Intervention]]:
     """Every generation cell: key -> (behaviour, half, intervention)."""
@@ -115,20 +130,30 @@ def run(config: HarnessConfig, model: Any = None, progress: bool = True,
     timings: dict[str, float] = {}
     try:
         executor.bind(model)
+        needs = {need for m in config.methods for need in METHODS[m].needs}
         with timed(timings, "vectors and norms"):
             norms = _norms(store, model, layer, config.batch_size)
-            contexts = {name: MethodContext(name, caa_vector(
-                model, b.pairs(), read="answer_mean", layers=[layer], dataset=name),
-                layer, norms, instructions[name]) for name, b in behaviours.items()}
+            caa = {name: caa_vector(model, b.pairs(), read="answer_mean", layers=[layer],
+                                    dataset=name) for name, b in behaviours.items()}
+        with timed(timings, "judged rows' vectors and edits"):
+            contexts = {}
+            for name, b in behaviours.items():
+                vectors, edits = prepare(model, b, layer, needs, out_dir=config.out_dir,
+                                         batch_size=config.batch_size, progress=progress)
+                contexts[name] = MethodContext(name, caa[name], layer, norms,
+                                               instructions[name], vectors, edits,
+                                               int(model.cfg.n_layers))
         words = {name: counted_words(model, b.words)["behaviour"]
                  for name, b in behaviours.items()}
         with timed(timings, "cells"):
             _run_cells(config, store, executor, _planned(config, behaviours, contexts),
-                       halves, words, behaviours, layer, progress)
+                       halves, words, contexts, behaviours, layer, progress)
         for key, value in (("kind", KIND), ("behaviours", list(behaviours)),
                            ("layer", layer), ("halves", halves), ("words", words),
                            ("instructions_asked", instructions),
-                           ("generator", generator_name(model)), ("timings", timings)):
+                           ("generator", generator_name(model)), ("timings", timings),
+                           *((("learn", asdict(LEARN)), ("learned", _learned(contexts)))
+                             if "learned" in needs else ())):
             store.set_extra(key, value)
         results = {**dict(store.extra), "config": config.to_dict(), "cells": dict(store.cells),
                    "path": str(store.path)}
@@ -140,8 +165,8 @@ def run(config: HarnessConfig, model: Any = None, progress: bool = True,
 
 def _run_cells(config: HarnessConfig, store: ResultStore, executor: Executor,
                planned: dict[str, tuple[str, str, Intervention]], halves: dict[str, list[str]],
-               words: dict[str, list[str]], behaviours: dict[str, ExpressedBehaviour],
-               layer: int, progress: bool) -> None:
+               words: dict[str, list[str]], contexts: dict[str, MethodContext],
+               behaviours: dict[str, ExpressedBehaviour], layer: int, progress: bool) -> None:
     groups: dict[tuple[str, str, str], list[str]] = {}
     for key, (name, half, intervention) in planned.items():
         found = store.cells.get(key)
@@ -160,9 +185,14 @@ def _run_cells(config: HarnessConfig, store: ResultStore, executor: Executor,
                 store.put(key, {"id": ident, "intervention": described, **result})
 
         jobs.append((unit("harness-cell", payload, key=keys[0]), record))
+    others = sorted({str(METHODS[m].detection) for m in config.methods} & {"pca", "probe"})
     for name, behaviour in behaviours.items():
         key = f"{name}/detection"
-        if key in store.cells and store.cells[key].get("layer") == layer:
+        learned = contexts[name].vectors.get("learned")
+        wanted = set(others) | ({"learned"} if learned is not None else set())
+        found = store.cells.get(key)
+        if (found is not None and found.get("layer") == layer
+                and wanted <= set(found.get("by_vector", {}))):
             continue
 
         def put(result: Any, key: str = key) -> None:
@@ -170,5 +200,7 @@ def _run_cells(config: HarnessConfig, store: ResultStore, executor: Executor,
 
         jobs.append((unit("harness-detection", {
             "behaviour": behaviour, "layer": layer, "folds": config.detection_folds,
-            "seed": config.seed, "batch_size": config.batch_size}, key=key), put))
+            "seed": config.seed, "batch_size": config.batch_size, "others": others,
+            "learned": None if learned is None else (
+                learned.at(layer), learned.meta.training["held_out_pairs"])}, key=key), put))
     dispatch(executor, jobs, progress=progress, desc=f"harness ({len(jobs)} units)")
