@@ -59,7 +59,8 @@ def cmd_harness(args: argparse.Namespace) -> None:
     out = Path(config.out_dir)
     check_output(out)
     check_unlocked(out / RESULTS_FILE)
-    record = demo_record(f"actsteer harness --profile {args.profile} --out {out}")
+    behaviours = f" --behaviours {' '.join(args.behaviours)}" if args.behaviours else ""
+    record = demo_record(f"actsteer harness --profile {args.profile}{behaviours} --out {out}")
     started = time.perf_counter()
     with contextlib.ExitStack() as stack:
         if executor is not None:

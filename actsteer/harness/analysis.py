@@ -14,8 +14,11 @@ For the judged table every row also gets, on the same report instructions, its `
 baseline: the unsteered model for a method that raises the behaviour, prompting alone for
 one that lowers it, the verdict read against that goal), its ``fluency_cost`` (the paired
 difference of the per-token log-likelihood against the same baseline), ``vs_reference``
-(its combined score against the CAA row of its goal: ``steering`` or ``subtract``) and
-the held-out detection ROC-AUC of the direction it uses.
+and ``vs_reference_effect`` (its combined score and its raw concept score against the CAA
+row of its goal, ``steering`` or ``subtract``, paired on the report instructions) and the
+held-out detection ROC-AUC of the direction it uses. A method with ``matched_to`` (the
+learned vector) is reported at that method's chosen strength: the same fraction of the
+residual norm, so at matched norm.
 """
 
 from __future__ import annotations
@@ -83,9 +86,12 @@ def goal_of(method: str) -> str:
 def choose_strength(cells: Mapping[str, Any], behaviour: str, method: str,
                     thresholds: Thresholds) -> tuple[float, dict[str, float]]:
     """The strength with the highest mean combined score on the ``select`` half (ties: the
-    weaker), and each strength's mean there. Reads ``select`` cells only."""
+    weaker), and each strength's mean there. Reads ``select`` cells only. A method with
+    non-zero strengths is chosen among those (as AxBench's factors: a row that intervenes;
+    the model without it is the ``unsteered`` or ``prompting`` row)."""
     means = {}
-    for strength in method_strengths(cells, behaviour, method, "select"):
+    found = method_strengths(cells, behaviour, method, "select")
+    for strength in [s for s in found if s != 0] or found:
         cell = cells[_key(behaviour, method, strength, "select")]
         means[f"{strength:g}"] = _mean(rate(cell, thresholds, goal_of(method))["combined"])
     if not means:
@@ -124,6 +130,9 @@ def summarise(results: Mapping[str, Any]) -> dict[str, Any]:
             if not strengths:
                 continue
             chosen, select_means = choose_strength(cells, behaviour, method, thresholds)
+            matched = None if METHODS.get(method) is None else METHODS[method].matched_to
+            if matched in rows and rows[matched]["strength"] in strengths:
+                chosen = rows[matched]["strength"]  # the same fraction of the norm
             cell = cells[_key(behaviour, method, chosen, "report")]
             rated = rate(cell, thresholds, goal_of(method))
             ratings[method] = rated["combined"]
@@ -135,7 +144,8 @@ def summarise(results: Mapping[str, Any]) -> dict[str, Any]:
             rows[method] = {"strength": chosen, "laddered": len(strengths) > 1,
                             "select_combined": select_means,
                             "report": _estimates(cell, rated, n_resamples),
-                            "curve": curve, "texts": cell["texts"], "goal": goal_of(method)}
+                            "curve": curve, "texts": cell["texts"], "goal": goal_of(method),
+                            "matched_to": matched if matched in rows else None}
         if _PROMPTING in ratings:
             for method, combined in ratings.items():
                 if method != _PROMPTING:
@@ -182,6 +192,11 @@ def _judge(cells: Mapping[str, Any], behaviour: str, rows: dict[str, Any],
             row["vs_reference"] = paired_effect(
                 ratings[method], ratings[reference], metric=f"{method} - {reference}",
                 n_resamples=n_resamples).to_dict()
+            other = cells[_key(behaviour, reference, rows[reference]["strength"], "report")]
+            row["vs_reference_effect"] = paired_effect(
+                _raw_concept(cell), _raw_concept(other),
+                metric=f"{scale}, {method} - {reference}",
+                direction=1 if goal == "raise" else -1, n_resamples=n_resamples).to_dict()
         found = METHODS.get(method)
         name = None if found is None else found.detection
         if detected is not None and name is not None:
