@@ -166,6 +166,15 @@ def test_a_judged_run_gives_every_row_and_resumes_without_retraining(tiny_model,
     assert {rows[m]["goal"] for m in JUDGED_METHODS} == {"raise", "lower"}
     for name in ("pca", "probe", "learned"):
         assert rows[name]["detection"]["vector"] == name
+    # every laddered row acts (0 is the unsteered/prompting row); learned at CAA's norm
+    assert all(row["strength"] != 0 for row in rows.values() if row["laddered"])
+    assert rows["learned"]["strength"] == rows["steering"]["strength"]
+    assert rows["learned"]["matched_to"] == "steering"
+    learned, caa = (results["cells"][f"sentiment/{m}/{rows['steering']['strength']:g}/report"]
+                    for m in ("learned", "steering"))
+    expected = sum(a - b for a, b in zip(learned["vader"], caa["vader"], strict=True)) / len(
+        caa["vader"])
+    assert rows["learned"]["vs_reference_effect"]["value"] == pytest.approx(expected)
     assert rows["learned"]["detection"]["auc"] == results["cells"]["sentiment/detection"][
         "by_vector"]["learned"]["auc"]
     # the weight-space twin generated what every-site hook ablation generated
@@ -174,6 +183,8 @@ def test_a_judged_run_gives_every_row_and_resumes_without_retraining(tiny_model,
                 == results["cells"][f"sentiment/ablation/0/{half}"]["texts"])
     assert learned_checkpoint(tmp_path, "sentiment").exists()
     assert results["learn"]["objective"] == "bipo"
+    loss = results["learned"]["sentiment"]["held_out_loss"]["loss"]
+    assert len(loss) >= 2 and -1 <= results["learned"]["sentiment"]["cosine_caa"] <= 1
     shown = str(table(results))
     assert all(f" {name} " in shown for name in JUDGED_METHODS)
     again = _Stopping(tiny_model)
