@@ -36,16 +36,10 @@ from actsteer.operators import unit
 from actsteer.projection import project
 from actsteer.surgery.apply import surgery
 from actsteer.surgery.edit import SurgeryEdit
+from actsteer.vector_meta import vector_digest
 from actsteer.writers import orthogonalise, projections, writers_bridge, writers_hooked
 
-__all__ = ["Orthogonalised", "Surgical", "tensor_digest"]
-
-
-def tensor_digest(tensor: Tensor) -> str:
-    """SHA-1 of a tensor's dtype, shape and float64 values (first 16 hex digits)."""
-    values = tensor.detach().to("cpu", torch.float64).contiguous()
-    head = f"{tensor.dtype}{tuple(tensor.shape)}".encode()
-    return hashlib.sha1(head + values.numpy().tobytes()).hexdigest()[:16]
+__all__ = ["Orthogonalised", "Surgical"]
 
 
 def _tied_to(model: Any, weight: Tensor) -> list[torch.nn.Module]:
@@ -70,7 +64,7 @@ class Orthogonalised:
 
     def identity(self) -> str:
         return "orthogonalised:" + json.dumps(
-            {"direction": tensor_digest(unit(self.direction)), "n_layers": self.n_layers})
+            {"direction": vector_digest(unit(self.direction)), "n_layers": self.n_layers})
 
     @contextlib.contextmanager
     def applied(self, model: Any) -> Iterator[Any]:
@@ -118,7 +112,7 @@ class Surgical:
         edit = self.edit
         rows = {str(layer): list(found) for layer, found in sorted(edit.rows.items())}
         return "surgery:" + json.dumps(
-            {"direction": tensor_digest(edit.direction), "strength": float(edit.strength),
+            {"direction": vector_digest(edit.direction), "strength": float(edit.strength),
              "basis": edit.basis, "rows": hashlib.sha1(json.dumps(rows).encode()).hexdigest()},
             sort_keys=True)
 
