@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+from recording import Recording
 
 from actsteer.evaluation import PreparedItems, score_items
 from actsteer.executor import (
@@ -89,16 +90,8 @@ def test_score_items_through_units_equals_one_pass(tiny_model, vectors) -> None:
     plans = [empty_plan(), *(single(vector, layer, m) for layer in (1, 2, 3)
                              for m in (-4.0, 4.0))]
 
-    class Split(LocalExecutor):  # as many units as a pool of three workers gets
+    class Split(Recording):  # as many units as a pool of three workers gets
         workers = 3
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.keys: list[str] = []
-
-        def map(self, units):
-            self.keys += [u.key for u in units]
-            return super().map(units)
 
     split = Split()
     whole = score_items(tiny_model, items, plans)

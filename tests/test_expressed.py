@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from recording import Recording
 
 from actsteer.data.expressed import (
     EXPRESSED_BEHAVIOURS,
@@ -12,7 +13,6 @@ from actsteer.data.expressed import (
     load_expressed,
     neutral_prompts,
 )
-from actsteer.executor import LocalExecutor
 from actsteer.norms import ResidualNorms
 from actsteer.paper import multi_behaviour as mb
 from actsteer.paper.common import ConfigError
@@ -187,18 +187,6 @@ def test_quick_profile_is_the_expressed_comparison_and_round_trips() -> None:
     assert quick.results_config()["kind"] == "expressed"
 
 
-class Counting(LocalExecutor):
-    """A local executor that counts the units it runs."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.units: list[str] = []
-
-    def map(self, units):
-        self.units += [u.key for u in units]
-        return super().map(units)
-
-
 @pytest.fixture(scope="module")
 def tiny_run(tiny_model, tmp_path_factory):
     config = expressed.ExpressedConfig(
@@ -267,9 +255,9 @@ def test_cells_hold_the_propensities_of_a_direct_measurement_and_the_counted_wor
 
 def test_a_rerun_scores_nothing_and_reloads_the_same_report(tiny_run, tiny_model) -> None:
     config, results = tiny_run
-    counting = Counting()
+    counting = Recording()
     again = mb.run_any(config, model=tiny_model, progress=False, executor=counting)
-    assert counting.units == []
+    assert counting.keys == []
     assert mb.report_any(again) == mb.report_any(results)
     loaded = mb.load_any(results["path"])
     assert mb.report_any(loaded) == mb.report_any(results)

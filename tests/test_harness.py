@@ -4,12 +4,11 @@ the config refuses bad values, the table renders (issue 25)."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
+from recording import Recording
 
-from actsteer.executor import LocalExecutor, Unit
 from actsteer.harness import HarnessConfig, profile, run, table
 from actsteer.harness.analysis import choose_strength, thresholds_for
 from actsteer.harness.instructions import split_instructions
@@ -72,22 +71,6 @@ def test_config_refuses_bad_values(field: str, value: Any, message: str) -> None
         HarnessConfig().with_overrides({field: value})
 
 
-class _Stopping(LocalExecutor):
-    """Runs units until ``stop_after`` have returned, then raises (a killed run); counts
-    the units it was asked for."""
-
-    def __init__(self, model: Any, stop_after: int | None = None) -> None:
-        super().__init__(model)
-        self.stop_after, self.asked = stop_after, 0
-
-    def map(self, units: Sequence[Unit]) -> Iterator[tuple[Unit, Any]]:
-        self.asked += len(units)
-        for done, pair in enumerate(super().map(units)):
-            if self.stop_after is not None and done == self.stop_after:
-                raise KeyboardInterrupt
-            yield pair
-
-
 def _tiny_config(out_dir: str) -> HarnessConfig:
     return profile("quick", out_dir=out_dir, n_instructions=4, strengths=(0.0, 0.5),
                    methods=("steering", "prompting"), max_new_tokens=2, n_resamples=50,
@@ -97,7 +80,7 @@ def _tiny_config(out_dir: str) -> HarnessConfig:
 @pytest.fixture(scope="module")
 def whole(tiny_model, tmp_path_factory) -> tuple[dict[str, Any], int]:
     """An uninterrupted run on the tiny model, and how many units it ran."""
-    executor = _Stopping(tiny_model)
+    executor = Recording(tiny_model)
     folder = tmp_path_factory.mktemp("harness_whole")
     return run(_tiny_config(str(folder)), tiny_model, progress=False, executor=executor), \
         executor.asked
@@ -108,12 +91,12 @@ def test_harness_writes_the_log_and_resumes(tiny_model, tmp_path, whole) -> None
     gives the table of an uninterrupted run; a third run computes nothing."""
     config = _tiny_config(str(tmp_path))
     with pytest.raises(KeyboardInterrupt):
-        run(config, tiny_model, progress=False, executor=_Stopping(tiny_model, stop_after=2))
+        run(config, tiny_model, progress=False, executor=Recording(tiny_model, stop_after=2))
     assert len(replay(tmp_path / "harness.jsonl").cells) >= 2
-    resumed_executor = _Stopping(tiny_model)
+    resumed_executor = Recording(tiny_model)
     resumed = run(config, tiny_model, progress=False, executor=resumed_executor)
     assert resumed_executor.asked == whole[1] - 2
-    again = _Stopping(tiny_model)
+    again = Recording(tiny_model)
     run(config, tiny_model, progress=False, executor=again)
     assert again.asked == 0  # everything finished: nothing recomputed
     assert resumed["cells"] == whole[0]["cells"]

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 import torch
-from test_harness import _cell, _Stopping
+from recording import Recording
+from test_harness import _cell
 
 from actsteer import project, run
 from actsteer.batching import encode, pad
@@ -159,7 +160,7 @@ def _judged_config(out_dir: str):
 def test_a_judged_run_gives_every_row_and_resumes_without_retraining(tiny_model, tmp_path
                                                                       ) -> None:
     config = _judged_config(str(tmp_path))
-    first = _Stopping(tiny_model)
+    first = Recording(tiny_model)
     results = run_harness(config, tiny_model, progress=False, executor=first)
     rows = results["summary"]["sentiment"]["methods"]
     assert {m for m in rows if "effect" in rows[m]} >= set(JUDGED_METHODS)
@@ -187,7 +188,7 @@ def test_a_judged_run_gives_every_row_and_resumes_without_retraining(tiny_model,
     assert len(loss) >= 2 and -1 <= results["learned"]["sentiment"]["cosine_caa"] <= 1
     shown = str(table(results))
     assert all(f" {name} " in shown for name in JUDGED_METHODS)
-    again = _Stopping(tiny_model)
+    again = Recording(tiny_model)
     resumed = run_harness(config, tiny_model, progress=False, executor=again)
     assert again.asked == 0  # same vectors and edits: every cell's identity matched
     assert resumed["cells"] == results["cells"]

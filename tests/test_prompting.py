@@ -10,10 +10,10 @@ import json
 
 import pytest
 import torch
+from recording import Recording
 
 from actsteer.accuracy import Documents, accuracy_sweep
 from actsteer.effects import paired_effect
-from actsteer.executor import LocalExecutor
 from actsteer.paper import multi_behaviour as mb
 from actsteer.paper.multi_behaviour.expressed import analysis, prompting
 from actsteer.paper.multi_behaviour.expressed.report import report_tables as report
@@ -178,18 +178,6 @@ def test_the_fluency_cost_scores_the_document_after_the_scaffold(prompted, tiny_
         float(torch.tensor(extra / sum(base["tokens"])).exp()), rel=1e-6)
 
 
-class Counting(LocalExecutor):
-    """A local executor that records the key of every unit it runs."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.units: list[str] = []
-
-    def map(self, units):
-        self.units += [u.key for u in units]
-        return super().map(units)
-
-
 def test_an_interrupted_run_keeps_its_finished_scaffold_cells(tiny_model, tmp_path,
                                                               prompted) -> None:
     import dataclasses
@@ -203,9 +191,9 @@ def test_an_interrupted_run_keeps_its_finished_scaffold_cells(tiny_model, tmp_pa
     # killed after the first prompting unit: the log ends with its cells
     last = max(i for i, x in enumerate(lines) if '"expressed-scaffold/scaffold=-/' in x)
     log.write_text("".join(lines[:last + 1]))
-    counting = Counting()
+    counting = Recording()
     again = mb.run_any(copy, model=tiny_model, progress=False, executor=counting)
-    assert sorted(counting.units) == ["fluency:-", "fluency:sentiment", "scaffold:sentiment"]
+    assert sorted(counting.keys) == ["fluency:-", "fluency:sentiment", "scaffold:sentiment"]
     kept = [k for k in results["cells"] if k.startswith("expressed-scaffold/scaffold=-/")]
     assert len(kept) == 3 and all(again["cells"][k] == results["cells"][k] for k in kept)
     assert str(report(again)) == str(report(results))  # as the uninterrupted run
@@ -216,12 +204,12 @@ def test_an_interrupted_run_keeps_its_finished_scaffold_cells(tiny_model, tmp_pa
     try:
         with open(garden, "w") as handle:
             json.dump({**json.loads(original), "instruction": "Talk about your garden."}, handle)
-        counting = Counting()
+        counting = Recording()
         changed = mb.run_any(copy, model=tiny_model, progress=False, executor=counting)
     finally:
         with open(garden, "w") as handle:
             handle.write(original)
-    assert sorted(counting.units) == ["fluency:gardening", "scaffold:gardening"]
+    assert sorted(counting.keys) == ["fluency:gardening", "scaffold:gardening"]
     assert analysis.row_effect(changed, "prompting", "gardening") is not None
 
 
