@@ -11,6 +11,7 @@ import json
 import pytest
 import torch
 from recording import Recording
+from test_expressed import _behaviour_file
 
 from actsteer.accuracy import Documents, accuracy_sweep
 from actsteer.effects import paired_effect
@@ -56,26 +57,10 @@ def test_the_scaffolds_differ_by_the_instruction_tokens_only() -> None:
             INSTRUCTION + tail + opening)
 
 
-def _gardening(folder, **changes):
-    data = {"name": "gardening",
-            "completions": [
-                {"context": "I woke up early on Saturday.",
-                 "behaviour": " I planted tomatoes in the garden.",
-                 "contrast": " I answered emails at the office."},
-                {"context": "My neighbour knocked on the door.",
-                 "behaviour": " He brought seeds for the flower beds.",
-                 "contrast": " He brought a folder of invoices."}],
-            "words": {"behaviour": ["garden", "seeds"], "contrast": ["office", "email"]},
-            **changes}
-    path = folder / "gardening.json"
-    path.write_text(json.dumps(data))
-    return str(path)
-
-
 def _config(folder, behaviours=None, **overrides):
     return mb.profile("quick", **{
         "out_dir": str(folder / "out"),
-        "behaviours": behaviours or ("sentiment", _gardening(folder)),
+        "behaviours": behaviours or ("sentiment", str(_behaviour_file(folder))),
         "n_grid": 4, "n_test": 8, "candidate_layers": (1, 3), "generate_prompts": 0,
         "tax_documents": 3, "tax_max_tokens": 12, "n_resamples": 200, **overrides})
 
